@@ -1,0 +1,53 @@
+//! Every tunable and every limit of a node, with defaults that suit both Maelstrom and
+//! a real broker. Exceeding a limit is an error reply (usually 11), never growth.
+
+use crate::Level;
+
+/// A node's configuration. `Config::default()` is a sensible start; drivers override
+/// fields from flags or the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Seed for the node's PRNG (retry jitter). Drivers log the seed they pick.
+    pub seed: u64,
+    /// Least severe log record the node emits as an effect.
+    pub log_level: Level,
+    /// How long one attempt of a node-to-node request waits for its reply.
+    pub rpc_timeout_ms: u64,
+    /// Attempts per node-to-node request before it is given up (at least 1).
+    pub rpc_max_attempts: u32,
+    /// Backoff before retry `k` is drawn from `0..=min(cap, base * 2^k)` (full jitter).
+    pub rpc_backoff_base_ms: u64,
+    /// Upper bound of the backoff before any retry.
+    pub rpc_backoff_cap_ms: u64,
+    /// Node-to-node requests awaiting a reply at once.
+    pub max_pending_rpcs: usize,
+    /// Client requests remembered (LRU) so a retried one is answered, not redone.
+    pub dedup_capacity: usize,
+    /// How often gossip (broadcast values, counter state) goes to peers that lag.
+    pub gossip_interval_ms: u64,
+    /// Most broadcast values in one gossip message.
+    pub gossip_batch_max: usize,
+    /// Most distinct broadcast values a node keeps.
+    pub max_broadcast_values: usize,
+    /// Longest input line drivers accept, in bytes.
+    pub max_line_bytes: usize,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            seed: 0,
+            log_level: Level::Warn,
+            rpc_timeout_ms: 1_000,
+            rpc_max_attempts: 6,
+            rpc_backoff_base_ms: 50,
+            rpc_backoff_cap_ms: 2_000,
+            max_pending_rpcs: 4_096,
+            dedup_capacity: 65_536,
+            gossip_interval_ms: 100,
+            gossip_batch_max: 1_024,
+            max_broadcast_values: 1_000_000,
+            max_line_bytes: 1 << 20,
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The node runtime: `init`, message ids, request dispatch and replies, the RPC table
+//! for requests to peers, the reply cache for retried client requests, periodic
+//! gossip, and the Maelstrom workloads built on them.
+
+use crate::broadcast::BroadcastSet;
+use crate::counter::Counter;
+use crate::dedup::DedupCache;
+use crate::msg::{ErrorBody, ErrorCode, GenerateOk, Gossip, Init, Payload, ReadOk};
+use crate::rpc::{RpcTable, RpcTimeout};
+use crate::timer::Periodic;
+use crate::wire::{Body, Invalid, Message};
+use crate::{Config, Effect, Effects, Event, Level, LogRecord, Rng, Time};
+
+/// What a pending request to a peer is for: the callback, as data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    /// A gossip batch to broadcast target `target`.
+    Gossip { target: usize },
+    /// Counter state of `version` to counter peer `peer`.
+    Merge { peer: usize, version: u64 },
+}
+
+/// Who this node is, once `init` has said so.
+#[derive(Debug)]
+struct Identity {
+    id: String,
+    node_ids: Vec<String>,
+}
+
+/// A Herald node: a pure state machine. Feed it events with [`Node::step`], carry out
+/// the effects it returns in order, and call `step(now, Event::Tick, ..)` when
+/// [`Node::next_deadline`] is reached. It reads no clock and does no I/O.
+#[derive(Debug)]
+pub struct Node {
+    config: Config,
+    rng: Rng,
+    now: Time,
+    identity: Option<Identity>,
+    next_msg_id: u64,
+    next_unique_id: u64,
+    rpc: RpcTable<Purpose>,
+    /// Replies to mutating client requests, by (client, msg_id).
+    replies: DedupCache<(String, u64), Payload>,
+    broadcast: BroadcastSet,
+    counter: Counter,
+    gossip: Periodic,
+}
+
+/// The reply a request gets: an `*_ok` payload or an error.
+type Reply = Result<Payload, ErrorBody>;
+
+impl Node {
+    /// A node waiting for `init`.
+    pub fn new(config: Config) -> Node {
+        Node {
+            rng: Rng::new(config.seed),
+            now: Time::ZERO,
+            identity: None,
+            next_msg_id: 1,
+            next_unique_id: 0,
+            rpc: RpcTable::new(config.max_pending_rpcs),
+            replies: DedupCache::new(config.dedup_capacity),
+            broadcast: BroadcastSet::default(),
+            counter: Counter::default(),
+            gossip: Periodic::new(config.gossip_interval_ms),
+            config,
+        }
+    }
+
+    /// This node's id, once initialised.
+    pub fn id(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.id.as_str())
+    }
+
+    /// The configuration the node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Handles one event at time `now` (earlier times are treated as the latest time
+    /// seen), appending effects to `out`. Due timers run first.
+    pub fn step(&mut self, now: Time, event: Event, out: &mut Effects) {
+        self.now = self.now.max(now);
+        self.run_timers(out);
+        match event {
+            Event::Message(msg) => self.on_message(msg, out),
+            Event::Invalid(bad) => self.on_invalid(bad, out),
+            Event::Tick => {}
+        }
+    }
+
+    /// When the node next needs a `Tick`, if ever.
+    pub fn next_deadline(&self) -> Option<Time> {
+        match (self.rpc.next_deadline(), self.gossip.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Panics if any internal invariant is broken (for tests, fuzzing, the simulator).
+    pub fn check_invariants(&self) {
+        self.rpc.check_invariants(&self.config);
+        self.replies.check_invariants();
+        self.broadcast.check_invariants(self.config.max_broadcast_values);
+        let mut gossips = Vec::new();
+        let mut merges = Vec::new();
+        for purpose in self.rpc.purposes() {
+            match *purpose {
+                Purpose::Gossip { target } => gossips.push(target),
+                Purpose::Merge { peer, .. } => merges.push(peer),
+            }
+        }
+        gossips.sort_unstable();
+        merges.sort_unstable();
+        let in_flight: Vec<usize> = self.broadcast.in_flight().collect();
+        assert_eq!(gossips, in_flight, "gossip batches in flight must match pending RPCs");
+        let in_flight: Vec<usize> = self.counter.in_flight().collect();
+        assert_eq!(merges, in_flight, "merges in flight must match pending RPCs");
+        if self.identity.is_none() {
+            assert!(self.rpc.is_empty(), "no peer requests before init");
+        }
+    }
+
+    fn run_timers(&mut self, out: &mut Effects) {
+        while let Some(timeout) = self.rpc.poll_timeout(self.now, &self.config, &mut self.rng) {
+            match timeout {
+                RpcTimeout::Resend(msg) => {
+                    self.log(Level::Debug, "rpc_retry", out, || {
+                        format!("to={} msg_id={:?}", msg.dest, msg.body.msg_id)
+                    });
+                    out.push(Effect::Send(msg));
+                }
+                RpcTimeout::GaveUp { request, purpose } => {
+                    self.log(Level::Info, "rpc_gave_up", out, || {
+                        format!("to={} type={}", request.dest, request.body.payload.kind())
+                    });
+                    self.rpc_failed(purpose);
+                }
+            }
+        }
+        if self.gossip.fire_if_due(self.now) {
+            self.gossip_round(out);
+        }
+    }
+
+    fn gossip_round(&mut self, out: &mut Effects) {
+        for target in 0..self.broadcast.target_count() {
+            let Some((to, values)) = self.broadcast.next_batch(target, self.config.gossip_batch_max)
+            else {
+                continue;
+            };
+            let purpose = Purpose::Gossip { target };
+            if !self.call(to, Payload::Gossip(Gossip { values }), purpose, out) {
+                self.broadcast.failed(target);
+            }
+        }
+        for peer in 0..self.counter.peer_count() {
+            let Some((to, state, version)) = self.counter.next_sync(peer) else { continue };
+            if !self.call(to, Payload::Merge(state), Purpose::Merge { peer, version }, out) {
+                self.counter.synced(peer, None);
+            }
+        }
+    }
+
+    /// Sends a request to a peer and tracks it in the RPC table; false if the table is
+    /// full (nothing was sent).
+    fn call(&mut self, to: String, payload: Payload, purpose: Purpose, out: &mut Effects) -> bool {
+        let src = self.id().unwrap_or_default().to_owned();
+        let msg = self.message(src, to, payload, None);
+        match self.rpc.start(self.now, &self.config, msg.clone(), purpose) {
+            Ok(()) => {
+                out.push(Effect::Send(msg));
+                true
+            }
+            Err(_) => {
+                self.log(Level::Warn, "rpc_table_full", out, || {
+                    format!("limit={}", self.config.max_pending_rpcs)
+                });
+                false
+            }
+        }
+    }
+
+    fn rpc_failed(&mut self, purpose: Purpose) {
+        match purpose {
+            Purpose::Gossip { target } => self.broadcast.failed(target),
+            Purpose::Merge { peer, .. } => self.counter.synced(peer, None),
+        }
+    }
+
+    fn on_message(&mut self, msg: Message, out: &mut Effects) {
+        let Message { src, dest, body } = msg;
+        match body.in_reply_to {
+            Some(request_id) => self.on_reply(&src, request_id, body.payload, out),
+            None => {
+                let reply = self.on_request(&src, body.msg_id, body.payload, out);
+                self.answer(&src, &dest, body.msg_id, reply, out);
+            }
+        }
+    }
+
+    fn on_invalid(&mut self, bad: Invalid, out: &mut Effects) {
+        self.log(Level::Warn, "invalid_request", out, || {
+            format!("src={} code={} reason={:?}", bad.src, bad.code.code(), bad.reason)
+        });
+        let reply = Err(ErrorBody::new(bad.code, bad.reason));
+        self.answer(&bad.src, &bad.dest, bad.msg_id, reply, out);
+    }
+
+    /// Sends `reply` to a request's sender; a request without `msg_id` cannot be
+    /// answered, so an error for it is only logged.
+    fn answer(&mut self, to: &str, dest: &str, msg_id: Option<u64>, reply: Reply, out: &mut Effects) {
+        let Some(msg_id) = msg_id else {
+            if let Err(err) = reply {
+                self.log(Level::Warn, "unanswerable_error", out, || {
+                    format!("src={to} code={} text={:?}", err.code, err.text)
+                });
+            }
+            return;
+        };
+        let payload = reply.unwrap_or_else(Payload::Error);
+        // Before init the node has no id of its own: answer as whom it was addressed to.
+        let src = self.id().unwrap_or(dest).to_owned();
+        let msg = self.message(src, to.to_owned(), payload, Some(msg_id));
+        out.push(Effect::Send(msg));
+    }
+
+    fn message(&mut self, src: String, dest: String, payload: Payload, in_reply_to: Option<u64>) -> Message {
+        let msg_id = self.next_msg_id;
+        self.next_msg_id += 1;
+        Message { src, dest, body: Body { payload, msg_id: Some(msg_id), in_reply_to } }
+    }
+
+    fn on_request(&mut self, src: &str, msg_id: Option<u64>, payload: Payload, out: &mut Effects) -> Reply {
+        if let Payload::Init(init) = payload {
+            return self.init(init);
+        }
+        if self.identity.is_none() {
+            return Err(ErrorBody::new(
+                ErrorCode::TemporarilyUnavailable,
+                format!("not initialised: got {:?} before init", payload.kind()),
+            ));
+        }
+        // A mutating request retried with the same (client, msg_id) gets the first reply.
+        let key = msg_id.filter(|_| is_mutation(&payload)).map(|id| (src.to_owned(), id));
+        if let Some(cached) = key.as_ref().and_then(|k| self.replies.get(k)) {
+            let cached = cached.clone();
+            self.log(Level::Debug, "duplicate_request", out, || format!("src={src} msg_id={msg_id:?}"));
+            return Ok(cached);
+        }
+        let reply = self.handle(src, payload);
+        if let (Some(key), Ok(ok)) = (key, &reply) {
+            self.replies.insert(key, ok.clone());
+        }
+        reply
+    }
+
+    fn init(&mut self, init: Init) -> Reply {
+        if let Some(me) = &self.identity {
+            if me.id == init.node_id && me.node_ids == init.node_ids {
+                return Ok(Payload::InitOk); // a retried init
+            }
+            return Err(ErrorBody::new(
+                ErrorCode::PreconditionFailed,
+                format!("already initialised as {:?}", me.id),
+            ));
+        }
+        if !init.node_ids.contains(&init.node_id) {
+            return Err(ErrorBody::new(
+                ErrorCode::MalformedRequest,
+                format!("node_id {:?} is not in node_ids", init.node_id),
+            ));
+        }
+        let peers: Vec<String> = init.node_ids.iter().filter(|n| **n != init.node_id).cloned().collect();
+        self.broadcast.set_targets(peers.clone());
+        self.counter.set_peers(peers);
+        self.gossip.start(self.now);
+        self.identity = Some(Identity { id: init.node_id, node_ids: init.node_ids });
+        Ok(Payload::InitOk)
+    }
+
+    /// Runs an initialised node's request.
+    fn handle(&mut self, src: &str, payload: Payload) -> Reply {
+        let me = self.identity.as_ref().expect("handle runs after init");
+        let set_full = || {
+            ErrorBody::new(
+                ErrorCode::TemporarilyUnavailable,
+                format!("broadcast set is full (max_broadcast_values={})", self.config.max_broadcast_values),
+            )
+        };
+        match payload {
+            Payload::Echo(echo) => Ok(Payload::EchoOk(echo)),
+            Payload::Generate => {
+                let id = format!("{}-{}", me.id, self.next_unique_id);
+                self.next_unique_id += 1;
+                Ok(Payload::GenerateOk(GenerateOk { id }))
+            }
+            Payload::Topology(topology) => {
+                if let Some(neighbours) = topology.topology.get(&me.id) {
+                    let targets = neighbours
+                        .iter()
+                        .filter(|n| **n != me.id && me.node_ids.contains(n))
+                        .cloned()
+                        .collect();
+                    self.broadcast.set_targets(targets);
+                }
+                self.broadcast.activate();
+                Ok(Payload::TopologyOk)
+            }
+            Payload::Broadcast(b) => {
+                let limit = self.config.max_broadcast_values;
+                self.broadcast.insert(&[b.message], None, limit).map_err(|_| set_full())?;
+                Ok(Payload::BroadcastOk)
+            }
+            Payload::Gossip(g) => {
+                let limit = self.config.max_broadcast_values;
+                self.broadcast.insert(&g.values, Some(src), limit).map_err(|_| set_full())?;
+                Ok(Payload::GossipOk)
+            }
+            Payload::Read if self.broadcast.is_active() => {
+                Ok(Payload::ReadOk(ReadOk { messages: Some(self.broadcast.values()), value: None }))
+            }
+            Payload::Read => Ok(Payload::ReadOk(ReadOk { messages: None, value: Some(self.counter.value()) })),
+            Payload::Add(add) => {
+                self.counter.add(&me.id, add.delta).map_err(|_| {
+                    ErrorBody::new(ErrorCode::Abort, "the counter would overflow")
+                })?;
+                Ok(Payload::AddOk)
+            }
+            Payload::Merge(state) => {
+                self.counter.merge(&state, &me.node_ids);
+                Ok(Payload::MergeOk)
+            }
+            Payload::Init(_) => unreachable!("init is handled before dispatch"),
+            reply @ (Payload::InitOk
+            | Payload::EchoOk(_)
+            | Payload::GenerateOk(_)
+            | Payload::TopologyOk
+            | Payload::BroadcastOk
+            | Payload::ReadOk(_)
+            | Payload::AddOk
+            | Payload::GossipOk
+            | Payload::MergeOk
+            | Payload::Error(_)) => Err(ErrorBody::new(
+                ErrorCode::NotSupported,
+                format!("{:?} is a reply, not a request (no in_reply_to)", reply.kind()),
+            )),
+        }
+    }
+
+    fn on_reply(&mut self, src: &str, request_id: u64, payload: Payload, out: &mut Effects) {
+        let transient = matches!(&payload, Payload::Error(e) if e.code == ErrorCode::TemporarilyUnavailable.code());
+        let Some((request, purpose)) =
+            self.rpc.on_reply(self.now, &self.config, &mut self.rng, request_id, transient)
+        else {
+            self.log(Level::Debug, "reply_ignored", out, || {
+                format!("src={src} in_reply_to={request_id} type={}", payload.kind())
+            });
+            return;
+        };
+        match (purpose, payload, request.body.payload) {
+            (Purpose::Gossip { target }, Payload::GossipOk, Payload::Gossip(sent)) => {
+                self.broadcast.delivered(target, &sent.values);
+            }
+            (Purpose::Merge { peer, version }, Payload::MergeOk, _) => {
+                self.counter.synced(peer, Some(version));
+            }
+            (purpose, reply, _) => {
+                self.log(Level::Info, "rpc_failed", out, || format!("src={src} reply={reply:?}"));
+                self.rpc_failed(purpose);
+            }
+        }
+    }
+
+    fn log(&self, level: Level, event: &'static str, out: &mut Effects, detail: impl FnOnce() -> String) {
+        if level >= self.config.log_level {
+            out.push(Effect::Log(LogRecord { level, event, detail: detail() }));
+        }
+    }
+}
+
+/// Requests whose repetition would do something twice; their replies are cached.
+fn is_mutation(payload: &Payload) -> bool {
+    matches!(payload, Payload::Generate | Payload::Broadcast(_) | Payload::Add(_))
+}

@@ -1,0 +1,493 @@
+//! The JSON-lines codec: envelopes, body decoding, encoding, and a bounded line framer.
+//!
+//! Decoding is one pass with no intermediate `Value` when `type` is the body's first
+//! key (as Maelstrom and Herald's clients write it); otherwise the body is buffered
+//! once. A line that fails to decode is parsed again, slowly, only to find out whom to
+//! answer with which error.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{
+    self, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserializer, MapAccess, Visitor,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::msg::{ErrorCode, Payload};
+
+/// One message: Maelstrom's envelope around a body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The sender's id.
+    pub src: String,
+    /// The receiver's id.
+    pub dest: String,
+    /// What is said.
+    pub body: Body,
+}
+
+/// A body: the correlation header plus the typed payload.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Body {
+    /// The payload, with its `type`.
+    #[serde(flatten)]
+    pub payload: Payload,
+    /// The sender's id for this message, unique per sender; replies quote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub msg_id: Option<u64>,
+    /// On a reply: the `msg_id` of the request it answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub in_reply_to: Option<u64>,
+}
+
+/// A line that is JSON with an envelope we can answer, but whose body is not valid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invalid {
+    /// Who sent it (the error reply goes there).
+    pub src: String,
+    /// Whom it was for.
+    pub dest: String,
+    /// The request's `msg_id`, if it had a usable one (no id, no reply).
+    pub msg_id: Option<u64>,
+    /// 10 (not-supported) for an unknown `type`, 12 (malformed-request) otherwise.
+    pub code: ErrorCode,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Why a line could not be decoded into a [`Message`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not JSON, or JSON without a string `src`: nobody can be answered, only logged.
+    Unreadable(String),
+    /// An envelope we can answer with an error reply.
+    Invalid(Invalid),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::Unreadable(reason) => write!(f, "unreadable line: {reason}"),
+            DecodeError::Invalid(bad) => {
+                write!(f, "invalid message from {}: {}", bad.src, bad.reason)
+            }
+        }
+    }
+}
+
+/// Decodes one line (without its newline) into a message.
+pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
+    serde_json::from_slice(line).map_err(|err| classify(line, &err))
+}
+
+/// Works out whom a bad line came from and which error code it deserves.
+fn classify(line: &[u8], err: &serde_json::Error) -> DecodeError {
+    let Ok(Value::Object(mut envelope)) = serde_json::from_slice::<Value>(line) else {
+        return DecodeError::Unreadable(err.to_string());
+    };
+    let Some(Value::String(src)) = envelope.remove("src") else {
+        return DecodeError::Unreadable(format!("no string `src`: {err}"));
+    };
+    let dest = match envelope.remove("dest") {
+        Some(Value::String(dest)) => dest,
+        _ => String::new(),
+    };
+    let body = envelope.get("body");
+    let field = |name: &str| body.and_then(|b| b.get(name));
+    let msg_id = field("msg_id").and_then(Value::as_u64);
+    let (code, reason) = match field("type").and_then(Value::as_str) {
+        Some(kind) if !Payload::is_known_kind(kind) => {
+            (ErrorCode::NotSupported, format!("unsupported message type {kind:?}"))
+        }
+        _ => (ErrorCode::MalformedRequest, err.to_string()),
+    };
+    DecodeError::Invalid(Invalid { src, dest, msg_id, code, reason })
+}
+
+/// Appends `msg` as one compact JSON line (with its `\n`) to `out`.
+pub fn encode(msg: &Message, out: &mut Vec<u8>) {
+    // Writing to a Vec cannot fail, and every Herald type serializes (string map keys,
+    // struct payloads): the round-trip tests cover each kind.
+    serde_json::to_writer(&mut *out, msg).expect("Herald messages always serialize");
+    out.push(b'\n');
+}
+
+/// The correlation header, gathered while the payload's own fields are decoded.
+#[derive(Default)]
+struct Header {
+    msg_id: Option<u64>,
+    in_reply_to: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Body, D::Error> {
+        deserializer.deserialize_map(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a message body object with a `type`")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+        let Some(first) = map.next_key::<Key<'de>>()? else {
+            return Err(de::Error::missing_field("type"));
+        };
+        if first.0 == "type" {
+            let kind: Key<'de> = map.next_value()?;
+            let mut header = Header::default();
+            let payload =
+                Payload::decode_fields(&kind.0, HeaderTap { map, header: &mut header })?;
+            return Ok(Body { payload, msg_id: header.msg_id, in_reply_to: header.in_reply_to });
+        }
+        // Slow path: `type` comes later, so buffer the body once.
+        let mut fields = serde_json::Map::new();
+        fields.insert(first.0.into_owned(), map.next_value()?);
+        while let Some((key, value)) = map.next_entry::<String, Value>()? {
+            fields.insert(key, value);
+        }
+        let number = |name: &str| -> Result<Option<u64>, A::Error> {
+            match fields.get(name) {
+                None => Ok(None),
+                Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                    de::Error::custom(format_args!("`{name}` must be a non-negative integer"))
+                }),
+            }
+        };
+        let msg_id = number("msg_id")?;
+        let in_reply_to = number("in_reply_to")?;
+        let Some(Value::String(kind)) = fields.remove("type") else {
+            return Err(de::Error::missing_field("type"));
+        };
+        let payload =
+            Payload::decode_fields(&kind, Value::Object(fields)).map_err(de::Error::custom)?;
+        Ok(Body { payload, msg_id, in_reply_to })
+    }
+}
+
+/// A map key, borrowed from the input when it has no escapes.
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Key<'de>, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Passes a body's remaining fields to the payload's decoder, taking out `msg_id` and
+/// `in_reply_to` on the way.
+struct HeaderTap<'h, A> {
+    map: A,
+    header: &'h mut Header,
+}
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for HeaderTap<'_, A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        while let Some(key) = self.map.next_key::<Key<'de>>()? {
+            match &*key.0 {
+                "msg_id" => self.header.msg_id = Some(self.map.next_value()?),
+                "in_reply_to" => self.header.in_reply_to = Some(self.map.next_value()?),
+                "type" => {
+                    self.map.next_value::<IgnoredAny>()?;
+                }
+                _ => return seed.deserialize(key.0.into_deserializer()).map(Some),
+            }
+        }
+        Ok(None)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.map.next_value_seed(seed)
+    }
+}
+
+impl<'de, A: MapAccess<'de>> Deserializer<'de> for HeaderTap<'_, A> {
+    type Error = A::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, A::Error> {
+        visitor.visit_map(self)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map struct
+        enum identifier ignored_any
+    }
+}
+
+/// What the framer found: a whole line, or a line longer than the limit (dropped).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete line, without `\n` (and without a trailing `\r`). Never empty.
+    Line(&'a [u8]),
+    /// A line over the limit was discarded; `bytes` of it were seen.
+    TooLong {
+        /// How many bytes the discarded line had.
+        bytes: usize,
+    },
+}
+
+/// Splits a byte stream into lines, holding at most `max_line_bytes` of a partial line.
+/// A longer line is skipped up to its newline and reported once as [`Frame::TooLong`].
+#[derive(Debug)]
+pub struct LineFramer {
+    partial: Vec<u8>,
+    max_line_bytes: usize,
+    /// Bytes of an over-long line seen so far, while skipping to its newline.
+    skipping: Option<usize>,
+}
+
+impl LineFramer {
+    /// A framer that accepts lines of up to `max_line_bytes` bytes.
+    pub fn new(max_line_bytes: usize) -> LineFramer {
+        LineFramer { partial: Vec::new(), max_line_bytes, skipping: None }
+    }
+
+    /// Feeds `bytes`, calling `on_frame` for each complete line (blank lines skipped).
+    pub fn feed(&mut self, mut bytes: &[u8], mut on_frame: impl FnMut(Frame<'_>)) {
+        while !bytes.is_empty() {
+            let newline = bytes.iter().position(|&b| b == b'\n');
+            let chunk = &bytes[..newline.unwrap_or(bytes.len())];
+            bytes = newline.map_or(&[], |i| &bytes[i + 1..]);
+            if let Some(seen) = self.skipping.as_mut() {
+                *seen += chunk.len();
+                if newline.is_some() {
+                    let bytes = *seen;
+                    self.skipping = None;
+                    on_frame(Frame::TooLong { bytes });
+                }
+                continue;
+            }
+            if self.partial.len() + chunk.len() > self.max_line_bytes {
+                self.skipping = Some(self.partial.len() + chunk.len());
+                self.partial = Vec::new();
+                if newline.is_some() {
+                    let bytes = self.skipping.take().unwrap_or_default();
+                    on_frame(Frame::TooLong { bytes });
+                }
+                continue;
+            }
+            if newline.is_none() {
+                self.partial.extend_from_slice(chunk);
+                continue;
+            }
+            let line: &[u8] = if self.partial.is_empty() {
+                chunk
+            } else {
+                self.partial.extend_from_slice(chunk);
+                &self.partial
+            };
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if !line.is_empty() {
+                on_frame(Frame::Line(line));
+            }
+            self.partial.clear();
+        }
+    }
+
+    /// Bytes of an unfinished line held now (never more than the limit).
+    pub fn buffered(&self) -> usize {
+        self.partial.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::*;
+    use std::collections::BTreeMap;
+
+    fn msg(payload: Payload, msg_id: Option<u64>, in_reply_to: Option<u64>) -> Message {
+        Message {
+            src: "c1".into(),
+            dest: "n1".into(),
+            body: Body { payload, msg_id, in_reply_to },
+        }
+    }
+
+    fn every_kind() -> Vec<Payload> {
+        vec![
+            Payload::Init(Init { node_id: "n1".into(), node_ids: vec!["n1".into(), "n2".into()] }),
+            Payload::InitOk,
+            Payload::Echo(Echo { echo: serde_json::json!({"a": [1, "x", null]}) }),
+            Payload::EchoOk(Echo { echo: Value::String("hi".into()) }),
+            Payload::Generate,
+            Payload::GenerateOk(GenerateOk { id: "n1-7".into() }),
+            Payload::Topology(Topology {
+                topology: BTreeMap::from([("n1".into(), vec!["n2".into()])]),
+            }),
+            Payload::TopologyOk,
+            Payload::Broadcast(Broadcast { message: -4 }),
+            Payload::BroadcastOk,
+            Payload::Read,
+            Payload::ReadOk(ReadOk { messages: Some(vec![1, 2]), value: None }),
+            Payload::ReadOk(ReadOk { messages: None, value: Some(9) }),
+            Payload::Add(Add { delta: 3 }),
+            Payload::AddOk,
+            Payload::Gossip(Gossip { values: vec![5, 6] }),
+            Payload::GossipOk,
+            Payload::Merge(Merge {
+                inc: BTreeMap::from([("n1".into(), 4)]),
+                dec: BTreeMap::new(),
+            }),
+            Payload::MergeOk,
+            Payload::Error(ErrorBody::new(ErrorCode::Abort, "no")),
+        ]
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        for payload in every_kind() {
+            assert!(Payload::is_known_kind(payload.kind()));
+            let m = msg(payload, Some(3), Some(2));
+            let mut line = Vec::new();
+            encode(&m, &mut line);
+            assert_eq!(line.last(), Some(&b'\n'));
+            assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1, "one line");
+            assert_eq!(decode(&line[..line.len() - 1]), Ok(m));
+        }
+    }
+
+    #[test]
+    fn encodes_maelstrom_shapes_exactly() {
+        let mut line = Vec::new();
+        encode(&msg(Payload::EchoOk(Echo { echo: "x".into() }), Some(1), Some(5)), &mut line);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "{\"src\":\"c1\",\"dest\":\"n1\",\"body\":{\"type\":\"echo_ok\",\"echo\":\"x\",\
+             \"msg_id\":1,\"in_reply_to\":5}}\n"
+        );
+        let mut line = Vec::new();
+        encode(&msg(Payload::InitOk, None, Some(1)), &mut line);
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "{\"src\":\"c1\",\"dest\":\"n1\",\"body\":{\"type\":\"init_ok\",\"in_reply_to\":1}}\n"
+        );
+    }
+
+    #[test]
+    fn type_anywhere_unknown_keys_and_escapes_are_accepted() {
+        let line = br#"{"id":4,"dest":"n1","body":{"msg_id":9,"echo":"x","extra":[1],"type":"echo"},"src":"c\u0031"}"#;
+        let m = decode(line).unwrap();
+        assert_eq!(m.src, "c1");
+        assert_eq!(m.body.msg_id, Some(9));
+        assert_eq!(m.body.payload, Payload::Echo(Echo { echo: "x".into() }));
+        let line = br#"{"src":"c1","dest":"n1","body":{"type":"read","msg_id":2,"key":"ignored","m\u0073g_id":3}}"#;
+        let m = decode(line).unwrap();
+        assert_eq!((m.body.payload, m.body.msg_id), (Payload::Read, Some(3)));
+    }
+
+    #[test]
+    fn bad_bodies_are_classified_for_the_reply() {
+        let invalid = |line: &[u8]| match decode(line) {
+            Err(DecodeError::Invalid(bad)) => bad,
+            other => panic!("expected Invalid, got {other:?}"),
+        };
+        let bad = invalid(br#"{"src":"c1","dest":"n1","body":{"type":"frob","msg_id":4}}"#);
+        assert_eq!((bad.code, bad.msg_id, bad.src.as_str()), (ErrorCode::NotSupported, Some(4), "c1"));
+        let bad = invalid(br#"{"src":"c1","dest":"n1","body":{"type":"add","msg_id":5}}"#);
+        assert_eq!((bad.code, bad.msg_id), (ErrorCode::MalformedRequest, Some(5)));
+        assert!(bad.reason.contains("delta"), "{}", bad.reason);
+        let bad = invalid(br#"{"src":"c1","dest":"n1","body":{"msg_id":6,"type":"add","delta":"x"}}"#);
+        assert_eq!((bad.code, bad.msg_id), (ErrorCode::MalformedRequest, Some(6)));
+        let bad = invalid(br#"{"src":"c1","dest":"n1","body":{"type":"echo","echo":1,"msg_id":-1}}"#);
+        assert_eq!((bad.code, bad.msg_id), (ErrorCode::MalformedRequest, None));
+        let bad = invalid(br#"{"src":"c1","body":{"type":"echo","msg_id":1}}"#);
+        assert_eq!((bad.code, bad.msg_id, bad.dest.as_str()), (ErrorCode::MalformedRequest, Some(1), ""));
+        for line in [&b"not json"[..], b"[1,2]", b"{\"dest\":\"n1\"}", b"{\"src\":5}", b""] {
+            assert!(matches!(decode(line), Err(DecodeError::Unreadable(_))), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn decode_never_panics_on_any_bytes() {
+        bolero::check!().for_each(|bytes: &[u8]| {
+            let _ = decode(bytes);
+        });
+    }
+
+    #[test]
+    fn framer_splits_lines_across_chunks_and_skips_long_ones() {
+        let mut framer = LineFramer::new(8);
+        let mut frames = Vec::new();
+        let mut collect = |f: Frame<'_>| {
+            frames.push(match f {
+                Frame::Line(l) => String::from_utf8(l.to_vec()).unwrap(),
+                Frame::TooLong { bytes } => format!("<too long: {bytes}>"),
+            })
+        };
+        framer.feed(b"ab", &mut collect);
+        framer.feed(b"c\r\n\nde", &mut collect);
+        framer.feed(b"f\n0123456789", &mut collect);
+        framer.feed(b"abc\nok\n", &mut collect);
+        framer.feed(b"12345678\n123456789\n", &mut collect);
+        assert_eq!(
+            frames,
+            ["abc", "def", "<too long: 13>", "ok", "12345678", "<too long: 9>"]
+        );
+        assert_eq!(framer.buffered(), 0);
+    }
+
+    #[test]
+    fn framer_matches_a_split_model_for_any_chunking() {
+        bolero::check!().with_type::<(Vec<u8>, Vec<u8>)>().for_each(|(data, cuts)| {
+            let max = 6;
+            let mut framer = LineFramer::new(max);
+            let mut got = Vec::new();
+            let mut rest = &data[..];
+            for &cut in cuts {
+                let at = (cut as usize).min(rest.len());
+                framer.feed(&rest[..at], |f| got.push(format!("{f:?}")));
+                assert!(framer.buffered() <= max);
+                rest = &rest[at..];
+            }
+            framer.feed(rest, |f| got.push(format!("{f:?}")));
+            // Model: split the complete lines, trim one `\r`, drop blanks.
+            let complete = match data.iter().rposition(|&b| b == b'\n') {
+                Some(i) => &data[..i],
+                None => &data[..0],
+            };
+            let mut want = Vec::new();
+            if data.contains(&b'\n') {
+                for line in complete.split(|&b| b == b'\n') {
+                    if line.len() > max {
+                        want.push(format!("{:?}", Frame::TooLong { bytes: line.len() }));
+                    } else {
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        if !line.is_empty() {
+                            want.push(format!("{:?}", Frame::Line(line)));
+                        }
+                    }
+                }
+            }
+            assert_eq!(got, want);
+        });
+    }
+}
