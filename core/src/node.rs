@@ -72,6 +72,11 @@ impl Node {
         self.identity.as_ref().map(|i| i.id.as_str())
     }
 
+    /// Requests to peers still awaiting a reply (or a retry).
+    pub fn pending_rpcs(&self) -> usize {
+        self.rpc.len()
+    }
+
     /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
         &self.config
