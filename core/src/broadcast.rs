@@ -15,6 +15,8 @@ pub struct SetFull;
 #[derive(Debug)]
 struct Target {
     node: String,
+    /// Whether this peer is gossiped to (a neighbour in the topology).
+    enabled: bool,
     known: BTreeSet<i64>,
     /// Every `log` entry before this index is in `known`.
     cursor: usize,
@@ -32,16 +34,21 @@ pub struct BroadcastSet {
 }
 
 impl BroadcastSet {
-    /// Gossips to `nodes` from now on (knowledge of peers that stay is kept).
-    pub fn set_targets(&mut self, nodes: Vec<String>) {
-        let mut old = std::mem::take(&mut self.targets);
+    /// Sets the cluster's other nodes, all gossiped to; called once, at `init`. Their
+    /// indexes stay fixed for the node's life.
+    pub fn set_peers(&mut self, nodes: Vec<String>) {
         self.targets = nodes
             .into_iter()
-            .map(|node| match old.iter().position(|t| t.node == node) {
-                Some(i) => old.swap_remove(i),
-                None => Target { node, known: BTreeSet::new(), cursor: 0, in_flight: false },
-            })
+            .map(|node| Target { node, enabled: true, known: BTreeSet::new(), cursor: 0, in_flight: false })
             .collect();
+    }
+
+    /// Gossips only to the peers in `neighbours` from now on. Batches in flight finish
+    /// normally; what each peer is known to have is kept.
+    pub fn restrict_to(&mut self, neighbours: &[String]) {
+        for target in &mut self.targets {
+            target.enabled = neighbours.contains(&target.node);
+        }
     }
 
     /// Marks the workload as broadcast (a `topology` arrived).
@@ -87,7 +94,7 @@ impl BroadcastSet {
     /// `max` values, and the batch is marked in flight.
     pub fn next_batch(&mut self, i: usize, max: usize) -> Option<(String, Vec<i64>)> {
         let target = self.targets.get_mut(i)?;
-        if target.in_flight {
+        if target.in_flight || !target.enabled {
             return None;
         }
         while target.cursor < self.log.len() && target.known.contains(&self.log[target.cursor]) {
@@ -147,7 +154,8 @@ mod tests {
     #[test]
     fn batches_hold_only_what_the_peer_lacks() {
         let mut set = BroadcastSet::default();
-        set.set_targets(vec!["n2".into(), "n3".into()]);
+        set.set_peers(vec!["n2".into(), "n3".into(), "n4".into()]);
+        set.restrict_to(&["n2".into(), "n3".into()]);
         set.insert(&[1, 2], None, 100).unwrap();
         set.insert(&[3], Some("n2"), 100).unwrap(); // n2 told us 3: it has it
         assert_eq!(set.next_batch(0, 10), Some(("n2".into(), vec![1, 2])));
@@ -157,6 +165,10 @@ mod tests {
         assert_eq!(set.next_batch(0, 10), None, "n2 has everything");
         set.failed(1);
         assert_eq!(set.next_batch(1, 10), Some(("n3".into(), vec![1, 2, 3])));
+        assert_eq!(set.next_batch(2, 10), None, "n4 is not a neighbour");
+        set.restrict_to(&["n4".into()]);
+        assert_eq!(set.next_batch(2, 10), Some(("n4".into(), vec![1, 2, 3])));
+        set.delivered(1, &[1, 2, 3]); // n3's batch, in flight before the change, lands
         set.check_invariants(100);
         assert_eq!(set.values(), [1, 2, 3]);
     }
@@ -177,8 +189,8 @@ mod tests {
         // repeating rounds until nothing is in flight leaves both sets equal.
         bolero::check!().with_type::<(Vec<(bool, i8)>, Vec<bool>)>().for_each(|(ins, losses)| {
             let mut sets = [BroadcastSet::default(), BroadcastSet::default()];
-            sets[0].set_targets(vec!["b".into()]);
-            sets[1].set_targets(vec!["a".into()]);
+            sets[0].set_peers(vec!["b".into()]);
+            sets[1].set_peers(vec!["a".into()]);
             for &(at_b, v) in ins {
                 sets[usize::from(at_b)].insert(&[i64::from(v)], None, 1000).unwrap();
             }

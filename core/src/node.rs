@@ -277,7 +277,7 @@ impl Node {
             ));
         }
         let peers: Vec<String> = init.node_ids.iter().filter(|n| **n != init.node_id).cloned().collect();
-        self.broadcast.set_targets(peers.clone());
+        self.broadcast.set_peers(peers.clone());
         self.counter.set_peers(peers);
         self.gossip.start(self.now);
         self.identity = Some(Identity { id: init.node_id, node_ids: init.node_ids });
@@ -302,12 +302,7 @@ impl Node {
             }
             Payload::Topology(topology) => {
                 if let Some(neighbours) = topology.topology.get(&me.id) {
-                    let targets = neighbours
-                        .iter()
-                        .filter(|n| **n != me.id && me.node_ids.contains(n))
-                        .cloned()
-                        .collect();
-                    self.broadcast.set_targets(targets);
+                    self.broadcast.restrict_to(neighbours);
                 }
                 self.broadcast.activate();
                 Ok(Payload::TopologyOk)
