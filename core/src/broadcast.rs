@@ -39,7 +39,13 @@ impl BroadcastSet {
     pub fn set_peers(&mut self, nodes: Vec<String>) {
         self.targets = nodes
             .into_iter()
-            .map(|node| Target { node, enabled: true, known: BTreeSet::new(), cursor: 0, in_flight: false })
+            .map(|node| Target {
+                node,
+                enabled: true,
+                known: BTreeSet::new(),
+                cursor: 0,
+                in_flight: false,
+            })
             .collect();
     }
 
@@ -63,7 +69,12 @@ impl BroadcastSet {
 
     /// Adds values learned from a client (`from` = None) or a peer, which then is known
     /// to have them. Refuses the whole batch if it would overflow `limit`.
-    pub fn insert(&mut self, values: &[i64], from: Option<&str>, limit: usize) -> Result<(), SetFull> {
+    pub fn insert(
+        &mut self,
+        values: &[i64],
+        from: Option<&str>,
+        limit: usize,
+    ) -> Result<(), SetFull> {
         let new = values.iter().filter(|v| !self.values.contains(v)).count();
         if self.values.len() + new > limit {
             return Err(SetFull);
@@ -130,17 +141,30 @@ impl BroadcastSet {
 
     /// Targets with a batch in flight, by index.
     pub fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
-        self.targets.iter().enumerate().filter(|(_, t)| t.in_flight).map(|(i, _)| i)
+        self.targets
+            .iter()
+            .enumerate()
+            .filter(|(_, t)| t.in_flight)
+            .map(|(i, _)| i)
     }
 
     /// Panics if the set and its log disagree or a cursor is out of range.
     pub fn check_invariants(&self, limit: usize) {
         assert!(self.values.len() <= limit, "broadcast set over its limit");
-        assert_eq!(self.values.len(), self.log.len(), "broadcast log has duplicates");
+        assert_eq!(
+            self.values.len(),
+            self.log.len(),
+            "broadcast log has duplicates"
+        );
         for target in &self.targets {
-            assert!(target.cursor <= self.log.len(), "gossip cursor past the log");
             assert!(
-                self.log[..target.cursor].iter().all(|v| target.known.contains(v)),
+                target.cursor <= self.log.len(),
+                "gossip cursor past the log"
+            );
+            assert!(
+                self.log[..target.cursor]
+                    .iter()
+                    .all(|v| target.known.contains(v)),
                 "gossip cursor skipped a value the peer lacks"
             );
         }
@@ -160,7 +184,11 @@ mod tests {
         set.insert(&[3], Some("n2"), 100).unwrap(); // n2 told us 3: it has it
         assert_eq!(set.next_batch(0, 10), Some(("n2".into(), vec![1, 2])));
         assert_eq!(set.next_batch(0, 10), None, "one batch in flight per peer");
-        assert_eq!(set.next_batch(1, 2), Some(("n3".into(), vec![1, 2])), "capped at max");
+        assert_eq!(
+            set.next_batch(1, 2),
+            Some(("n3".into(), vec![1, 2])),
+            "capped at max"
+        );
         set.delivered(0, &[1, 2]);
         assert_eq!(set.next_batch(0, 10), None, "n2 has everything");
         set.failed(1);
@@ -187,38 +215,47 @@ mod tests {
     fn gossip_between_two_sets_converges_under_loss() {
         // Property: whatever is inserted where, and whichever batches are lost,
         // repeating rounds until nothing is in flight leaves both sets equal.
-        bolero::check!().with_type::<(Vec<(bool, i8)>, Vec<bool>)>().for_each(|(ins, losses)| {
-            let mut sets = [BroadcastSet::default(), BroadcastSet::default()];
-            sets[0].set_peers(vec!["b".into()]);
-            sets[1].set_peers(vec!["a".into()]);
-            for &(at_b, v) in ins {
-                sets[usize::from(at_b)].insert(&[i64::from(v)], None, 1000).unwrap();
-            }
-            let mut loss = losses.iter().copied().chain(std::iter::repeat(false));
-            for _round in 0..losses.len() + 2 {
-                for from in 0..2 {
-                    let names = ["a", "b"];
-                    if let Some((_, batch)) = sets[from].next_batch(0, 4) {
-                        if loss.next().unwrap_or(false) {
-                            sets[from].failed(0);
-                        } else {
-                            sets[1 - from].insert(&batch, Some(names[from]), 1000).unwrap();
+        bolero::check!()
+            .with_type::<(Vec<(bool, i8)>, Vec<bool>)>()
+            .for_each(|(ins, losses)| {
+                let mut sets = [BroadcastSet::default(), BroadcastSet::default()];
+                sets[0].set_peers(vec!["b".into()]);
+                sets[1].set_peers(vec!["a".into()]);
+                for &(at_b, v) in ins {
+                    sets[usize::from(at_b)]
+                        .insert(&[i64::from(v)], None, 1000)
+                        .unwrap();
+                }
+                let mut loss = losses.iter().copied().chain(std::iter::repeat(false));
+                for _round in 0..losses.len() + 2 {
+                    for from in 0..2 {
+                        let names = ["a", "b"];
+                        if let Some((_, batch)) = sets[from].next_batch(0, 4) {
+                            if loss.next().unwrap_or(false) {
+                                sets[from].failed(0);
+                            } else {
+                                sets[1 - from]
+                                    .insert(&batch, Some(names[from]), 1000)
+                                    .unwrap();
+                                sets[from].delivered(0, &batch);
+                            }
+                        }
+                    }
+                }
+                while sets
+                    .iter_mut()
+                    .any(|s| s.next_batch(0, 1000).map(|_| s.failed(0)).is_some())
+                {
+                    for from in 0..2 {
+                        if let Some((_, batch)) = sets[from].next_batch(0, 1000) {
+                            sets[1 - from].insert(&batch, None, 1000).unwrap();
                             sets[from].delivered(0, &batch);
                         }
                     }
                 }
-            }
-            while sets.iter_mut().any(|s| s.next_batch(0, 1000).map(|_| s.failed(0)).is_some()) {
-                for from in 0..2 {
-                    if let Some((_, batch)) = sets[from].next_batch(0, 1000) {
-                        sets[1 - from].insert(&batch, None, 1000).unwrap();
-                        sets[from].delivered(0, &batch);
-                    }
-                }
-            }
-            assert_eq!(sets[0].values(), sets[1].values());
-            sets[0].check_invariants(1000);
-            sets[1].check_invariants(1000);
-        });
+                assert_eq!(sets[0].values(), sets[1].values());
+                sets[0].check_invariants(1000);
+                sets[1].check_invariants(1000);
+            });
     }
 }

@@ -32,15 +32,25 @@ impl Counter {
     pub fn set_peers(&mut self, peers: Vec<String>) {
         self.peers = peers
             .into_iter()
-            .map(|node| Peer { node, acked_version: 0, in_flight: false })
+            .map(|node| Peer {
+                node,
+                acked_version: 0,
+                in_flight: false,
+            })
             .collect();
     }
 
     /// Adds `delta` on behalf of node `me`.
     pub fn add(&mut self, me: &str, delta: i64) -> Result<(), CounterOverflow> {
-        let side = if delta >= 0 { &mut self.state.inc } else { &mut self.state.dec };
+        let side = if delta >= 0 {
+            &mut self.state.inc
+        } else {
+            &mut self.state.dec
+        };
         let slot = side.entry(me.to_owned()).or_insert(0);
-        *slot = slot.checked_add(delta.unsigned_abs()).ok_or(CounterOverflow)?;
+        *slot = slot
+            .checked_add(delta.unsigned_abs())
+            .ok_or(CounterOverflow)?;
         if delta != 0 {
             self.version += 1;
         }
@@ -51,7 +61,10 @@ impl Counter {
     /// replica changed.
     pub fn merge(&mut self, other: &Merge, members: &[String]) -> bool {
         let mut changed = false;
-        for (mine, theirs) in [(&mut self.state.inc, &other.inc), (&mut self.state.dec, &other.dec)] {
+        for (mine, theirs) in [
+            (&mut self.state.inc, &other.inc),
+            (&mut self.state.dec, &other.dec),
+        ] {
             for (node, &count) in theirs {
                 if !members.contains(node) {
                     continue;
@@ -71,7 +84,8 @@ impl Counter {
 
     /// The counter's value: increments minus decrements (saturating).
     pub fn value(&self) -> i64 {
-        let sum = |side: &BTreeMap<String, u64>| side.values().map(|&c| i128::from(c)).sum::<i128>();
+        let sum =
+            |side: &BTreeMap<String, u64>| side.values().map(|&c| i128::from(c)).sum::<i128>();
         let total = sum(&self.state.inc) - sum(&self.state.dec);
         total.clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
     }
@@ -104,7 +118,11 @@ impl Counter {
 
     /// Peers with a merge in flight, by index.
     pub fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
-        self.peers.iter().enumerate().filter(|(_, p)| p.in_flight).map(|(i, _)| i)
+        self.peers
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.in_flight)
+            .map(|(i, _)| i)
     }
 }
 
@@ -118,22 +136,24 @@ mod tests {
 
     #[test]
     fn adds_and_merges_are_idempotent_and_commutative() {
-        bolero::check!().with_type::<Vec<(bool, i16)>>().for_each(|adds| {
-            let (mut a, mut b) = (Counter::default(), Counter::default());
-            let mut expected = 0i64;
-            for &(at_b, delta) in adds {
-                let (node, name) = if at_b { (&mut b, "b") } else { (&mut a, "a") };
-                node.add(name, i64::from(delta)).unwrap();
-                expected += i64::from(delta);
-            }
-            let (sa, sb) = (a.state.clone(), b.state.clone());
-            a.merge(&sb, &members());
-            a.merge(&sb, &members()); // duplicate delivery changes nothing
-            b.merge(&sa, &members());
-            assert_eq!(a.value(), expected);
-            assert_eq!(b.value(), expected);
-            assert_eq!(a.state, b.state);
-        });
+        bolero::check!()
+            .with_type::<Vec<(bool, i16)>>()
+            .for_each(|adds| {
+                let (mut a, mut b) = (Counter::default(), Counter::default());
+                let mut expected = 0i64;
+                for &(at_b, delta) in adds {
+                    let (node, name) = if at_b { (&mut b, "b") } else { (&mut a, "a") };
+                    node.add(name, i64::from(delta)).unwrap();
+                    expected += i64::from(delta);
+                }
+                let (sa, sb) = (a.state.clone(), b.state.clone());
+                a.merge(&sb, &members());
+                a.merge(&sb, &members()); // duplicate delivery changes nothing
+                b.merge(&sa, &members());
+                assert_eq!(a.value(), expected);
+                assert_eq!(b.value(), expected);
+                assert_eq!(a.state, b.state);
+            });
     }
 
     #[test]
@@ -147,7 +167,10 @@ mod tests {
         assert!(!c.merge(&foreign, &members()));
         assert_eq!(c.value(), 5);
         let (to, state, version) = c.next_sync(0).unwrap();
-        assert_eq!((to.as_str(), state.inc.get("a"), version), ("b", Some(&5), 1));
+        assert_eq!(
+            (to.as_str(), state.inc.get("a"), version),
+            ("b", Some(&5), 1)
+        );
         assert_eq!(c.next_sync(0), None, "in flight");
         c.synced(0, Some(version));
         assert_eq!(c.next_sync(0), None, "peer is up to date");

@@ -17,7 +17,12 @@ pub struct DedupCache<K, V> {
 impl<K: Ord + Clone, V> DedupCache<K, V> {
     /// An empty cache holding at most `capacity` entries (0 disables it).
     pub fn new(capacity: usize) -> Self {
-        DedupCache { entries: BTreeMap::new(), by_age: BTreeMap::new(), next_stamp: 0, capacity }
+        DedupCache {
+            entries: BTreeMap::new(),
+            by_age: BTreeMap::new(),
+            next_stamp: 0,
+            capacity,
+        }
     }
 
     /// The value stored for `key`, marking it most recently used.
@@ -66,10 +71,21 @@ impl<K: Ord + Clone, V> DedupCache<K, V> {
 
     /// Panics if the two indexes disagree or the cache is over capacity.
     pub fn check_invariants(&self) {
-        assert!(self.entries.len() <= self.capacity, "dedup cache over capacity");
-        assert_eq!(self.entries.len(), self.by_age.len(), "dedup indexes differ in size");
+        assert!(
+            self.entries.len() <= self.capacity,
+            "dedup cache over capacity"
+        );
+        assert_eq!(
+            self.entries.len(),
+            self.by_age.len(),
+            "dedup indexes differ in size"
+        );
         for (stamp, key) in &self.by_age {
-            assert_eq!(self.entries.get(key).map(|e| e.0), Some(*stamp), "dedup index mismatch");
+            assert_eq!(
+                self.entries.get(key).map(|e| e.0),
+                Some(*stamp),
+                "dedup index mismatch"
+            );
         }
     }
 }
@@ -97,35 +113,37 @@ mod tests {
     #[test]
     fn matches_a_vec_model() {
         // Ops: (key, Some(value)) inserts, (key, None) gets.
-        bolero::check!().with_type::<(u8, Vec<(u8, Option<u16>)>)>().for_each(|(cap, ops)| {
-            let capacity = usize::from(*cap % 8);
-            let mut cache = DedupCache::new(capacity);
-            let mut model: Vec<(u8, u16)> = Vec::new(); // most recent last
-            for &(key, op) in ops {
-                let key = key % 16;
-                match op {
-                    Some(value) => {
-                        cache.insert(key, value);
-                        if capacity > 0 {
-                            model.retain(|e| e.0 != key);
-                            model.push((key, value));
-                            if model.len() > capacity {
-                                model.remove(0);
+        bolero::check!()
+            .with_type::<(u8, Vec<(u8, Option<u16>)>)>()
+            .for_each(|(cap, ops)| {
+                let capacity = usize::from(*cap % 8);
+                let mut cache = DedupCache::new(capacity);
+                let mut model: Vec<(u8, u16)> = Vec::new(); // most recent last
+                for &(key, op) in ops {
+                    let key = key % 16;
+                    match op {
+                        Some(value) => {
+                            cache.insert(key, value);
+                            if capacity > 0 {
+                                model.retain(|e| e.0 != key);
+                                model.push((key, value));
+                                if model.len() > capacity {
+                                    model.remove(0);
+                                }
                             }
                         }
+                        None => {
+                            let want = model.iter().position(|e| e.0 == key).map(|i| {
+                                let e = model.remove(i);
+                                model.push(e);
+                                e.1
+                            });
+                            assert_eq!(cache.get(&key).copied(), want);
+                        }
                     }
-                    None => {
-                        let want = model.iter().position(|e| e.0 == key).map(|i| {
-                            let e = model.remove(i);
-                            model.push(e);
-                            e.1
-                        });
-                        assert_eq!(cache.get(&key).copied(), want);
-                    }
+                    cache.check_invariants();
+                    assert_eq!(cache.len(), model.len());
                 }
-                cache.check_invariants();
-                assert_eq!(cache.len(), model.len());
-            }
-        });
+            });
     }
 }

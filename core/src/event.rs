@@ -58,9 +58,15 @@ impl Level {
 
     /// Parses a level name (case-insensitive).
     pub fn parse(name: &str) -> Option<Level> {
-        [Level::Debug, Level::Info, Level::Warn, Level::Error, Level::Off]
-            .into_iter()
-            .find(|l| l.as_str().eq_ignore_ascii_case(name.trim()))
+        [
+            Level::Debug,
+            Level::Info,
+            Level::Warn,
+            Level::Error,
+            Level::Off,
+        ]
+        .into_iter()
+        .find(|l| l.as_str().eq_ignore_ascii_case(name.trim()))
     }
 }
 

@@ -134,7 +134,10 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// An error body with a code and a reason.
     pub fn new(code: ErrorCode, text: impl Into<String>) -> ErrorBody {
-        ErrorBody { code: code.code(), text: text.into() }
+        ErrorBody {
+            code: code.code(),
+            text: text.into(),
+        }
     }
 }
 

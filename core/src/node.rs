@@ -106,7 +106,8 @@ impl Node {
     pub fn check_invariants(&self) {
         self.rpc.check_invariants(&self.config);
         self.replies.check_invariants();
-        self.broadcast.check_invariants(self.config.max_broadcast_values);
+        self.broadcast
+            .check_invariants(self.config.max_broadcast_values);
         let mut gossips = Vec::new();
         let mut merges = Vec::new();
         for purpose in self.rpc.purposes() {
@@ -118,9 +119,15 @@ impl Node {
         gossips.sort_unstable();
         merges.sort_unstable();
         let in_flight: Vec<usize> = self.broadcast.in_flight().collect();
-        assert_eq!(gossips, in_flight, "gossip batches in flight must match pending RPCs");
+        assert_eq!(
+            gossips, in_flight,
+            "gossip batches in flight must match pending RPCs"
+        );
         let in_flight: Vec<usize> = self.counter.in_flight().collect();
-        assert_eq!(merges, in_flight, "merges in flight must match pending RPCs");
+        assert_eq!(
+            merges, in_flight,
+            "merges in flight must match pending RPCs"
+        );
         if self.identity.is_none() {
             assert!(self.rpc.is_empty(), "no peer requests before init");
         }
@@ -150,7 +157,9 @@ impl Node {
 
     fn gossip_round(&mut self, out: &mut Effects) {
         for target in 0..self.broadcast.target_count() {
-            let Some((to, values)) = self.broadcast.next_batch(target, self.config.gossip_batch_max)
+            let Some((to, values)) = self
+                .broadcast
+                .next_batch(target, self.config.gossip_batch_max)
             else {
                 continue;
             };
@@ -160,8 +169,15 @@ impl Node {
             }
         }
         for peer in 0..self.counter.peer_count() {
-            let Some((to, state, version)) = self.counter.next_sync(peer) else { continue };
-            if !self.call(to, Payload::Merge(state), Purpose::Merge { peer, version }, out) {
+            let Some((to, state, version)) = self.counter.next_sync(peer) else {
+                continue;
+            };
+            if !self.call(
+                to,
+                Payload::Merge(state),
+                Purpose::Merge { peer, version },
+                out,
+            ) {
                 self.counter.synced(peer, None);
             }
         }
@@ -206,7 +222,12 @@ impl Node {
 
     fn on_invalid(&mut self, bad: Invalid, out: &mut Effects) {
         self.log(Level::Warn, "invalid_request", out, || {
-            format!("src={} code={} reason={:?}", bad.src, bad.code.code(), bad.reason)
+            format!(
+                "src={} code={} reason={:?}",
+                bad.src,
+                bad.code.code(),
+                bad.reason
+            )
         });
         let reply = Err(ErrorBody::new(bad.code, bad.reason));
         self.answer(&bad.src, &bad.dest, bad.msg_id, reply, out);
@@ -214,7 +235,14 @@ impl Node {
 
     /// Sends `reply` to a request's sender; a request without `msg_id` cannot be
     /// answered, so an error for it is only logged.
-    fn answer(&mut self, to: &str, dest: &str, msg_id: Option<u64>, reply: Reply, out: &mut Effects) {
+    fn answer(
+        &mut self,
+        to: &str,
+        dest: &str,
+        msg_id: Option<u64>,
+        reply: Reply,
+        out: &mut Effects,
+    ) {
         let Some(msg_id) = msg_id else {
             if let Err(err) = reply {
                 self.log(Level::Warn, "unanswerable_error", out, || {
@@ -230,13 +258,33 @@ impl Node {
         out.push(Effect::Send(msg));
     }
 
-    fn message(&mut self, src: String, dest: String, payload: Payload, in_reply_to: Option<u64>) -> Message {
+    fn message(
+        &mut self,
+        src: String,
+        dest: String,
+        payload: Payload,
+        in_reply_to: Option<u64>,
+    ) -> Message {
         let msg_id = self.next_msg_id;
         self.next_msg_id += 1;
-        Message { src, dest, body: Body { payload, msg_id: Some(msg_id), in_reply_to } }
+        Message {
+            src,
+            dest,
+            body: Body {
+                payload,
+                msg_id: Some(msg_id),
+                in_reply_to,
+            },
+        }
     }
 
-    fn on_request(&mut self, src: &str, msg_id: Option<u64>, payload: Payload, out: &mut Effects) -> Reply {
+    fn on_request(
+        &mut self,
+        src: &str,
+        msg_id: Option<u64>,
+        payload: Payload,
+        out: &mut Effects,
+    ) -> Reply {
         if let Payload::Init(init) = payload {
             return self.init(init);
         }
@@ -247,10 +295,14 @@ impl Node {
             ));
         }
         // A mutating request retried with the same (client, msg_id) gets the first reply.
-        let key = msg_id.filter(|_| is_mutation(&payload)).map(|id| (src.to_owned(), id));
+        let key = msg_id
+            .filter(|_| is_mutation(&payload))
+            .map(|id| (src.to_owned(), id));
         if let Some(cached) = key.as_ref().and_then(|k| self.replies.get(k)) {
             let cached = cached.clone();
-            self.log(Level::Debug, "duplicate_request", out, || format!("src={src} msg_id={msg_id:?}"));
+            self.log(Level::Debug, "duplicate_request", out, || {
+                format!("src={src} msg_id={msg_id:?}")
+            });
             return Ok(cached);
         }
         let reply = self.handle(src, payload);
@@ -276,11 +328,19 @@ impl Node {
                 format!("node_id {:?} is not in node_ids", init.node_id),
             ));
         }
-        let peers: Vec<String> = init.node_ids.iter().filter(|n| **n != init.node_id).cloned().collect();
+        let peers: Vec<String> = init
+            .node_ids
+            .iter()
+            .filter(|n| **n != init.node_id)
+            .cloned()
+            .collect();
         self.broadcast.set_peers(peers.clone());
         self.counter.set_peers(peers);
         self.gossip.start(self.now);
-        self.identity = Some(Identity { id: init.node_id, node_ids: init.node_ids });
+        self.identity = Some(Identity {
+            id: init.node_id,
+            node_ids: init.node_ids,
+        });
         Ok(Payload::InitOk)
     }
 
@@ -290,7 +350,10 @@ impl Node {
         let set_full = || {
             ErrorBody::new(
                 ErrorCode::TemporarilyUnavailable,
-                format!("broadcast set is full (max_broadcast_values={})", self.config.max_broadcast_values),
+                format!(
+                    "broadcast set is full (max_broadcast_values={})",
+                    self.config.max_broadcast_values
+                ),
             )
         };
         match payload {
@@ -309,22 +372,30 @@ impl Node {
             }
             Payload::Broadcast(b) => {
                 let limit = self.config.max_broadcast_values;
-                self.broadcast.insert(&[b.message], None, limit).map_err(|_| set_full())?;
+                self.broadcast
+                    .insert(&[b.message], None, limit)
+                    .map_err(|_| set_full())?;
                 Ok(Payload::BroadcastOk)
             }
             Payload::Gossip(g) => {
                 let limit = self.config.max_broadcast_values;
-                self.broadcast.insert(&g.values, Some(src), limit).map_err(|_| set_full())?;
+                self.broadcast
+                    .insert(&g.values, Some(src), limit)
+                    .map_err(|_| set_full())?;
                 Ok(Payload::GossipOk)
             }
-            Payload::Read if self.broadcast.is_active() => {
-                Ok(Payload::ReadOk(ReadOk { messages: Some(self.broadcast.values()), value: None }))
-            }
-            Payload::Read => Ok(Payload::ReadOk(ReadOk { messages: None, value: Some(self.counter.value()) })),
+            Payload::Read if self.broadcast.is_active() => Ok(Payload::ReadOk(ReadOk {
+                messages: Some(self.broadcast.values()),
+                value: None,
+            })),
+            Payload::Read => Ok(Payload::ReadOk(ReadOk {
+                messages: None,
+                value: Some(self.counter.value()),
+            })),
             Payload::Add(add) => {
-                self.counter.add(&me.id, add.delta).map_err(|_| {
-                    ErrorBody::new(ErrorCode::Abort, "the counter would overflow")
-                })?;
+                self.counter
+                    .add(&me.id, add.delta)
+                    .map_err(|_| ErrorBody::new(ErrorCode::Abort, "the counter would overflow"))?;
                 Ok(Payload::AddOk)
             }
             Payload::Merge(state) => {
@@ -343,7 +414,10 @@ impl Node {
             | Payload::MergeOk
             | Payload::Error(_)) => Err(ErrorBody::new(
                 ErrorCode::NotSupported,
-                format!("{:?} is a reply, not a request (no in_reply_to)", reply.kind()),
+                format!(
+                    "{:?} is a reply, not a request (no in_reply_to)",
+                    reply.kind()
+                ),
             )),
         }
     }
@@ -351,7 +425,8 @@ impl Node {
     fn on_reply(&mut self, src: &str, request_id: u64, payload: Payload, out: &mut Effects) {
         let transient = matches!(&payload, Payload::Error(e) if e.code == ErrorCode::TemporarilyUnavailable.code());
         let Some((request, purpose)) =
-            self.rpc.on_reply(self.now, &self.config, &mut self.rng, request_id, transient)
+            self.rpc
+                .on_reply(self.now, &self.config, &mut self.rng, request_id, transient)
         else {
             self.log(Level::Debug, "reply_ignored", out, || {
                 format!("src={src} in_reply_to={request_id} type={}", payload.kind())
@@ -366,20 +441,35 @@ impl Node {
                 self.counter.synced(peer, Some(version));
             }
             (purpose, reply, _) => {
-                self.log(Level::Info, "rpc_failed", out, || format!("src={src} reply={reply:?}"));
+                self.log(Level::Info, "rpc_failed", out, || {
+                    format!("src={src} reply={reply:?}")
+                });
                 self.rpc_failed(purpose);
             }
         }
     }
 
-    fn log(&self, level: Level, event: &'static str, out: &mut Effects, detail: impl FnOnce() -> String) {
+    fn log(
+        &self,
+        level: Level,
+        event: &'static str,
+        out: &mut Effects,
+        detail: impl FnOnce() -> String,
+    ) {
         if level >= self.config.log_level {
-            out.push(Effect::Log(LogRecord { level, event, detail: detail() }));
+            out.push(Effect::Log(LogRecord {
+                level,
+                event,
+                detail: detail(),
+            }));
         }
     }
 }
 
 /// Requests whose repetition would do something twice; their replies are cached.
 fn is_mutation(payload: &Payload) -> bool {
-    matches!(payload, Payload::Generate | Payload::Broadcast(_) | Payload::Add(_))
+    matches!(
+        payload,
+        Payload::Generate | Payload::Broadcast(_) | Payload::Add(_)
+    )
 }

@@ -76,20 +76,25 @@ mod tests {
 
     #[test]
     fn below_stays_in_range_and_covers_it() {
-        bolero::check!().with_type::<(u64, u16)>().for_each(|&(seed, n)| {
-            let mut rng = Rng::new(seed);
-            let n = u64::from(n);
-            for _ in 0..16 {
-                let x = rng.below(n);
-                assert!(x < n.max(1));
-            }
-        });
+        bolero::check!()
+            .with_type::<(u64, u16)>()
+            .for_each(|&(seed, n)| {
+                let mut rng = Rng::new(seed);
+                let n = u64::from(n);
+                for _ in 0..16 {
+                    let x = rng.below(n);
+                    assert!(x < n.max(1));
+                }
+            });
         let mut rng = Rng::new(7);
         let mut seen = [false; 6];
         for _ in 0..200 {
             seen[rng.below(6) as usize] = true;
         }
-        assert!(seen.iter().all(|&s| s), "200 draws of 0..6 should hit every value");
+        assert!(
+            seen.iter().all(|&s| s),
+            "200 draws of 0..6 should hit every value"
+        );
         assert_eq!(rng.between(5, 5), 5);
         assert!((10..=12).contains(&rng.between(10, 12)));
     }

@@ -67,7 +67,11 @@ pub struct RpcTable<P> {
 impl<P> RpcTable<P> {
     /// An empty table holding at most `capacity` requests.
     pub fn new(capacity: usize) -> Self {
-        RpcTable { entries: BTreeMap::new(), timers: Timers::default(), capacity }
+        RpcTable {
+            entries: BTreeMap::new(),
+            timers: Timers::default(),
+            capacity,
+        }
     }
 
     /// Registers `request` (already given its `msg_id`) as sent now; the caller sends it.
@@ -78,12 +82,23 @@ impl<P> RpcTable<P> {
         request: Message,
         purpose: P,
     ) -> Result<(), RpcTableFull> {
-        let msg_id = request.body.msg_id.expect("an RPC request carries a msg_id");
+        let msg_id = request
+            .body
+            .msg_id
+            .expect("an RPC request carries a msg_id");
         if self.entries.len() >= self.capacity || self.entries.contains_key(&msg_id) {
             return Err(RpcTableFull);
         }
-        let timer = self.timers.schedule(now.plus_millis(config.rpc_timeout_ms), msg_id);
-        let pending = Pending { request, purpose, attempts: 1, phase: Phase::AwaitingReply, timer };
+        let timer = self
+            .timers
+            .schedule(now.plus_millis(config.rpc_timeout_ms), msg_id);
+        let pending = Pending {
+            request,
+            purpose,
+            attempts: 1,
+            phase: Phase::AwaitingReply,
+            timer,
+        };
         self.entries.insert(msg_id, pending);
         Ok(())
     }
@@ -123,7 +138,9 @@ impl<P> RpcTable<P> {
         rng: &mut Rng,
     ) -> Option<RpcTimeout<P>> {
         while let Some((timer, msg_id)) = self.timers.pop_due(now) {
-            let Some(pending) = self.entries.get_mut(&msg_id) else { continue };
+            let Some(pending) = self.entries.get_mut(&msg_id) else {
+                continue;
+            };
             if pending.timer != timer {
                 continue; // stale generation
             }
@@ -174,10 +191,20 @@ impl<P> RpcTable<P> {
 
     /// Panics unless every entry has exactly one live timer and vice versa.
     pub fn check_invariants(&self, config: &Config) {
-        assert!(self.entries.len() <= self.capacity, "rpc table over capacity");
-        assert_eq!(self.entries.len(), self.timers.len(), "rpc timers leak or are missing");
+        assert!(
+            self.entries.len() <= self.capacity,
+            "rpc table over capacity"
+        );
+        assert_eq!(
+            self.entries.len(),
+            self.timers.len(),
+            "rpc timers leak or are missing"
+        );
         for pending in self.entries.values() {
-            assert!(self.timers.contains(pending.timer), "rpc entry without its timer");
+            assert!(
+                self.timers.contains(pending.timer),
+                "rpc entry without its timer"
+            );
             assert!(pending.attempts >= 1 && pending.attempts <= config.rpc_max_attempts.max(1));
         }
     }
@@ -193,7 +220,11 @@ mod tests {
         Message {
             src: "n1".into(),
             dest: "n2".into(),
-            body: Body { payload: Payload::Read, msg_id: Some(msg_id), in_reply_to: None },
+            body: Body {
+                payload: Payload::Read,
+                msg_id: Some(msg_id),
+                in_reply_to: None,
+            },
         }
     }
 
@@ -214,9 +245,15 @@ mod tests {
         let mut rng = Rng::new(1);
         for retry in 0..40 {
             let ceiling = (10u64 << retry.min(20)).min(25) * 1000;
-            let max = (0..200).map(|_| backoff_us(&config, retry, &mut rng)).max().unwrap();
+            let max = (0..200)
+                .map(|_| backoff_us(&config, retry, &mut rng))
+                .max()
+                .unwrap();
             assert!(max <= ceiling, "retry {retry}: {max} > {ceiling}");
-            assert!(max > ceiling / 2, "retry {retry}: jitter should reach near the ceiling");
+            assert!(
+                max > ceiling / 2,
+                "retry {retry}: jitter should reach near the ceiling"
+            );
         }
     }
 
@@ -229,7 +266,9 @@ mod tests {
         let mut now;
         let mut resends = 0;
         let gave_up = loop {
-            now = table.next_deadline().expect("pending requests have a timer");
+            now = table
+                .next_deadline()
+                .expect("pending requests have a timer");
             match table.poll_timeout(now, &config, &mut rng) {
                 Some(RpcTimeout::Resend(m)) => {
                     assert_eq!(m.body.msg_id, Some(1), "a retry keeps its msg_id");
@@ -240,10 +279,17 @@ mod tests {
             }
             table.check_invariants(&config);
         };
-        assert_eq!((gave_up, resends), ("p", 2), "3 attempts = 1 send + 2 resends");
+        assert_eq!(
+            (gave_up, resends),
+            ("p", 2),
+            "3 attempts = 1 send + 2 resends"
+        );
         assert!(table.is_empty() && table.next_deadline().is_none());
         // Three 100 ms waits plus two backoffs of at most 10 and 20 ms.
-        assert!(now >= Time::from_millis(300) && now <= Time::from_millis(330), "{now}");
+        assert!(
+            now >= Time::from_millis(300) && now <= Time::from_millis(330),
+            "{now}"
+        );
     }
 
     #[test]
@@ -253,16 +299,32 @@ mod tests {
         let mut table = RpcTable::new(config.max_pending_rpcs);
         table.start(Time::ZERO, &config, request(1), 'a').unwrap();
         table.start(Time::ZERO, &config, request(2), 'b').unwrap();
-        assert_eq!(table.start(Time::ZERO, &config, request(3), 'c'), Err(RpcTableFull));
+        assert_eq!(
+            table.start(Time::ZERO, &config, request(3), 'c'),
+            Err(RpcTableFull)
+        );
         // A transient error keeps the request and schedules a resend.
-        assert!(table.on_reply(Time::ZERO, &config, &mut rng, 1, true).is_none());
+        assert!(table
+            .on_reply(Time::ZERO, &config, &mut rng, 1, true)
+            .is_none());
         let at = table.next_deadline().unwrap();
         assert!(at <= Time::from_millis(10));
-        assert!(matches!(table.poll_timeout(at, &config, &mut rng), Some(RpcTimeout::Resend(_))));
-        let done = table.on_reply(at, &config, &mut rng, 1, false).map(|(_, p)| p);
+        assert!(matches!(
+            table.poll_timeout(at, &config, &mut rng),
+            Some(RpcTimeout::Resend(_))
+        ));
+        let done = table
+            .on_reply(at, &config, &mut rng, 1, false)
+            .map(|(_, p)| p);
         assert_eq!(done, Some('a'));
-        assert!(table.on_reply(at, &config, &mut rng, 1, false).is_none(), "late duplicate");
-        assert!(table.on_reply(at, &config, &mut rng, 99, false).is_none(), "unknown id");
+        assert!(
+            table.on_reply(at, &config, &mut rng, 1, false).is_none(),
+            "late duplicate"
+        );
+        assert!(
+            table.on_reply(at, &config, &mut rng, 99, false).is_none(),
+            "unknown id"
+        );
         assert_eq!(table.purposes().copied().collect::<Vec<_>>(), ['b']);
         table.check_invariants(&config);
     }

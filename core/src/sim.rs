@@ -27,7 +27,12 @@ pub struct NetConfig {
 
 impl Default for NetConfig {
     fn default() -> NetConfig {
-        NetConfig { seed: 0, min_latency_ms: 1, max_latency_ms: 10, loss_percent: 0 }
+        NetConfig {
+            seed: 0,
+            min_latency_ms: 1,
+            max_latency_ms: 10,
+            loss_percent: 0,
+        }
     }
 }
 
@@ -80,7 +85,10 @@ impl Cluster {
             names,
         };
         for i in 0..count {
-            let init = Init { node_id: cluster.names[i].clone(), node_ids: cluster.names.clone() };
+            let init = Init {
+                node_id: cluster.names[i].clone(),
+                node_ids: cluster.names.clone(),
+            };
             let reply = cluster.request(i, Payload::Init(init));
             assert_eq!(reply, Payload::InitOk, "init of n{i}");
         }
@@ -106,18 +114,26 @@ impl Cluster {
         let msg = Message {
             src: client.clone(),
             dest: self.names[node].clone(),
-            body: Body { payload, msg_id: Some(msg_id), in_reply_to: None },
+            body: Body {
+                payload,
+                msg_id: Some(msg_id),
+                in_reply_to: None,
+            },
         };
         self.deliver(node, Event::Message(msg));
         let give_up = self.now.plus_millis(60_000);
         loop {
-            let found = self.client_inbox.iter().position(|m| {
-                m.dest == client && m.body.in_reply_to == Some(msg_id)
-            });
+            let found = self
+                .client_inbox
+                .iter()
+                .position(|m| m.dest == client && m.body.in_reply_to == Some(msg_id));
             if let Some(i) = found {
                 return self.client_inbox.remove(i).body.payload;
             }
-            assert!(self.now < give_up, "no reply from n{node} to request {msg_id}");
+            assert!(
+                self.now < give_up,
+                "no reply from n{node} to request {msg_id}"
+            );
             self.run_next();
         }
     }
@@ -170,7 +186,9 @@ impl Cluster {
             if entry.key().0 <= self.now {
                 let msg = entry.remove();
                 let from = self.index_of(&msg.src);
-                let to = self.index_of(&msg.dest).expect("only node messages are queued");
+                let to = self
+                    .index_of(&msg.dest)
+                    .expect("only node messages are queued");
                 if from.is_some_and(|f| self.cut.contains(&(f, to))) {
                     self.stats.dropped += 1;
                 } else {
@@ -202,7 +220,9 @@ impl Cluster {
             } else if self.rng.chance(self.net.loss_percent, 100) {
                 self.stats.dropped += 1;
             } else {
-                let latency = self.rng.between(self.net.min_latency_ms, self.net.max_latency_ms);
+                let latency = self
+                    .rng
+                    .between(self.net.min_latency_ms, self.net.max_latency_ms);
                 let at = self.now.plus_millis(latency);
                 self.in_flight.insert((at, self.next_seq), msg);
                 self.next_seq += 1;

@@ -30,14 +30,20 @@ pub struct Timers<K> {
 
 impl<K> Default for Timers<K> {
     fn default() -> Self {
-        Timers { queue: BTreeMap::new(), next_seq: 0 }
+        Timers {
+            queue: BTreeMap::new(),
+            next_seq: 0,
+        }
     }
 }
 
 impl<K> Timers<K> {
     /// Schedules `key` to fire at `at`; O(log n).
     pub fn schedule(&mut self, at: Time, key: K) -> TimerId {
-        let id = TimerId { at, seq: self.next_seq };
+        let id = TimerId {
+            at,
+            seq: self.next_seq,
+        };
         self.next_seq += 1;
         self.queue.insert(id, key);
         id
@@ -88,7 +94,10 @@ impl Periodic {
     /// A stopped task with the given period (at least 1 ms).
     pub const fn new(period_ms: u64) -> Periodic {
         let period_ms = if period_ms == 0 { 1 } else { period_ms };
-        Periodic { period_us: period_ms * 1000, next_due: None }
+        Periodic {
+            period_us: period_ms * 1000,
+            next_due: None,
+        }
     }
 
     /// Starts (or restarts) the task: it is next due one period after `now`.
@@ -121,31 +130,33 @@ mod tests {
     #[test]
     fn timers_fire_in_deadline_order_and_cancelled_ones_never_fire() {
         // Property: against a sorted-list model, with random schedules and cancels.
-        bolero::check!().with_type::<Vec<(u16, bool)>>().for_each(|ops| {
-            let mut timers = Timers::default();
-            let mut model: Vec<(Time, u64, usize)> = Vec::new();
-            for (i, &(at, cancel)) in ops.iter().enumerate() {
-                let at = Time::from_micros(u64::from(at));
-                let id = timers.schedule(at, i);
-                if cancel {
-                    assert_eq!(timers.cancel(id), Some(i));
-                    assert_eq!(timers.cancel(id), None, "a timer cancels once");
-                } else {
-                    model.push((at, i as u64, i));
+        bolero::check!()
+            .with_type::<Vec<(u16, bool)>>()
+            .for_each(|ops| {
+                let mut timers = Timers::default();
+                let mut model: Vec<(Time, u64, usize)> = Vec::new();
+                for (i, &(at, cancel)) in ops.iter().enumerate() {
+                    let at = Time::from_micros(u64::from(at));
+                    let id = timers.schedule(at, i);
+                    if cancel {
+                        assert_eq!(timers.cancel(id), Some(i));
+                        assert_eq!(timers.cancel(id), None, "a timer cancels once");
+                    } else {
+                        model.push((at, i as u64, i));
+                    }
                 }
-            }
-            model.sort();
-            assert_eq!(timers.len(), model.len());
-            assert_eq!(timers.next_deadline(), model.first().map(|m| m.0));
-            let mut fired = Vec::new();
-            while let Some((id, key)) = timers.pop_due(Time::from_micros(u64::MAX)) {
-                assert!(!timers.contains(id));
-                fired.push((id.deadline(), key));
-            }
-            let expected: Vec<(Time, usize)> = model.iter().map(|m| (m.0, m.2)).collect();
-            assert_eq!(fired, expected);
-            assert!(timers.is_empty());
-        });
+                model.sort();
+                assert_eq!(timers.len(), model.len());
+                assert_eq!(timers.next_deadline(), model.first().map(|m| m.0));
+                let mut fired = Vec::new();
+                while let Some((id, key)) = timers.pop_due(Time::from_micros(u64::MAX)) {
+                    assert!(!timers.contains(id));
+                    fired.push((id.deadline(), key));
+                }
+                let expected: Vec<(Time, usize)> = model.iter().map(|m| (m.0, m.2)).collect();
+                assert_eq!(fired, expected);
+                assert!(timers.is_empty());
+            });
     }
 
     #[test]
@@ -156,7 +167,10 @@ mod tests {
         assert!(timers.pop_due(Time::from_millis(4)).is_none());
         assert_eq!(timers.pop_due(Time::from_millis(5)).map(|t| t.1), Some('b'));
         assert!(timers.pop_due(Time::from_millis(9)).is_none());
-        assert_eq!(timers.pop_due(Time::from_millis(10)).map(|t| t.1), Some('a'));
+        assert_eq!(
+            timers.pop_due(Time::from_millis(10)).map(|t| t.1),
+            Some('a')
+        );
     }
 
     #[test]

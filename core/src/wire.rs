@@ -97,12 +97,19 @@ fn classify(line: &[u8], err: &serde_json::Error) -> DecodeError {
     let field = |name: &str| body.and_then(|b| b.get(name));
     let msg_id = field("msg_id").and_then(Value::as_u64);
     let (code, reason) = match field("type").and_then(Value::as_str) {
-        Some(kind) if !Payload::is_known_kind(kind) => {
-            (ErrorCode::NotSupported, format!("unsupported message type {kind:?}"))
-        }
+        Some(kind) if !Payload::is_known_kind(kind) => (
+            ErrorCode::NotSupported,
+            format!("unsupported message type {kind:?}"),
+        ),
         _ => (ErrorCode::MalformedRequest, err.to_string()),
     };
-    DecodeError::Invalid(Invalid { src, dest, msg_id, code, reason })
+    DecodeError::Invalid(Invalid {
+        src,
+        dest,
+        msg_id,
+        code,
+        reason,
+    })
 }
 
 /// Appends `msg` as one compact JSON line (with its `\n`) to `out`.
@@ -142,9 +149,18 @@ impl<'de> Visitor<'de> for BodyVisitor {
         if first.0 == "type" {
             let kind: Key<'de> = map.next_value()?;
             let mut header = Header::default();
-            let payload =
-                Payload::decode_fields(&kind.0, HeaderTap { map, header: &mut header })?;
-            return Ok(Body { payload, msg_id: header.msg_id, in_reply_to: header.in_reply_to });
+            let payload = Payload::decode_fields(
+                &kind.0,
+                HeaderTap {
+                    map,
+                    header: &mut header,
+                },
+            )?;
+            return Ok(Body {
+                payload,
+                msg_id: header.msg_id,
+                in_reply_to: header.in_reply_to,
+            });
         }
         // Slow path: `type` comes later, so buffer the body once.
         let mut fields = serde_json::Map::new();
@@ -167,7 +183,11 @@ impl<'de> Visitor<'de> for BodyVisitor {
         };
         let payload =
             Payload::decode_fields(&kind, Value::Object(fields)).map_err(de::Error::custom)?;
-        Ok(Body { payload, msg_id, in_reply_to })
+        Ok(Body {
+            payload,
+            msg_id,
+            in_reply_to,
+        })
     }
 }
 
@@ -267,7 +287,11 @@ pub struct LineFramer {
 impl LineFramer {
     /// A framer that accepts lines of up to `max_line_bytes` bytes.
     pub fn new(max_line_bytes: usize) -> LineFramer {
-        LineFramer { partial: Vec::new(), max_line_bytes, skipping: None }
+        LineFramer {
+            partial: Vec::new(),
+            max_line_bytes,
+            skipping: None,
+        }
     }
 
     /// Feeds `bytes`, calling `on_frame` for each complete line (blank lines skipped).
@@ -328,16 +352,27 @@ mod tests {
         Message {
             src: "c1".into(),
             dest: "n1".into(),
-            body: Body { payload, msg_id, in_reply_to },
+            body: Body {
+                payload,
+                msg_id,
+                in_reply_to,
+            },
         }
     }
 
     fn every_kind() -> Vec<Payload> {
         vec![
-            Payload::Init(Init { node_id: "n1".into(), node_ids: vec!["n1".into(), "n2".into()] }),
+            Payload::Init(Init {
+                node_id: "n1".into(),
+                node_ids: vec!["n1".into(), "n2".into()],
+            }),
             Payload::InitOk,
-            Payload::Echo(Echo { echo: serde_json::json!({"a": [1, "x", null]}) }),
-            Payload::EchoOk(Echo { echo: Value::String("hi".into()) }),
+            Payload::Echo(Echo {
+                echo: serde_json::json!({"a": [1, "x", null]}),
+            }),
+            Payload::EchoOk(Echo {
+                echo: Value::String("hi".into()),
+            }),
             Payload::Generate,
             Payload::GenerateOk(GenerateOk { id: "n1-7".into() }),
             Payload::Topology(Topology {
@@ -347,8 +382,14 @@ mod tests {
             Payload::Broadcast(Broadcast { message: -4 }),
             Payload::BroadcastOk,
             Payload::Read,
-            Payload::ReadOk(ReadOk { messages: Some(vec![1, 2]), value: None }),
-            Payload::ReadOk(ReadOk { messages: None, value: Some(9) }),
+            Payload::ReadOk(ReadOk {
+                messages: Some(vec![1, 2]),
+                value: None,
+            }),
+            Payload::ReadOk(ReadOk {
+                messages: None,
+                value: Some(9),
+            }),
             Payload::Add(Add { delta: 3 }),
             Payload::AddOk,
             Payload::Gossip(Gossip { values: vec![5, 6] }),
@@ -378,7 +419,10 @@ mod tests {
     #[test]
     fn encodes_maelstrom_shapes_exactly() {
         let mut line = Vec::new();
-        encode(&msg(Payload::EchoOk(Echo { echo: "x".into() }), Some(1), Some(5)), &mut line);
+        encode(
+            &msg(Payload::EchoOk(Echo { echo: "x".into() }), Some(1), Some(5)),
+            &mut line,
+        );
         assert_eq!(
             String::from_utf8(line).unwrap(),
             "{\"src\":\"c1\",\"dest\":\"n1\",\"body\":{\"type\":\"echo_ok\",\"echo\":\"x\",\
@@ -411,18 +455,41 @@ mod tests {
             other => panic!("expected Invalid, got {other:?}"),
         };
         let bad = invalid(br#"{"src":"c1","dest":"n1","body":{"type":"frob","msg_id":4}}"#);
-        assert_eq!((bad.code, bad.msg_id, bad.src.as_str()), (ErrorCode::NotSupported, Some(4), "c1"));
+        assert_eq!(
+            (bad.code, bad.msg_id, bad.src.as_str()),
+            (ErrorCode::NotSupported, Some(4), "c1")
+        );
         let bad = invalid(br#"{"src":"c1","dest":"n1","body":{"type":"add","msg_id":5}}"#);
-        assert_eq!((bad.code, bad.msg_id), (ErrorCode::MalformedRequest, Some(5)));
+        assert_eq!(
+            (bad.code, bad.msg_id),
+            (ErrorCode::MalformedRequest, Some(5))
+        );
         assert!(bad.reason.contains("delta"), "{}", bad.reason);
-        let bad = invalid(br#"{"src":"c1","dest":"n1","body":{"msg_id":6,"type":"add","delta":"x"}}"#);
-        assert_eq!((bad.code, bad.msg_id), (ErrorCode::MalformedRequest, Some(6)));
-        let bad = invalid(br#"{"src":"c1","dest":"n1","body":{"type":"echo","echo":1,"msg_id":-1}}"#);
+        let bad =
+            invalid(br#"{"src":"c1","dest":"n1","body":{"msg_id":6,"type":"add","delta":"x"}}"#);
+        assert_eq!(
+            (bad.code, bad.msg_id),
+            (ErrorCode::MalformedRequest, Some(6))
+        );
+        let bad =
+            invalid(br#"{"src":"c1","dest":"n1","body":{"type":"echo","echo":1,"msg_id":-1}}"#);
         assert_eq!((bad.code, bad.msg_id), (ErrorCode::MalformedRequest, None));
         let bad = invalid(br#"{"src":"c1","body":{"type":"echo","msg_id":1}}"#);
-        assert_eq!((bad.code, bad.msg_id, bad.dest.as_str()), (ErrorCode::MalformedRequest, Some(1), ""));
-        for line in [&b"not json"[..], b"[1,2]", b"{\"dest\":\"n1\"}", b"{\"src\":5}", b""] {
-            assert!(matches!(decode(line), Err(DecodeError::Unreadable(_))), "{line:?}");
+        assert_eq!(
+            (bad.code, bad.msg_id, bad.dest.as_str()),
+            (ErrorCode::MalformedRequest, Some(1), "")
+        );
+        for line in [
+            &b"not json"[..],
+            b"[1,2]",
+            b"{\"dest\":\"n1\"}",
+            b"{\"src\":5}",
+            b"",
+        ] {
+            assert!(
+                matches!(decode(line), Err(DecodeError::Unreadable(_))),
+                "{line:?}"
+            );
         }
     }
 
@@ -450,44 +517,53 @@ mod tests {
         framer.feed(b"12345678\n123456789\n", &mut collect);
         assert_eq!(
             frames,
-            ["abc", "def", "<too long: 13>", "ok", "12345678", "<too long: 9>"]
+            [
+                "abc",
+                "def",
+                "<too long: 13>",
+                "ok",
+                "12345678",
+                "<too long: 9>"
+            ]
         );
         assert_eq!(framer.buffered(), 0);
     }
 
     #[test]
     fn framer_matches_a_split_model_for_any_chunking() {
-        bolero::check!().with_type::<(Vec<u8>, Vec<u8>)>().for_each(|(data, cuts)| {
-            let max = 6;
-            let mut framer = LineFramer::new(max);
-            let mut got = Vec::new();
-            let mut rest = &data[..];
-            for &cut in cuts {
-                let at = (cut as usize).min(rest.len());
-                framer.feed(&rest[..at], |f| got.push(format!("{f:?}")));
-                assert!(framer.buffered() <= max);
-                rest = &rest[at..];
-            }
-            framer.feed(rest, |f| got.push(format!("{f:?}")));
-            // Model: split the complete lines, trim one `\r`, drop blanks.
-            let complete = match data.iter().rposition(|&b| b == b'\n') {
-                Some(i) => &data[..i],
-                None => &data[..0],
-            };
-            let mut want = Vec::new();
-            if data.contains(&b'\n') {
-                for line in complete.split(|&b| b == b'\n') {
-                    if line.len() > max {
-                        want.push(format!("{:?}", Frame::TooLong { bytes: line.len() }));
-                    } else {
-                        let line = line.strip_suffix(b"\r").unwrap_or(line);
-                        if !line.is_empty() {
-                            want.push(format!("{:?}", Frame::Line(line)));
+        bolero::check!()
+            .with_type::<(Vec<u8>, Vec<u8>)>()
+            .for_each(|(data, cuts)| {
+                let max = 6;
+                let mut framer = LineFramer::new(max);
+                let mut got = Vec::new();
+                let mut rest = &data[..];
+                for &cut in cuts {
+                    let at = (cut as usize).min(rest.len());
+                    framer.feed(&rest[..at], |f| got.push(format!("{f:?}")));
+                    assert!(framer.buffered() <= max);
+                    rest = &rest[at..];
+                }
+                framer.feed(rest, |f| got.push(format!("{f:?}")));
+                // Model: split the complete lines, trim one `\r`, drop blanks.
+                let complete = match data.iter().rposition(|&b| b == b'\n') {
+                    Some(i) => &data[..i],
+                    None => &data[..0],
+                };
+                let mut want = Vec::new();
+                if data.contains(&b'\n') {
+                    for line in complete.split(|&b| b == b'\n') {
+                        if line.len() > max {
+                            want.push(format!("{:?}", Frame::TooLong { bytes: line.len() }));
+                        } else {
+                            let line = line.strip_suffix(b"\r").unwrap_or(line);
+                            if !line.is_empty() {
+                                want.push(format!("{:?}", Frame::Line(line)));
+                            }
                         }
                     }
                 }
-            }
-            assert_eq!(got, want);
-        });
+                assert_eq!(got, want);
+            });
     }
 }

@@ -54,7 +54,11 @@ pub struct Session {
 impl Session {
     /// A session around a new node.
     pub fn new(config: Config) -> Session {
-        Session { node: Node::new(config), effects: Effects::new(), encoded: Vec::new() }
+        Session {
+            node: Node::new(config),
+            effects: Effects::new(),
+            encoded: Vec::new(),
+        }
     }
 
     /// The node inside.
@@ -63,12 +67,24 @@ impl Session {
     }
 
     /// Handles one input line at `now`, writing replies to `out` and logs to `log`.
-    pub fn handle_line(&mut self, now: Time, line: &[u8], out: &mut impl Write, log: &mut impl Write) -> io::Result<()> {
+    pub fn handle_line(
+        &mut self,
+        now: Time,
+        line: &[u8],
+        out: &mut impl Write,
+        log: &mut impl Write,
+    ) -> io::Result<()> {
         let event = match wire::decode(line) {
             Ok(msg) => Event::Message(msg),
             Err(DecodeError::Invalid(bad)) => Event::Invalid(bad),
             Err(err @ DecodeError::Unreadable(_)) => {
-                self.log_line(now, Level::Warn, "unreadable_line", &format!("error={:?}", err.to_string()), log);
+                self.log_line(
+                    now,
+                    Level::Warn,
+                    "unreadable_line",
+                    &format!("error={:?}", err.to_string()),
+                    log,
+                );
                 return Ok(());
             }
         };
@@ -78,25 +94,46 @@ impl Session {
     /// Notes that a line over the length limit was dropped.
     pub fn handle_too_long(&mut self, now: Time, bytes: usize, log: &mut impl Write) {
         let limit = self.node.config().max_line_bytes;
-        self.log_line(now, Level::Warn, "line_too_long", &format!("bytes={bytes} limit={limit}"), log);
+        self.log_line(
+            now,
+            Level::Warn,
+            "line_too_long",
+            &format!("bytes={bytes} limit={limit}"),
+            log,
+        );
     }
 
     /// Runs the node's timers if `now` has reached its next deadline.
-    pub fn tick_if_due(&mut self, now: Time, out: &mut impl Write, log: &mut impl Write) -> io::Result<()> {
+    pub fn tick_if_due(
+        &mut self,
+        now: Time,
+        out: &mut impl Write,
+        log: &mut impl Write,
+    ) -> io::Result<()> {
         match self.node.next_deadline() {
             Some(deadline) if deadline <= now => self.step(now, Event::Tick, out, log),
             _ => Ok(()),
         }
     }
 
-    fn step(&mut self, now: Time, event: Event, out: &mut impl Write, log: &mut impl Write) -> io::Result<()> {
+    fn step(
+        &mut self,
+        now: Time,
+        event: Event,
+        out: &mut impl Write,
+        log: &mut impl Write,
+    ) -> io::Result<()> {
         self.node.step(now, event, &mut self.effects);
         self.encoded.clear();
         for effect in self.effects.drain(..) {
             match effect {
                 Effect::Send(msg) => wire::encode(&msg, &mut self.encoded),
                 Effect::Log(record) => {
-                    let _ = writeln!(log, "t={now} node={} {record}", self.node.id().unwrap_or("-"));
+                    let _ = writeln!(
+                        log,
+                        "t={now} node={} {record}",
+                        self.node.id().unwrap_or("-")
+                    );
                 }
             }
         }
@@ -106,7 +143,11 @@ impl Session {
     fn log_line(&self, now: Time, level: Level, event: &str, detail: &str, log: &mut impl Write) {
         if level >= self.node.config().log_level {
             let node = self.node.id().unwrap_or("-");
-            let _ = writeln!(log, "t={now} node={node} level={} event={event} {detail}", level.as_str());
+            let _ = writeln!(
+                log,
+                "t={now} node={node} level={} event={event} {detail}",
+                level.as_str()
+            );
         }
     }
 }
@@ -244,10 +285,13 @@ fn read_lines(mut input: impl Read, max_line_bytes: usize, tx: SyncSender<Input>
 pub fn config_from_env() -> Result<Config, String> {
     let mut config = Config::default();
     if let Ok(level) = std::env::var("HERALD_LOG") {
-        config.log_level = Level::parse(&level).ok_or_else(|| format!("HERALD_LOG: unknown level {level:?}"))?;
+        config.log_level =
+            Level::parse(&level).ok_or_else(|| format!("HERALD_LOG: unknown level {level:?}"))?;
     }
     config.seed = match std::env::var("HERALD_SEED") {
-        Ok(seed) => seed.parse().map_err(|_| format!("HERALD_SEED: not a number: {seed:?}"))?,
+        Ok(seed) => seed
+            .parse()
+            .map_err(|_| format!("HERALD_SEED: not a number: {seed:?}"))?,
         Err(_) => {
             let nanos = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -256,7 +300,9 @@ pub fn config_from_env() -> Result<Config, String> {
         }
     };
     if let Ok(max) = std::env::var("HERALD_MAX_LINE_BYTES") {
-        config.max_line_bytes = max.parse().map_err(|_| format!("HERALD_MAX_LINE_BYTES: not a number: {max:?}"))?;
+        config.max_line_bytes = max
+            .parse()
+            .map_err(|_| format!("HERALD_MAX_LINE_BYTES: not a number: {max:?}"))?;
     }
     Ok(config)
 }

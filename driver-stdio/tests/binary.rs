@@ -39,7 +39,12 @@ fn spawn(env: &[(&str, &str)]) -> Node {
     };
     let lines = forward(Box::new(child.stdout.take().unwrap()));
     let stderr = forward(Box::new(child.stderr.take().unwrap()));
-    Node { stdin: child.stdin.take().unwrap(), child, lines, stderr }
+    Node {
+        stdin: child.stdin.take().unwrap(),
+        child,
+        lines,
+        stderr,
+    }
 }
 
 impl Node {
@@ -50,7 +55,10 @@ impl Node {
     }
 
     fn recv(&self) -> serde_json::Value {
-        let line = self.lines.recv_timeout(WAIT).expect("no output line within 10 s");
+        let line = self
+            .lines
+            .recv_timeout(WAIT)
+            .expect("no output line within 10 s");
         serde_json::from_str(&line).unwrap()
     }
 }
@@ -68,7 +76,9 @@ fn replies_are_flushed_before_the_next_request_arrives() {
     node.send(r#"{"src":"c0","dest":"n0","body":{"type":"init","msg_id":1,"node_id":"n0","node_ids":["n0"]}}"#);
     assert_eq!(node.recv()["body"]["type"], "init_ok");
     for i in 1..=20 {
-        node.send(&format!(r#"{{"src":"c1","dest":"n0","body":{{"type":"echo","msg_id":{i},"echo":{i}}}}}"#));
+        node.send(&format!(
+            r#"{{"src":"c1","dest":"n0","body":{{"type":"echo","msg_id":{i},"echo":{i}}}}}"#
+        ));
         let reply = node.recv();
         assert_eq!(reply["body"]["in_reply_to"], i);
         assert_eq!(reply["body"]["echo"], i);
@@ -84,15 +94,26 @@ fn gossip_goes_out_on_a_timer_and_is_retried_until_acknowledged() {
     assert_eq!(node.recv()["body"]["type"], "broadcast_ok");
     // No more input: the gossip timer alone must produce a gossip to n1 ...
     let gossip = node.recv();
-    assert_eq!((gossip["dest"].as_str(), gossip["body"]["type"].as_str()), (Some("n1"), Some("gossip")));
+    assert_eq!(
+        (gossip["dest"].as_str(), gossip["body"]["type"].as_str()),
+        (Some("n1"), Some("gossip"))
+    );
     assert_eq!(gossip["body"]["values"], serde_json::json!([42]));
     // ... and, unanswered, the same request (same msg_id) again after a timeout.
     let retry = node.recv();
-    assert_eq!(retry["body"], gossip["body"], "a retry resends the same request");
+    assert_eq!(
+        retry["body"], gossip["body"],
+        "a retry resends the same request"
+    );
     let msg_id = &retry["body"]["msg_id"];
     node.send(&format!(r#"{{"src":"n1","dest":"n0","body":{{"type":"gossip_ok","msg_id":1,"in_reply_to":{msg_id}}}}}"#));
     // Acknowledged: nothing more is sent (wait past the 1 s RPC timeout).
-    assert!(node.lines.recv_timeout(Duration::from_millis(2_500)).is_err(), "gossip after ack");
+    assert!(
+        node.lines
+            .recv_timeout(Duration::from_millis(2_500))
+            .is_err(),
+        "gossip after ack"
+    );
 }
 
 #[test]
@@ -100,13 +121,24 @@ fn an_over_long_line_is_dropped_and_the_node_keeps_serving() {
     let mut node = spawn(&[("HERALD_LOG", "warn"), ("HERALD_MAX_LINE_BYTES", "4096")]);
     node.send(r#"{"src":"c0","dest":"n0","body":{"type":"init","msg_id":1,"node_id":"n0","node_ids":["n0"]}}"#);
     assert_eq!(node.recv()["body"]["type"], "init_ok");
-    let huge = format!(r#"{{"src":"c1","dest":"n0","body":{{"type":"echo","msg_id":2,"echo":"{}"}}}}"#, "x".repeat(3 << 20));
+    let huge = format!(
+        r#"{{"src":"c1","dest":"n0","body":{{"type":"echo","msg_id":2,"echo":"{}"}}}}"#,
+        "x".repeat(3 << 20)
+    );
     node.send(&huge);
     node.send("\u{0}\u{1}garbage\u{7f}");
     node.send(r#"{"src":"c1","dest":"n0","body":{"type":"echo","msg_id":3,"echo":"after"}}"#);
     let reply = node.recv();
-    assert_eq!((reply["body"]["in_reply_to"].as_u64(), reply["body"]["echo"].as_str()), (Some(3), Some("after")));
-    let logs: Vec<String> = (0..2).map(|_| node.stderr.recv_timeout(WAIT).unwrap()).collect();
+    assert_eq!(
+        (
+            reply["body"]["in_reply_to"].as_u64(),
+            reply["body"]["echo"].as_str()
+        ),
+        (Some(3), Some("after"))
+    );
+    let logs: Vec<String> = (0..2)
+        .map(|_| node.stderr.recv_timeout(WAIT).unwrap())
+        .collect();
     assert!(logs[0].contains("event=line_too_long"), "{logs:?}");
     assert!(logs[1].contains("event=unreadable_line"), "{logs:?}");
 }

@@ -38,7 +38,10 @@ fn transcripts() -> Vec<(String, String, PathBuf)> {
 }
 
 fn config() -> Config {
-    Config { seed: 1, ..Config::default() }
+    Config {
+        seed: 1,
+        ..Config::default()
+    }
 }
 
 fn check(name: &str, how: &str, got: &str, expected_path: &Path) {
@@ -55,7 +58,9 @@ fn transcripts_through_the_session() {
         let mut session = Session::new(config());
         let mut out = Vec::new();
         for line in input.lines() {
-            session.handle_line(Time::ZERO, line.as_bytes(), &mut out, &mut std::io::sink()).unwrap();
+            session
+                .handle_line(Time::ZERO, line.as_bytes(), &mut out, &mut std::io::sink())
+                .unwrap();
             session.node().check_invariants();
         }
         let got = String::from_utf8(out).unwrap();
@@ -76,10 +81,23 @@ fn transcripts_through_the_binary() {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
         let mut got = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut got).unwrap();
-        assert!(child.wait().unwrap().success(), "{name}: herald-node failed");
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut got)
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "{name}: herald-node failed"
+        );
         check(&name, "herald-node", &got, &expected);
     }
 }

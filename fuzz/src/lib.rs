@@ -81,7 +81,12 @@ fn request_payload(request: Request) -> Payload {
             topology: lists
                 .iter()
                 .enumerate()
-                .map(|(i, l)| (node_name(i as u8), l.iter().map(|&n| node_name(n)).collect()))
+                .map(|(i, l)| {
+                    (
+                        node_name(i as u8),
+                        l.iter().map(|&n| node_name(n)).collect(),
+                    )
+                })
                 .collect(),
         }),
         Request::Broadcast(v) => Payload::Broadcast(Broadcast { message: v }),
@@ -111,14 +116,21 @@ pub fn run_ops(ops: &[Op]) {
             Event::Message(Message {
                 src,
                 dest: "n0".into(),
-                body: Body { payload, msg_id: Some(msg_id), in_reply_to },
+                body: Body {
+                    payload,
+                    msg_id: Some(msg_id),
+                    in_reply_to,
+                },
             })
         };
         let event = match op {
             Op::Init { me, count } => {
                 let count = count % 8 + 1;
                 let node_ids = (0..count).map(node_name).collect();
-                let init = Init { node_id: node_name(me % count), node_ids };
+                let init = Init {
+                    node_id: node_name(me % count),
+                    node_ids,
+                };
                 envelope("c0".into(), Payload::Init(init), None)
             }
             Op::Request(r) => envelope(format!("c{}", msg_id % 3), request_payload(r), None),
@@ -127,10 +139,17 @@ pub fn run_ops(ops: &[Op]) {
             }
             Op::Merge { from, inc } => {
                 let inc = inc.into_iter().map(|(n, c)| (node_name(n), c)).collect();
-                let merge = Merge { inc, dec: Default::default() };
+                let merge = Merge {
+                    inc,
+                    dec: Default::default(),
+                };
                 envelope(node_name(from), Payload::Merge(merge), None)
             }
-            Op::Reply { from, in_reply_to, kind } => {
+            Op::Reply {
+                from,
+                in_reply_to,
+                kind,
+            } => {
                 let payload = match kind % 4 {
                     0 => Payload::GossipOk,
                     1 => Payload::MergeOk,
@@ -156,7 +175,11 @@ pub fn run_ops(ops: &[Op]) {
                 let mut line = Vec::new();
                 wire::encode(&msg, &mut line);
                 let back = wire::decode(&line[..line.len() - 1]);
-                assert_eq!(back.as_ref(), Ok(&msg), "an effect must round-trip the codec");
+                assert_eq!(
+                    back.as_ref(),
+                    Ok(&msg),
+                    "an effect must round-trip the codec"
+                );
             }
         }
     }

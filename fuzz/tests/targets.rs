@@ -21,25 +21,29 @@ fn codec_decode_any_bytes() {
 /// yields an empty line or one over the limit.
 #[test]
 fn framer_any_bytes() {
-    bolero::check!().with_type::<(Vec<u8>, u8)>().for_each(|(bytes, chunk)| {
-        let max = 32;
-        let mut framer = LineFramer::new(max);
-        for piece in bytes.chunks(usize::from(*chunk).max(1)) {
-            framer.feed(piece, |frame| {
-                if let Frame::Line(line) = frame {
-                    assert!(!line.is_empty() && line.len() <= max && !line.contains(&b'\n'));
-                }
-            });
-            assert!(framer.buffered() <= max);
-        }
-    });
+    bolero::check!()
+        .with_type::<(Vec<u8>, u8)>()
+        .for_each(|(bytes, chunk)| {
+            let max = 32;
+            let mut framer = LineFramer::new(max);
+            for piece in bytes.chunks(usize::from(*chunk).max(1)) {
+                framer.feed(piece, |frame| {
+                    if let Frame::Line(line) = frame {
+                        assert!(!line.is_empty() && line.len() <= max && !line.contains(&b'\n'));
+                    }
+                });
+                assert!(framer.buffered() <= max);
+            }
+        });
 }
 
 /// Any sequence of events into a node: no panic, invariants hold after every step,
 /// and every message it sends survives the codec.
 #[test]
 fn node_any_events() {
-    bolero::check!().with_type::<Vec<Op>>().for_each(|ops| run_ops(ops));
+    bolero::check!()
+        .with_type::<Vec<Op>>()
+        .for_each(|ops| run_ops(ops));
 }
 
 /// Regression (found by `node_any_events`): a `topology` arriving while gossip batches
@@ -55,7 +59,11 @@ fn regression_topology_while_gossip_in_flight() {
         Op::Request(Request::Topology(vec![vec![2], vec![0]])),
         Op::Request(Request::Broadcast(2)),
         Op::AdvanceMs(150),
-        Op::Reply { from: 1, in_reply_to: 3, kind: 0 },
+        Op::Reply {
+            from: 1,
+            in_reply_to: 3,
+            kind: 0,
+        },
         Op::AdvanceMs(5_000),
     ]);
 }

@@ -38,7 +38,13 @@ fn main() -> ExitCode {
     if config.log_level <= herald_core::Level::Info {
         eprintln!("level=info event=start seed={}", config.seed);
     }
-    match run(io::stdin(), io::stdout().lock(), io::stderr(), &MonotonicClock::new(), config) {
+    match run(
+        io::stdin(),
+        io::stdout().lock(),
+        io::stderr(),
+        &MonotonicClock::new(),
+        config,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("level=error event=output_failed error={e:?}");

@@ -1,0 +1,75 @@
+//! # herald-benches
+//!
+//! Benchmarks that print a figure and its ratio against a baseline measured in the same
+//! run. `echo-bench` pipes Maelstrom-style echo requests through the built
+//! `herald-node` and through `naive-echo` (a plain serde_json read-line / parse /
+//! write-line loop) and compares messages per second.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The input for `requests` echoes: one `init`, then the echo requests, as Maelstrom
+/// sends them (with its extra top-level `id`).
+pub fn echo_input(requests: usize) -> Vec<u8> {
+    let mut input = Vec::with_capacity(requests * 100);
+    input.extend_from_slice(
+        br#"{"id":0,"src":"c0","dest":"n0","body":{"type":"init","msg_id":1,"node_id":"n0","node_ids":["n0"]}}"#,
+    );
+    input.push(b'\n');
+    for i in 1..=requests {
+        let line = format!(
+            r#"{{"id":{i},"src":"c1","dest":"n0","body":{{"type":"echo","msg_id":{i},"echo":"Please echo {}"}}}}"#,
+            i % 128
+        );
+        input.extend_from_slice(line.as_bytes());
+        input.push(b'\n');
+    }
+    input
+}
+
+/// Runs `program`, writes `input` to its stdin from another thread, and reads its
+/// stdout until `requests + 1` replies came back. Returns the elapsed time, after
+/// checking that exactly `requests` of the replies are `echo_ok`.
+pub fn pipe_echo(program: &Path, input: &[u8], requests: usize) -> Result<Duration, String> {
+    let mut child = Command::new(program)
+        .env("HERALD_LOG", "off")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    let mut stdout = BufReader::with_capacity(1 << 16, child.stdout.take().ok_or("no stdout")?);
+    let started = Instant::now();
+    let elapsed = std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let _ = stdin.write_all(input);
+        });
+        let (mut replies, mut echoes) = (0usize, 0usize);
+        let mut line = Vec::new();
+        while replies < requests + 1 {
+            line.clear();
+            match stdout.read_until(b'\n', &mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            replies += 1;
+            if line.windows(9).any(|w| w == b"\"echo_ok\"") {
+                echoes += 1;
+            }
+        }
+        let elapsed = started.elapsed();
+        if echoes != requests {
+            return Err(format!(
+                "{}: {echoes} echo_ok replies, expected {requests}",
+                program.display()
+            ));
+        }
+        Ok(elapsed)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    elapsed
+}
