@@ -64,7 +64,10 @@ mod tests {
         let t = Time::from_millis(5);
         assert_eq!(t.as_micros(), 5000);
         assert_eq!(t.plus_millis(2).as_millis(), 7);
-        assert_eq!(Time::from_micros(u64::MAX).plus_millis(1), Time::from_micros(u64::MAX));
+        assert_eq!(
+            Time::from_micros(u64::MAX).plus_millis(1),
+            Time::from_micros(u64::MAX)
+        );
         assert_eq!(Time::ZERO.micros_since(t), 0);
         assert_eq!(t.micros_since(Time::ZERO), 5000);
         assert_eq!(Time::from_micros(1_500_042).to_string(), "1.500042s");
