@@ -31,6 +31,40 @@ pub struct Config {
     pub max_broadcast_values: usize,
     /// Longest input line drivers accept, in bytes.
     pub max_line_bytes: usize,
+    /// Most messages in one `poll` or `fetch` reply (also the default `max`).
+    pub max_poll_messages: usize,
+    /// Most keyed logs (Maelstrom kafka `send` keys).
+    pub max_log_keys: usize,
+    /// Most records held in all logs and topic partitions together.
+    pub max_log_records: usize,
+    /// Most topics.
+    pub max_topics: usize,
+    /// Most partitions in one topic.
+    pub max_partitions: u32,
+    /// Most consumer groups.
+    pub max_groups: usize,
+    /// Most members in one group.
+    pub max_group_members: usize,
+    /// A group member that sends no heartbeat for this long is removed.
+    pub group_session_timeout_ms: u64,
+    /// Most queues (dead-letter queues included).
+    pub max_queues: usize,
+    /// A queue's `max_depth` when `create_queue` gives none (and the highest allowed).
+    pub queue_max_depth: usize,
+    /// A queue's visibility timeout when `create_queue` gives none.
+    pub queue_visibility_ms: u64,
+    /// A queue's dedup window when `create_queue` gives none.
+    pub queue_dedup_window_ms: u64,
+    /// Most producer ids a queue remembers inside its dedup window (then error 11).
+    pub queue_max_dedup_ids: usize,
+    /// Most messages one `dequeue` returns.
+    pub max_dequeue_batch: usize,
+    /// Longest `wait_ms` a `dequeue` may ask for.
+    pub max_wait_ms: u64,
+    /// Most `dequeue` requests parked waiting for messages, over all queues.
+    pub max_waiters: usize,
+    /// (consumer, id) pairs remembered by `processed` (LRU).
+    pub max_processed_ids: usize,
 }
 
 impl Default for Config {
@@ -48,6 +82,23 @@ impl Default for Config {
             gossip_batch_max: 1_024,
             max_broadcast_values: 1_000_000,
             max_line_bytes: 1 << 20,
+            max_poll_messages: 10_000,
+            max_log_keys: 100_000,
+            max_log_records: 10_000_000,
+            max_topics: 1_024,
+            max_partitions: 256,
+            max_groups: 1_024,
+            max_group_members: 1_024,
+            group_session_timeout_ms: 10_000,
+            max_queues: 1_024,
+            queue_max_depth: 1_000_000,
+            queue_visibility_ms: 30_000,
+            queue_dedup_window_ms: 300_000,
+            queue_max_dedup_ids: 100_000,
+            max_dequeue_batch: 1_000,
+            max_wait_ms: 20_000,
+            max_waiters: 10_000,
+            max_processed_ids: 100_000,
         }
     }
 }

@@ -28,12 +28,16 @@
 //! ```
 
 mod broadcast;
+pub mod broker;
 mod config;
 mod counter;
 pub mod dedup;
 mod event;
+pub mod group;
+pub mod log;
 pub mod msg;
 mod node;
+pub mod queue;
 mod rng;
 pub mod rpc;
 #[cfg(feature = "sim")]

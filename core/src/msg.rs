@@ -36,6 +36,14 @@ pub enum ErrorCode {
     PreconditionFailed = 22,
     /// A transaction conflicted with another and was aborted.
     TxnConflict = 30,
+    /// Herald: a consumer-group request carried an old generation; rejoin.
+    StaleGeneration = 1000,
+    /// Herald: the consumer is not (or no longer) a member of the group; rejoin.
+    UnknownMember = 1001,
+    /// Herald: the consumer does not own that partition in this generation.
+    NotOwner = 1002,
+    /// Herald: the receipt is unknown or stale (acked, expired, or redelivered since).
+    InvalidReceipt = 1003,
 }
 
 impl ErrorCode {
@@ -141,6 +149,363 @@ impl ErrorBody {
     }
 }
 
+/// `send` (Maelstrom kafka): append `msg` to the log named `key`.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Send {
+    /// The log's name.
+    pub key: String,
+    /// The message.
+    pub msg: Value,
+}
+
+/// `send_ok`: where the message landed.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct SendOk {
+    /// Its offset in the key's log.
+    pub offset: u64,
+}
+
+/// `poll`: read each key's log from an offset.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Poll {
+    /// Key → first offset wanted.
+    pub offsets: BTreeMap<String, u64>,
+    /// Herald extension: most messages per key (default and cap in `Config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<usize>,
+}
+
+/// `poll_ok`: `[offset, msg]` pairs per key, in offset order.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct PollOk {
+    /// Key → pairs.
+    pub msgs: BTreeMap<String, Vec<(u64, Value)>>,
+}
+
+/// `commit_offsets`: the client processed each key up to and including the offset.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct CommitOffsets {
+    /// Key → last processed offset.
+    pub offsets: BTreeMap<String, u64>,
+    /// Herald extension: the consumer group (default: the shared group `""`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// `list_committed_offsets`: the committed offsets of some keys.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct ListCommittedOffsets {
+    /// The keys asked for.
+    pub keys: Vec<String>,
+    /// Herald extension: the consumer group (default: the shared group `""`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// `list_committed_offsets_ok`: key → committed offset, for keys that have one.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Offsets {
+    /// Key → offset.
+    pub offsets: BTreeMap<String, u64>,
+}
+
+/// `create_topic`: a topic of `partitions` logs (idempotent if it exists alike).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct CreateTopic {
+    /// The topic's name.
+    pub topic: String,
+    /// How many partitions (1 ..= `Config::max_partitions`).
+    pub partitions: u32,
+}
+
+/// `publish`: append to a topic; the key picks the partition by a stable hash.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Publish {
+    /// The topic.
+    pub topic: String,
+    /// Messages with one key go to one partition, in order (no key: round robin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The message.
+    pub msg: Value,
+}
+
+/// `publish_ok`: where the message landed.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct PublishOk {
+    /// The partition.
+    pub partition: u32,
+    /// The offset in that partition.
+    pub offset: u64,
+    /// True if this publish repeated an earlier one (always false until producer ids).
+    pub duplicate: bool,
+}
+
+/// `join`, `heartbeat`, `leave`: a consumer's membership of a group on a topic.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Membership {
+    /// The topic (required by `join`; a group consumes one topic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The group.
+    pub group: String,
+    /// The consumer's name, unique within the group.
+    pub consumer: String,
+}
+
+/// `join_ok`, `heartbeat_ok`: the group's generation and this consumer's partitions.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Assignment {
+    /// Bumped at every rebalance; fetch and commit must quote the current one.
+    pub generation: u64,
+    /// Partitions this consumer owns (empty: idle, more consumers than partitions).
+    pub partitions: Vec<u32>,
+}
+
+/// `fetch`: the next messages of the consumer's partitions for its group.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Fetch {
+    /// The group.
+    pub group: String,
+    /// The consumer.
+    pub consumer: String,
+    /// The generation the consumer joined in.
+    pub generation: u64,
+    /// Most messages to return (default and cap in `Config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<usize>,
+}
+
+/// One fetched message.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Fetched {
+    /// Its partition.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// Its key, if published with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The message.
+    pub msg: Value,
+}
+
+/// `fetch_ok`: messages in partition order, each partition in offset order.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct FetchOk {
+    /// The messages.
+    pub msgs: Vec<Fetched>,
+}
+
+/// `commit`: the group consumed each partition up to (not including) the offset.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Commit {
+    /// The group.
+    pub group: String,
+    /// The committing consumer (must own the partitions).
+    pub consumer: String,
+    /// Its generation.
+    pub generation: u64,
+    /// Partition (as a string key) → next offset to consume.
+    pub offsets: BTreeMap<String, u64>,
+}
+
+/// `list_topics_ok`: topic → partition count.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Topics {
+    /// The topics.
+    pub topics: BTreeMap<String, u32>,
+}
+
+/// `create_queue`: a work queue; absent fields take the defaults in docs/protocol.md.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct CreateQueue {
+    /// The queue's name.
+    pub queue: String,
+    /// How long a dequeued message stays invisible before it is redelivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility_ms: Option<u64>,
+    /// Deliveries before a message goes to `dead_letter` (0: unlimited).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliveries: Option<u32>,
+    /// The dead-letter queue (created if missing); required if `max_deliveries > 0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<String>,
+    /// Messages older than this are dropped (0: kept until acked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+    /// How long a producer's message `id` is remembered to drop duplicates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedup_window_ms: Option<u64>,
+    /// Most messages the queue holds; beyond it `enqueue` gets error 11.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_depth: Option<usize>,
+}
+
+/// A request naming just a queue (`stats`), or a reply naming one (`create_queue_ok`).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct QueueName {
+    /// The queue.
+    pub queue: String,
+}
+
+/// `enqueue`: add a message to a queue.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Enqueue {
+    /// The queue.
+    pub queue: String,
+    /// The message.
+    pub msg: Value,
+    /// The producer's id for it: a repeat within the dedup window is dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Invisible for this long first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Dropped if not acked within this long (default: the queue's retention).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_ms: Option<u64>,
+}
+
+/// `enqueue_ok`: the message's id, and whether it repeated an earlier enqueue.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct EnqueueOk {
+    /// The producer's id, or one the broker made.
+    pub id: String,
+    /// True if the id was seen within the dedup window (nothing was added).
+    pub duplicate: bool,
+}
+
+/// `dequeue`: take up to `max` visible messages, invisible to others for a while.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Dequeue {
+    /// The queue.
+    pub queue: String,
+    /// Most messages (default 1, cap in `Config`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<usize>,
+    /// Overrides the queue's visibility timeout for these deliveries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility_ms: Option<u64>,
+    /// If nothing is visible, wait up to this long for a message (long polling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// Why and from where a message was dead-lettered.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct DeadLetter {
+    /// The queue it came from.
+    pub queue: String,
+    /// Why it was moved.
+    pub reason: String,
+    /// Its deliveries there.
+    pub deliveries: u32,
+}
+
+/// One delivered message.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Delivery {
+    /// The message's id.
+    pub id: String,
+    /// Names this delivery: quote it to ack, nack or extend.
+    pub receipt: String,
+    /// The message.
+    pub msg: Value,
+    /// Deliveries so far, this one included.
+    pub deliveries: u32,
+    /// Set on messages in a dead-letter queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetter>,
+}
+
+/// `dequeue_ok`: the delivered messages (possibly none).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct DequeueOk {
+    /// The messages.
+    pub msgs: Vec<Delivery>,
+}
+
+/// `ack`, `nack`, `extend`: act on one delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Receipt {
+    /// The queue.
+    pub queue: String,
+    /// The delivery's receipt.
+    pub receipt: String,
+    /// `nack`: visible again after this long (default 0); `extend`: ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// `extend`: invisible for this long from now; `ack`, `nack`: ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility_ms: Option<u64>,
+}
+
+/// `redrive`: move a dead-letter queue's visible messages to another queue.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Redrive {
+    /// The dead-letter queue.
+    pub queue: String,
+    /// Where to move them.
+    pub to: String,
+    /// Most to move (default: all that fit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<usize>,
+}
+
+/// `redrive_ok`: how many moved.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct RedriveOk {
+    /// Messages moved.
+    pub moved: usize,
+}
+
+/// `stats_ok`: a queue's counts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct QueueStats {
+    /// Messages held (ready + in flight + delayed).
+    pub depth: usize,
+    /// Visible, waiting for a consumer.
+    pub ready: usize,
+    /// Delivered, not yet acked.
+    pub in_flight: usize,
+    /// Waiting out a delay.
+    pub delayed: usize,
+    /// Moved to the dead-letter queue, ever.
+    pub dead_lettered: u64,
+    /// Dropped by TTL or retention, ever.
+    pub expired: u64,
+    /// Enqueued, ever (duplicates not counted).
+    pub enqueued: u64,
+    /// Acked, ever.
+    pub acked: u64,
+    /// Age of the oldest message held, in ms (0 if empty).
+    pub oldest_age_ms: u64,
+}
+
+/// `list_queues_ok`: every queue's name.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct QueueList {
+    /// The names, sorted.
+    pub queues: Vec<String>,
+}
+
+/// `processed`: record that `consumer` processed message `id` (idempotent consumers).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Processed {
+    /// The consumer.
+    pub consumer: String,
+    /// The message id.
+    pub id: String,
+}
+
+/// `processed_ok`: whether this was the first time (false: a redelivery; skip it).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProcessedOk {
+    /// True the first time `consumer` reports `id`.
+    pub first_time: bool,
+}
+
 macro_rules! payloads {
     (
         units { $( $(#[$udoc:meta])* $ukind:literal => $uvar:ident, )* }
@@ -206,6 +571,22 @@ payloads! {
         "gossip_ok" => GossipOk,
         /// Reply to `merge`.
         "merge_ok" => MergeOk,
+        /// Reply to `commit_offsets`.
+        "commit_offsets_ok" => CommitOffsetsOk,
+        /// List topics.
+        "list_topics" => ListTopics,
+        /// Reply to `leave`.
+        "leave_ok" => LeaveOk,
+        /// Reply to `commit`.
+        "commit_ok" => CommitOk,
+        /// List queues.
+        "list_queues" => ListQueues,
+        /// Reply to `ack`.
+        "ack_ok" => AckOk,
+        /// Reply to `nack`.
+        "nack_ok" => NackOk,
+        /// Reply to `extend`.
+        "extend_ok" => ExtendOk,
     }
     bodies {
         /// Initialise the node.
@@ -230,6 +611,78 @@ payloads! {
         "merge" => Merge(Merge),
         /// A failed request.
         "error" => Error(ErrorBody),
+        /// Kafka workload: append to a keyed log.
+        "send" => Send(Send),
+        /// Reply to `send`.
+        "send_ok" => SendOk(SendOk),
+        /// Kafka workload: read keyed logs.
+        "poll" => Poll(Poll),
+        /// Reply to `poll`.
+        "poll_ok" => PollOk(PollOk),
+        /// Kafka workload: commit offsets.
+        "commit_offsets" => CommitOffsets(CommitOffsets),
+        /// Kafka workload: read committed offsets.
+        "list_committed_offsets" => ListCommittedOffsets(ListCommittedOffsets),
+        /// Reply to `list_committed_offsets`.
+        "list_committed_offsets_ok" => ListCommittedOffsetsOk(Offsets),
+        /// Create a topic.
+        "create_topic" => CreateTopic(CreateTopic),
+        /// Reply to `create_topic`.
+        "create_topic_ok" => CreateTopicOk(CreateTopic),
+        /// Publish to a topic.
+        "publish" => Publish(Publish),
+        /// Reply to `publish`.
+        "publish_ok" => PublishOk(PublishOk),
+        /// Join a consumer group.
+        "join" => Join(Membership),
+        /// Reply to `join`.
+        "join_ok" => JoinOk(Assignment),
+        /// Keep a group membership alive.
+        "heartbeat" => Heartbeat(Membership),
+        /// Reply to `heartbeat`.
+        "heartbeat_ok" => HeartbeatOk(Assignment),
+        /// Leave a consumer group.
+        "leave" => Leave(Membership),
+        /// Fetch from a group's partitions.
+        "fetch" => Fetch(Fetch),
+        /// Reply to `fetch`.
+        "fetch_ok" => FetchOk(FetchOk),
+        /// Commit a group's offsets.
+        "commit" => Commit(Commit),
+        /// Reply to `list_topics`.
+        "list_topics_ok" => ListTopicsOk(Topics),
+        /// Create a work queue.
+        "create_queue" => CreateQueue(CreateQueue),
+        /// Reply to `create_queue`.
+        "create_queue_ok" => CreateQueueOk(QueueName),
+        /// Add a message to a queue.
+        "enqueue" => Enqueue(Enqueue),
+        /// Reply to `enqueue`.
+        "enqueue_ok" => EnqueueOk(EnqueueOk),
+        /// Take messages from a queue.
+        "dequeue" => Dequeue(Dequeue),
+        /// Reply to `dequeue`.
+        "dequeue_ok" => DequeueOk(DequeueOk),
+        /// Acknowledge a delivery (the message is done).
+        "ack" => Ack(Receipt),
+        /// Return a delivery (visible again, after an optional delay).
+        "nack" => Nack(Receipt),
+        /// Keep a delivery invisible for longer.
+        "extend" => Extend(Receipt),
+        /// Move dead letters back to a queue.
+        "redrive" => Redrive(Redrive),
+        /// Reply to `redrive`.
+        "redrive_ok" => RedriveOk(RedriveOk),
+        /// A queue's counts.
+        "stats" => Stats(QueueName),
+        /// Reply to `stats`.
+        "stats_ok" => StatsOk(QueueStats),
+        /// Reply to `list_queues`.
+        "list_queues_ok" => ListQueuesOk(QueueList),
+        /// Record a processed message id for a consumer.
+        "processed" => Processed(Processed),
+        /// Reply to `processed`.
+        "processed_ok" => ProcessedOk(ProcessedOk),
     }
 }
 

@@ -3,6 +3,7 @@
 //! gossip, and the Maelstrom workloads built on them.
 
 use crate::broadcast::BroadcastSet;
+use crate::broker::Broker;
 use crate::counter::Counter;
 use crate::dedup::DedupCache;
 use crate::msg::{ErrorBody, ErrorCode, GenerateOk, Gossip, Init, Payload, ReadOk};
@@ -44,6 +45,7 @@ pub struct Node {
     broadcast: BroadcastSet,
     counter: Counter,
     gossip: Periodic,
+    broker: Broker,
 }
 
 /// The reply a request gets: an `*_ok` payload or an error.
@@ -63,6 +65,7 @@ impl Node {
             broadcast: BroadcastSet::default(),
             counter: Counter::default(),
             gossip: Periodic::new(config.gossip_interval_ms),
+            broker: Broker::new(&config),
             config,
         }
     }
@@ -92,14 +95,23 @@ impl Node {
             Event::Invalid(bad) => self.on_invalid(bad, out),
             Event::Tick => {}
         }
+        for done in self.broker.take_completions() {
+            let src = self.id().unwrap_or_default().to_owned();
+            let msg = self.message(src, done.client, done.reply, Some(done.msg_id));
+            out.push(Effect::Send(msg));
+        }
     }
 
     /// When the node next needs a `Tick`, if ever.
     pub fn next_deadline(&self) -> Option<Time> {
-        match (self.rpc.next_deadline(), self.gossip.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.rpc.next_deadline(),
+            self.gossip.next_deadline(),
+            self.broker.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Panics if any internal invariant is broken (for tests, fuzzing, the simulator).
@@ -152,6 +164,11 @@ impl Node {
         }
         if self.gossip.fire_if_due(self.now) {
             self.gossip_round(out);
+        }
+        for (group, consumer) in self.broker.on_time(self.now) {
+            self.log(Level::Info, "group_session_expired", out, || {
+                format!("group={group} consumer={consumer}")
+            });
         }
     }
 
@@ -214,8 +231,10 @@ impl Node {
         match body.in_reply_to {
             Some(request_id) => self.on_reply(&src, request_id, body.payload, out),
             None => {
-                let reply = self.on_request(&src, body.msg_id, body.payload, out);
-                self.answer(&src, &dest, body.msg_id, reply, out);
+                // `None`: parked (a long poll); the broker completes it later.
+                if let Some(reply) = self.on_request(&src, body.msg_id, body.payload, out) {
+                    self.answer(&src, &dest, body.msg_id, reply, out);
+                }
             }
         }
     }
@@ -278,21 +297,22 @@ impl Node {
         }
     }
 
+    /// Runs a request; `None` means it was parked (a long poll) and is answered later.
     fn on_request(
         &mut self,
         src: &str,
         msg_id: Option<u64>,
         payload: Payload,
         out: &mut Effects,
-    ) -> Reply {
+    ) -> Option<Reply> {
         if let Payload::Init(init) = payload {
-            return self.init(init);
+            return Some(self.init(init));
         }
         if self.identity.is_none() {
-            return Err(ErrorBody::new(
+            return Some(Err(ErrorBody::new(
                 ErrorCode::TemporarilyUnavailable,
                 format!("not initialised: got {:?} before init", payload.kind()),
-            ));
+            )));
         }
         // A mutating request retried with the same (client, msg_id) gets the first reply.
         let key = msg_id
@@ -303,13 +323,19 @@ impl Node {
             self.log(Level::Debug, "duplicate_request", out, || {
                 format!("src={src} msg_id={msg_id:?}")
             });
-            return Ok(cached);
+            return Some(Ok(cached));
         }
-        let reply = self.handle(src, payload);
+        let reply = if Broker::handles(&payload) {
+            self.broker
+                .handle(self.now, &self.config, src, msg_id, payload)
+                .transpose()?
+        } else {
+            self.handle(src, payload)
+        };
         if let (Some(key), Ok(ok)) = (key, &reply) {
             self.replies.insert(key, ok.clone());
         }
-        reply
+        Some(reply)
     }
 
     fn init(&mut self, init: Init) -> Reply {
@@ -403,16 +429,10 @@ impl Node {
                 Ok(Payload::MergeOk)
             }
             Payload::Init(_) => unreachable!("init is handled before dispatch"),
-            reply @ (Payload::InitOk
-            | Payload::EchoOk(_)
-            | Payload::GenerateOk(_)
-            | Payload::TopologyOk
-            | Payload::BroadcastOk
-            | Payload::ReadOk(_)
-            | Payload::AddOk
-            | Payload::GossipOk
-            | Payload::MergeOk
-            | Payload::Error(_)) => Err(ErrorBody::new(
+            other if Broker::handles(&other) => {
+                unreachable!("broker requests are dispatched before")
+            }
+            reply => Err(ErrorBody::new(
                 ErrorCode::NotSupported,
                 format!(
                     "{:?} is a reply, not a request (no in_reply_to)",

@@ -1,0 +1,190 @@
+//! Append-only logs: a topic partition, or one of the Maelstrom kafka workload's keyed
+//! logs, plus the keyed logs' committed offsets per consumer group.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// One stored record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Record {
+    /// The key it was published with, if any.
+    pub key: Option<String>,
+    /// The message.
+    pub msg: Value,
+}
+
+/// An append-only log; a record's offset is its index, so offsets are dense, start at
+/// 0, and are never reused.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PartitionLog {
+    records: Vec<Record>,
+}
+
+impl PartitionLog {
+    /// Appends a record; returns its offset.
+    pub fn append(&mut self, key: Option<String>, msg: Value) -> u64 {
+        self.records.push(Record { key, msg });
+        self.records.len() as u64 - 1
+    }
+
+    /// Up to `max` records from offset `from` on, with their offsets.
+    pub fn read(&self, from: u64, max: usize) -> impl Iterator<Item = (u64, &Record)> {
+        let start = usize::try_from(from)
+            .unwrap_or(usize::MAX)
+            .min(self.records.len());
+        self.records[start..]
+            .iter()
+            .take(max)
+            .enumerate()
+            .map(move |(i, r)| (start as u64 + i as u64, r))
+    }
+
+    /// The offset the next record will get.
+    pub fn end_offset(&self) -> u64 {
+        self.records.len() as u64
+    }
+}
+
+/// The Maelstrom kafka workload: a log per key, and committed offsets per group.
+#[derive(Debug, Default)]
+pub struct KeyedLogs {
+    logs: BTreeMap<String, PartitionLog>,
+    /// (group, key) → the last offset the group processed.
+    committed: BTreeMap<(String, String), u64>,
+}
+
+/// Why a keyed-log request was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LogError {
+    /// Too many keys (`Config::max_log_keys`).
+    TooManyKeys,
+    /// A committed offset past the end of the key's log.
+    OffsetPastEnd {
+        /// The key.
+        key: String,
+        /// The offset asked for.
+        offset: u64,
+    },
+}
+
+impl KeyedLogs {
+    /// Appends `msg` to `key`'s log (creating it, up to `max_keys` logs).
+    pub fn send(&mut self, key: &str, msg: Value, max_keys: usize) -> Result<u64, LogError> {
+        if let Some(log) = self.logs.get_mut(key) {
+            return Ok(log.append(None, msg));
+        }
+        if self.logs.len() >= max_keys {
+            return Err(LogError::TooManyKeys);
+        }
+        Ok(self
+            .logs
+            .entry(key.to_owned())
+            .or_default()
+            .append(None, msg))
+    }
+
+    /// For each key: up to `max_per_key` `(offset, msg)` pairs from its offset on, and at
+    /// most `max_total` pairs overall; keys with nothing to return are left out.
+    pub fn poll(
+        &self,
+        offsets: &BTreeMap<String, u64>,
+        max_per_key: usize,
+        max_total: usize,
+    ) -> BTreeMap<String, Vec<(u64, Value)>> {
+        let mut budget = max_total;
+        let mut msgs = BTreeMap::new();
+        for (key, &from) in offsets {
+            let Some(log) = self.logs.get(key) else {
+                continue;
+            };
+            let pairs: Vec<(u64, Value)> = log
+                .read(from, max_per_key.min(budget))
+                .map(|(o, r)| (o, r.msg.clone()))
+                .collect();
+            budget -= pairs.len();
+            if !pairs.is_empty() {
+                msgs.insert(key.clone(), pairs);
+            }
+        }
+        msgs
+    }
+
+    /// Records that `group` processed each key up to and including its offset; an
+    /// offset never goes backwards. All-or-nothing: an offset past a key's end (or on a
+    /// key with no log) refuses the whole commit.
+    pub fn commit(&mut self, group: &str, offsets: &BTreeMap<String, u64>) -> Result<(), LogError> {
+        for (key, &offset) in offsets {
+            let end = self.logs.get(key).map_or(0, PartitionLog::end_offset);
+            if offset >= end {
+                return Err(LogError::OffsetPastEnd {
+                    key: key.clone(),
+                    offset,
+                });
+            }
+        }
+        for (key, &offset) in offsets {
+            let slot = self
+                .committed
+                .entry((group.to_owned(), key.clone()))
+                .or_insert(offset);
+            *slot = (*slot).max(offset);
+        }
+        Ok(())
+    }
+
+    /// The committed offsets of `keys` for `group` (keys without one are left out).
+    pub fn committed(&self, group: &str, keys: &[String]) -> BTreeMap<String, u64> {
+        keys.iter()
+            .filter_map(|k| {
+                let offset = self.committed.get(&(group.to_owned(), k.clone()))?;
+                Some((k.clone(), *offset))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_dense_and_polls_are_ordered_and_bounded() {
+        let mut logs = KeyedLogs::default();
+        for i in 0..5 {
+            assert_eq!(logs.send("a", i.into(), 10), Ok(i));
+        }
+        assert_eq!(logs.send("b", "x".into(), 10), Ok(0));
+        assert_eq!(logs.send("c", 1.into(), 2), Err(LogError::TooManyKeys));
+        let ask = BTreeMap::from([
+            ("a".to_owned(), 2),
+            ("b".to_owned(), 5),
+            ("zz".to_owned(), 0),
+        ]);
+        let got = logs.poll(&ask, 2, 100);
+        assert_eq!(
+            got,
+            BTreeMap::from([("a".to_owned(), vec![(2, 2.into()), (3, 3.into())])])
+        );
+        let ask = BTreeMap::from([("a".to_owned(), 0), ("b".to_owned(), 0)]);
+        let got = logs.poll(&ask, 10, 4);
+        assert_eq!(got.values().map(Vec::len).sum::<usize>(), 4, "total cap");
+    }
+
+    #[test]
+    fn commits_never_go_backwards_and_refuse_past_the_end() {
+        let mut logs = KeyedLogs::default();
+        for i in 0..3 {
+            logs.send("k", i.into(), 10).unwrap();
+        }
+        let one = |o| BTreeMap::from([("k".to_owned(), o)]);
+        logs.commit("", &one(2)).unwrap();
+        logs.commit("", &one(1)).unwrap();
+        assert_eq!(logs.committed("", &["k".into(), "none".into()]), one(2));
+        assert_eq!(logs.committed("other", &["k".into()]), BTreeMap::new());
+        assert!(matches!(
+            logs.commit("", &one(3)),
+            Err(LogError::OffsetPastEnd { .. })
+        ));
+    }
+}
