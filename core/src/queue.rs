@@ -503,3 +503,322 @@ impl Queue {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bolero::TypeGenerator;
+
+    #[derive(Clone, Copy, Debug, TypeGenerator)]
+    enum Op {
+        Enqueue {
+            id: Option<u8>,
+            delay_ms: u8,
+            ttl_ms: Option<u8>,
+        },
+        Dequeue {
+            max: u8,
+            visibility_ms: u8,
+        },
+        Ack {
+            pick: u8,
+        },
+        Nack {
+            pick: u8,
+            delay_ms: u8,
+        },
+        Extend {
+            pick: u8,
+            visibility_ms: u8,
+        },
+        AdvanceMs(u8),
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum ModelState {
+        Ready,
+        Waiting {
+            until: Time,
+            receipt: Option<String>,
+        },
+    }
+
+    #[derive(Clone, Debug)]
+    struct ModelMsg {
+        seq: u64,
+        id: String,
+        body: u64,
+        deliveries: u32,
+        expires_at: Option<Time>,
+        state: ModelState,
+    }
+
+    /// The obvious, slow queue: a list scanned on every operation.
+    #[derive(Default)]
+    struct Model {
+        msgs: Vec<ModelMsg>,
+        ids: Vec<(String, Time)>,
+        dead: Vec<(String, u32)>,
+        next_seq: u64,
+        next_nonce: u64,
+        acked: Vec<u64>,
+        expired: u64,
+    }
+
+    fn config() -> QueueConfig {
+        QueueConfig {
+            visibility_ms: 30,
+            max_deliveries: 3,
+            dead_letter: Some("dlq".into()),
+            retention_ms: 0,
+            dedup_window_ms: 100,
+            max_depth: 6,
+            max_dedup_ids: 4,
+        }
+    }
+
+    impl Model {
+        fn settle(&mut self, now: Time, max_deliveries: u32) {
+            let expired = self
+                .msgs
+                .iter()
+                .filter(|m| m.expires_at.is_some_and(|t| t <= now))
+                .count();
+            self.expired += expired as u64;
+            self.msgs
+                .retain(|m| !m.expires_at.is_some_and(|t| t <= now));
+            let mut waking: Vec<(Time, u64)> = self
+                .msgs
+                .iter()
+                .filter_map(|m| match m.state {
+                    ModelState::Waiting { until, .. } if until <= now => Some((until, m.seq)),
+                    _ => None,
+                })
+                .collect();
+            waking.sort();
+            for (_, seq) in waking {
+                let i = self.msgs.iter().position(|m| m.seq == seq).unwrap();
+                if self.msgs[i].deliveries >= max_deliveries {
+                    let m = self.msgs.remove(i);
+                    self.dead.push((m.id, m.deliveries));
+                } else {
+                    self.msgs[i].state = ModelState::Ready;
+                }
+            }
+            self.ids
+                .retain(|(_, at)| at.plus_millis(config().dedup_window_ms) > now);
+        }
+
+        fn in_flight(&self, receipt: &str) -> Option<usize> {
+            self.msgs.iter().position(|m| {
+                matches!(&m.state, ModelState::Waiting { receipt: Some(r), .. } if r == receipt)
+            })
+        }
+    }
+
+    #[test]
+    fn queue_matches_a_reference_model() {
+        bolero::check!().with_type::<Vec<Op>>().for_each(|ops| {
+            let config = config();
+            let mut queue = Queue::new("q".into(), config.clone());
+            let mut model = Model::default();
+            let mut now = Time::ZERO;
+            let mut receipts: Vec<String> = Vec::new();
+            let mut body = 0u64;
+            for &op in ops {
+                match op {
+                    Op::Enqueue {
+                        id,
+                        delay_ms,
+                        ttl_ms,
+                    } => {
+                        body += 1;
+                        let id = id.map(|i| format!("p{}", i % 8));
+                        let ttl_ms = ttl_ms.map(|t| u64::from(t) + 1);
+                        let delay = u64::from(delay_ms % 50);
+                        let got = queue.enqueue(now, id.clone(), body.into(), delay, ttl_ms);
+                        let want = match &id {
+                            Some(id) if model.ids.iter().any(|(i, _)| i == id) => {
+                                Ok((id.clone(), true))
+                            }
+                            Some(_) if model.ids.len() >= config.max_dedup_ids => {
+                                Err(QueueError::DedupFull)
+                            }
+                            _ if model.msgs.len() >= config.max_depth => Err(QueueError::Full),
+                            _ => {
+                                let seq = model.next_seq;
+                                model.next_seq += 1;
+                                let id = id.clone().unwrap_or(format!("m-{seq}"));
+                                if id.starts_with('p') {
+                                    model.ids.push((id.clone(), now));
+                                }
+                                let state = if delay > 0 {
+                                    ModelState::Waiting {
+                                        until: now.plus_millis(delay),
+                                        receipt: None,
+                                    }
+                                } else {
+                                    ModelState::Ready
+                                };
+                                let expires_at = ttl_ms.map(|t| now.plus_millis(t));
+                                model.msgs.push(ModelMsg {
+                                    seq,
+                                    id: id.clone(),
+                                    body,
+                                    deliveries: 0,
+                                    expires_at,
+                                    state,
+                                });
+                                Ok((id, false))
+                            }
+                        };
+                        assert_eq!(got, want, "enqueue");
+                    }
+                    Op::Dequeue { max, visibility_ms } => {
+                        let max = usize::from(max % 4) + 1;
+                        let vis = u64::from(visibility_ms % 50) + 1;
+                        let got: Vec<(String, u32, serde_json::Value)> = queue
+                            .dequeue(now, max, Some(vis))
+                            .into_iter()
+                            .map(|d| {
+                                receipts.push(d.receipt.clone());
+                                (d.id, d.deliveries, d.msg)
+                            })
+                            .collect();
+                        let mut want = Vec::new();
+                        for m in model
+                            .msgs
+                            .iter_mut()
+                            .filter(|m| m.state == ModelState::Ready)
+                            .take(max)
+                        {
+                            m.deliveries += 1;
+                            let receipt = format!("{}.{}", m.seq, model.next_nonce);
+                            model.next_nonce += 1;
+                            m.state = ModelState::Waiting {
+                                until: now.plus_millis(vis),
+                                receipt: Some(receipt),
+                            };
+                            want.push((m.id.clone(), m.deliveries, m.body.into()));
+                        }
+                        assert_eq!(got, want, "dequeue");
+                        assert!(
+                            got.iter().all(|(_, d, _)| *d <= config.max_deliveries),
+                            "delivered past the limit"
+                        );
+                    }
+                    Op::Ack { pick } | Op::Nack { pick, .. } | Op::Extend { pick, .. } => {
+                        let receipt = receipts
+                            .get(usize::from(pick) % receipts.len().max(1))
+                            .cloned()
+                            .unwrap_or_else(|| "9.9".into());
+                        let found = model.in_flight(&receipt);
+                        let want = found.map(|_| ()).ok_or(QueueError::InvalidReceipt);
+                        let got = match op {
+                            Op::Ack { .. } => {
+                                if let Some(i) = found {
+                                    model.acked.push(model.msgs.remove(i).seq);
+                                }
+                                queue.ack(&receipt)
+                            }
+                            Op::Nack { delay_ms, .. } => {
+                                let until = now.plus_millis(u64::from(delay_ms % 50));
+                                if let Some(i) = found {
+                                    model.msgs[i].state = ModelState::Waiting {
+                                        until,
+                                        receipt: None,
+                                    };
+                                }
+                                queue.nack(now, &receipt, u64::from(delay_ms % 50))
+                            }
+                            Op::Extend { visibility_ms, .. } => {
+                                let until = now.plus_millis(u64::from(visibility_ms % 50));
+                                if let Some(i) = found {
+                                    model.msgs[i].state = ModelState::Waiting {
+                                        until,
+                                        receipt: Some(receipt.clone()),
+                                    };
+                                }
+                                queue.extend(now, &receipt, u64::from(visibility_ms % 50))
+                            }
+                            _ => unreachable!(),
+                        };
+                        assert_eq!(got, want, "{op:?} {receipt}");
+                    }
+                    Op::AdvanceMs(ms) => now = now.plus_millis(u64::from(ms % 60)),
+                }
+                let dead: Vec<(String, u32)> = queue
+                    .process_due(now, usize::MAX)
+                    .into_iter()
+                    .map(|e| (e.id, e.dead_letter.deliveries))
+                    .collect();
+                let before = model.dead.len();
+                model.settle(now, config.max_deliveries);
+                assert_eq!(dead, model.dead[before..], "dead letters");
+                assert!(
+                    dead.iter().all(|(_, d)| *d == config.max_deliveries),
+                    "dead-lettered early or late"
+                );
+                queue.check_invariants();
+                let stats = queue.stats(now);
+                let ready = model
+                    .msgs
+                    .iter()
+                    .filter(|m| m.state == ModelState::Ready)
+                    .count();
+                let in_flight = model
+                    .msgs
+                    .iter()
+                    .filter(|m| {
+                        matches!(
+                            m.state,
+                            ModelState::Waiting {
+                                receipt: Some(_),
+                                ..
+                            }
+                        )
+                    })
+                    .count();
+                assert_eq!(
+                    (stats.depth, stats.ready, stats.in_flight, stats.delayed),
+                    (
+                        model.msgs.len(),
+                        ready,
+                        in_flight,
+                        model.msgs.len() - ready - in_flight
+                    )
+                );
+                assert_eq!(stats.acked, model.acked.len() as u64);
+                assert_eq!(
+                    (stats.expired, stats.dead_lettered),
+                    (model.expired, model.dead.len() as u64)
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn a_receipt_is_only_good_for_the_latest_delivery() {
+        let mut q = Queue::new("q".into(), config());
+        q.enqueue(Time::ZERO, None, 1.into(), 0, None).unwrap();
+        let first = q.dequeue(Time::ZERO, 1, Some(10)).remove(0);
+        q.process_due(Time::from_millis(10), 0);
+        let second = q.dequeue(Time::from_millis(10), 1, Some(10)).remove(0);
+        assert_eq!((first.deliveries, second.deliveries), (1, 2));
+        assert_eq!(
+            q.ack(&first.receipt),
+            Err(QueueError::InvalidReceipt),
+            "stale receipt"
+        );
+        for bad in ["", "x", "1.", ".1", "0.99"] {
+            assert_eq!(q.ack(bad), Err(QueueError::InvalidReceipt), "{bad:?}");
+        }
+        assert_eq!(q.ack(&second.receipt), Ok(()));
+        assert_eq!(
+            q.ack(&second.receipt),
+            Err(QueueError::InvalidReceipt),
+            "acked twice"
+        );
+        assert_eq!(q.depth(), 0);
+    }
+}
