@@ -407,3 +407,252 @@ fn unknown_member(group: &str, consumer: &str) -> ErrorBody {
         format!("{consumer:?} is not a member of group {group:?}; join"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bolero::TypeGenerator;
+
+    #[derive(Clone, Copy, Debug, TypeGenerator)]
+    enum Op {
+        Join(u8),
+        Leave(u8),
+        Heartbeat(u8),
+        Fetch {
+            consumer: u8,
+            stale: bool,
+            max: u8,
+        },
+        Commit {
+            consumer: u8,
+            partition: u8,
+            offset: u8,
+            stale: bool,
+        },
+        Publish(u8),
+        AdvanceMs(u8),
+    }
+
+    const PARTITIONS: u32 = 3;
+
+    fn config() -> Config {
+        Config {
+            group_session_timeout_ms: 50,
+            ..Config::default()
+        }
+    }
+
+    /// Membership, generations, assignment, positions and commits, the slow way.
+    #[derive(Default)]
+    struct Model {
+        members: BTreeMap<String, Time>,
+        generation: u64,
+        lengths: [u64; PARTITIONS as usize],
+        committed: BTreeMap<u32, u64>,
+        positions: BTreeMap<u32, u64>,
+    }
+
+    impl Model {
+        fn rebalance(&mut self) {
+            self.generation += 1;
+            self.positions.clear();
+        }
+        fn owned(&self, consumer: &str) -> Vec<u32> {
+            let names: Vec<&String> = self.members.keys().collect();
+            (0..PARTITIONS)
+                .filter(|p| names[*p as usize % names.len()] == consumer)
+                .collect()
+        }
+        fn check(&self, consumer: &str, generation: u64) -> Result<Vec<u32>, u32> {
+            if !self.members.contains_key(consumer) {
+                return Err(ErrorCode::UnknownMember.code());
+            }
+            if generation != self.generation {
+                return Err(ErrorCode::StaleGeneration.code());
+            }
+            Ok(self.owned(consumer))
+        }
+    }
+
+    #[test]
+    fn groups_match_a_reference_model() {
+        bolero::check!().with_type::<Vec<Op>>().for_each(|ops| {
+            let config = config();
+            let mut topics = Topics::default();
+            topics.create(&config, "t", PARTITIONS).unwrap();
+            let mut model = Model::default();
+            let mut now = Time::ZERO;
+            for &op in ops {
+                let name = |c: u8| format!("c{}", c % 5);
+                match op {
+                    Op::Join(c) => {
+                        let got = topics.join(now, &config, "t", "g", &name(c)).unwrap();
+                        if model.members.insert(name(c), now).is_none() {
+                            model.rebalance();
+                        }
+                        assert_eq!(
+                            (got.generation, got.partitions),
+                            (model.generation, model.owned(&name(c)))
+                        );
+                    }
+                    Op::Leave(c) => {
+                        let got = topics.leave("g", &name(c)).map_err(|e| e.code);
+                        let want = match model.members.remove(&name(c)) {
+                            Some(_) => {
+                                model.rebalance();
+                                Ok(())
+                            }
+                            None => Err(ErrorCode::UnknownMember.code()),
+                        };
+                        assert_eq!(got, want);
+                    }
+                    Op::Heartbeat(c) => {
+                        let got = topics
+                            .heartbeat(now, &config, "g", &name(c))
+                            .map_err(|e| e.code);
+                        let want = match model.members.get_mut(&name(c)) {
+                            Some(seen) => {
+                                *seen = now;
+                                Ok(model.generation)
+                            }
+                            None => Err(ErrorCode::UnknownMember.code()),
+                        };
+                        assert_eq!(got.map(|a| a.generation), want);
+                    }
+                    Op::Fetch {
+                        consumer,
+                        stale,
+                        max,
+                    } => {
+                        let generation =
+                            model.generation - u64::from(stale && model.generation > 0);
+                        let max = usize::from(max % 5) + 1;
+                        let got = topics
+                            .fetch("g", &name(consumer), generation, max)
+                            .map_err(|e| e.code);
+                        let want = model.check(&name(consumer), generation).map(|owned| {
+                            let mut out = Vec::new();
+                            for p in owned {
+                                let from = *model
+                                    .positions
+                                    .get(&p)
+                                    .or(model.committed.get(&p))
+                                    .unwrap_or(&0);
+                                let end =
+                                    model.lengths[p as usize].min(from + (max - out.len()) as u64);
+                                out.extend((from..end.max(from)).map(|o| (p, o)));
+                                model.positions.insert(p, end.max(from));
+                            }
+                            out
+                        });
+                        assert_eq!(
+                            got.map(|msgs| msgs.iter().map(|m| (m.partition, m.offset)).collect()),
+                            want
+                        );
+                    }
+                    Op::Commit {
+                        consumer,
+                        partition,
+                        offset,
+                        stale,
+                    } => {
+                        let generation =
+                            model.generation - u64::from(stale && model.generation > 0);
+                        let (p, offset) =
+                            (u32::from(partition) % PARTITIONS, u64::from(offset % 8));
+                        let offsets = BTreeMap::from([(p.to_string(), offset)]);
+                        let got = topics
+                            .commit("g", &name(consumer), generation, &offsets)
+                            .map_err(|e| e.code);
+                        let want = model.check(&name(consumer), generation).and_then(|owned| {
+                            if !owned.contains(&p) {
+                                Err(ErrorCode::NotOwner.code())
+                            } else if offset > model.lengths[p as usize] {
+                                Err(ErrorCode::PreconditionFailed.code())
+                            } else {
+                                let slot = model.committed.entry(p).or_insert(offset);
+                                *slot = (*slot).max(offset);
+                                Ok(())
+                            }
+                        });
+                        assert_eq!(got, want);
+                    }
+                    Op::Publish(key) => {
+                        let (p, offset) = topics
+                            .publish("t", Some(format!("k{key}")), key.into())
+                            .unwrap();
+                        assert_eq!(
+                            p as u64,
+                            fnv1a(format!("k{key}").as_bytes()) % u64::from(PARTITIONS)
+                        );
+                        assert_eq!(offset, model.lengths[p as usize]);
+                        model.lengths[p as usize] += 1;
+                    }
+                    Op::AdvanceMs(ms) => now = now.plus_millis(u64::from(ms % 40)),
+                }
+                let mut expired: Vec<(String, String)> = topics.expire_sessions(now);
+                expired.sort();
+                let timeout = config.group_session_timeout_ms;
+                let gone: Vec<String> = model
+                    .members
+                    .iter()
+                    .filter(|(_, seen)| seen.plus_millis(timeout) <= now)
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for name in &gone {
+                    model.members.remove(name);
+                    model.rebalance();
+                }
+                let want: Vec<(String, String)> =
+                    gone.into_iter().map(|n| ("g".to_owned(), n)).collect();
+                assert_eq!(expired, want, "session expiry");
+                topics.check_invariants();
+            }
+        });
+    }
+
+    #[test]
+    fn keys_stick_to_partitions_and_topics_are_checked() {
+        let config = config();
+        let mut topics = Topics::default();
+        topics.create(&config, "t", 4).unwrap();
+        topics.create(&config, "t", 4).unwrap(); // idempotent
+        assert_eq!(
+            topics.create(&config, "t", 5).unwrap_err().code,
+            ErrorCode::KeyAlreadyExists.code()
+        );
+        assert_eq!(
+            topics.create(&config, "u", 0).unwrap_err().code,
+            ErrorCode::MalformedRequest.code()
+        );
+        let (p, _) = topics
+            .publish("t", Some("user-7".into()), 1.into())
+            .unwrap();
+        for i in 1..20 {
+            assert_eq!(
+                topics
+                    .publish("t", Some("user-7".into()), i.into())
+                    .unwrap(),
+                (p, i as u64)
+            );
+        }
+        let spread: std::collections::BTreeSet<u32> = (0..8)
+            .map(|_| topics.publish("t", None, 0.into()).unwrap().0)
+            .collect();
+        assert_eq!(spread.len(), 4, "unkeyed publishes go round robin");
+        assert_eq!(
+            topics.publish("nope", None, 0.into()).unwrap_err().code,
+            ErrorCode::KeyDoesNotExist.code()
+        );
+        let other = topics.join(Time::ZERO, &config, "u", "g", "c").unwrap_err();
+        assert_eq!(other.code, ErrorCode::KeyDoesNotExist.code());
+        topics.create(&config, "u", 1).unwrap();
+        topics.join(Time::ZERO, &config, "t", "g", "c").unwrap();
+        let wrong = topics.join(Time::ZERO, &config, "u", "g", "d").unwrap_err();
+        assert_eq!(
+            wrong.code,
+            ErrorCode::PreconditionFailed.code(),
+            "a group consumes one topic"
+        );
+    }
+}
