@@ -490,6 +490,15 @@ impl Node {
 fn is_mutation(payload: &Payload) -> bool {
     matches!(
         payload,
-        Payload::Generate | Payload::Broadcast(_) | Payload::Add(_)
+        Payload::Generate
+            | Payload::Broadcast(_)
+            | Payload::Add(_)
+            | Payload::Send(_)
+            | Payload::Publish(_)
+            | Payload::Enqueue(_)
+            | Payload::Ack(_)
+            | Payload::Nack(_)
+            | Payload::Redrive(_)
+            | Payload::Processed(_)
     )
 }

@@ -1,0 +1,555 @@
+//! The broker API through a whole `Node`, with time under test control: dead letters
+//! and redrive, long-poll dequeues, delays, TTLs, backpressure, idempotent enqueues,
+//! processed-id tracking, group session expiry, and the kafka workload's rules.
+
+use herald_core::msg::*;
+use herald_core::wire::Body;
+use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Time};
+use serde_json::json;
+
+struct Harness {
+    node: Node,
+    now: Time,
+    next_id: u64,
+    out: Effects,
+    /// Replies that answered other requests (parked ones) in the same step.
+    other: Vec<Message>,
+}
+
+impl Harness {
+    fn new(config: Config) -> Harness {
+        let mut h = Harness {
+            node: Node::new(config),
+            now: Time::ZERO,
+            next_id: 0,
+            out: Effects::new(),
+            other: Vec::new(),
+        };
+        let init = Init {
+            node_id: "n0".into(),
+            node_ids: vec!["n0".into()],
+        };
+        assert_eq!(h.call(Payload::Init(init)), Some(Payload::InitOk));
+        h
+    }
+
+    /// Sends a request from `c1`; returns its reply if one came out in the same step
+    /// (other replies of that step are kept in `other`).
+    fn call(&mut self, payload: Payload) -> Option<Payload> {
+        self.next_id += 1;
+        self.call_as("c1", self.next_id, payload)
+    }
+
+    fn call_as(&mut self, client: &str, msg_id: u64, payload: Payload) -> Option<Payload> {
+        let msg = Message {
+            src: client.into(),
+            dest: "n0".into(),
+            body: Body {
+                payload,
+                msg_id: Some(msg_id),
+                in_reply_to: None,
+            },
+        };
+        self.node.step(self.now, Event::Message(msg), &mut self.out);
+        self.node.check_invariants();
+        let mut mine = None;
+        for m in self.sent() {
+            if m.dest == client && m.body.in_reply_to == Some(msg_id) {
+                mine = Some(m.body.payload);
+            } else {
+                self.other.push(m);
+            }
+        }
+        mine
+    }
+
+    fn ok(&mut self, payload: Payload) -> Payload {
+        match self.call(payload) {
+            Some(Payload::Error(e)) => panic!("error {}: {}", e.code, e.text),
+            Some(reply) => reply,
+            None => panic!("no reply"),
+        }
+    }
+
+    fn error(&mut self, payload: Payload) -> ErrorBody {
+        match self.call(payload) {
+            Some(Payload::Error(e)) => e,
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    /// Advances time, ticking at every deadline on the way; returns replies sent.
+    fn advance_ms(&mut self, ms: u64) -> Vec<Payload> {
+        let until = self.now.plus_millis(ms);
+        let mut replies = Vec::new();
+        while let Some(at) = self.node.next_deadline().filter(|&at| at <= until) {
+            self.now = self.now.max(at);
+            self.node.step(self.now, Event::Tick, &mut self.out);
+            self.node.check_invariants();
+            replies.extend(self.sent().into_iter().map(|m| m.body.payload));
+        }
+        self.now = until;
+        replies
+    }
+
+    fn sent(&mut self) -> Vec<Message> {
+        self.out
+            .drain(..)
+            .filter_map(|e| match e {
+                Effect::Send(m) => Some(m),
+                Effect::Log(_) => None,
+            })
+            .collect()
+    }
+
+    fn dequeue(&mut self, queue: &str, max: usize) -> Vec<Delivery> {
+        let d = Dequeue {
+            queue: queue.into(),
+            max: Some(max),
+            visibility_ms: None,
+            wait_ms: None,
+        };
+        match self.ok(Payload::Dequeue(d)) {
+            Payload::DequeueOk(ok) => ok.msgs,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn enqueue(&mut self, queue: &str, msg: serde_json::Value, id: Option<&str>) -> Payload {
+        let e = Enqueue {
+            queue: queue.into(),
+            msg,
+            id: id.map(Into::into),
+            delay_ms: None,
+            ttl_ms: None,
+        };
+        self.call(Payload::Enqueue(e))
+            .expect("enqueue replies at once")
+    }
+
+    fn stats(&mut self, queue: &str) -> QueueStats {
+        match self.ok(Payload::Stats(QueueName {
+            queue: queue.into(),
+        })) {
+            Payload::StatsOk(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn receipt(queue: &str, receipt: &str) -> Receipt {
+    Receipt {
+        queue: queue.into(),
+        receipt: receipt.into(),
+        delay_ms: None,
+        visibility_ms: None,
+    }
+}
+
+fn create(queue: &str) -> CreateQueue {
+    CreateQueue {
+        queue: queue.into(),
+        ..CreateQueue::default()
+    }
+}
+
+#[test]
+fn unacked_messages_come_back_then_go_to_the_dead_letter_queue_and_redrive() {
+    let mut h = Harness::new(Config::default());
+    let q = CreateQueue {
+        visibility_ms: Some(100),
+        max_deliveries: Some(2),
+        dead_letter: Some("jobs.dlq".into()),
+        ..create("jobs")
+    };
+    h.ok(Payload::CreateQueue(q));
+    h.enqueue("jobs", json!("poison"), None);
+    for attempt in 1..=2 {
+        let got = h.dequeue("jobs", 10);
+        assert_eq!((got.len(), got[0].deliveries), (1, attempt));
+        assert!(
+            h.dequeue("jobs", 10).is_empty(),
+            "invisible while in flight"
+        );
+        h.advance_ms(100);
+    }
+    assert!(
+        h.dequeue("jobs", 10).is_empty(),
+        "exhausted: not delivered a third time"
+    );
+    let stats = h.stats("jobs");
+    assert_eq!((stats.depth, stats.dead_lettered), (0, 1));
+    let dead = h.dequeue("jobs.dlq", 10);
+    let dl = dead[0].dead_letter.clone().expect("dead-letter details");
+    assert_eq!(
+        (dl.queue.as_str(), dl.deliveries, dead[0].msg.clone()),
+        ("jobs", 2, json!("poison"))
+    );
+    assert!(dl.reason.contains("max_deliveries 2"), "{}", dl.reason);
+    h.ok(Payload::Nack(receipt("jobs.dlq", &dead[0].receipt)));
+    let moved = h.ok(Payload::Redrive(Redrive {
+        queue: "jobs.dlq".into(),
+        to: "jobs".into(),
+        max: None,
+    }));
+    assert_eq!(moved, Payload::RedriveOk(RedriveOk { moved: 1 }));
+    let again = h.dequeue("jobs", 10);
+    assert_eq!(
+        (again[0].deliveries, again[0].dead_letter.is_none()),
+        (1, true),
+        "a redrive starts afresh"
+    );
+    h.ok(Payload::Ack(receipt("jobs", &again[0].receipt)));
+    h.advance_ms(1_000);
+    assert_eq!(h.stats("jobs").depth, 0, "acked messages never come back");
+}
+
+#[test]
+fn long_polls_are_answered_by_an_enqueue_or_their_deadline() {
+    let mut h = Harness::new(Config::default());
+    h.ok(Payload::CreateQueue(create("q")));
+    let wait = |ms| {
+        Payload::Dequeue(Dequeue {
+            queue: "q".into(),
+            max: Some(5),
+            visibility_ms: None,
+            wait_ms: Some(ms),
+        })
+    };
+    assert_eq!(h.call(wait(1_000)), None, "parked: no reply yet");
+    let first_waiter = h.next_id;
+    assert_eq!(h.call(wait(1_000)), None);
+    // An enqueue answers the first waiter at once; the second keeps waiting.
+    let ok = Payload::EnqueueOk(EnqueueOk {
+        id: "m-0".into(),
+        duplicate: false,
+    });
+    assert_eq!(h.enqueue("q", json!(1), None), ok);
+    let answered = h.other.pop().expect("the first waiter is answered");
+    assert_eq!(answered.body.in_reply_to, Some(first_waiter));
+    let Payload::DequeueOk(first) = answered.body.payload else {
+        panic!()
+    };
+    assert_eq!(first.msgs[0].msg, json!(1));
+    let late = h.advance_ms(1_000);
+    assert_eq!(
+        late,
+        vec![Payload::DequeueOk(DequeueOk { msgs: vec![] })],
+        "deadline answers empty"
+    );
+    let mut h = Harness::new(Config {
+        max_waiters: 1,
+        ..Config::default()
+    });
+    h.ok(Payload::CreateQueue(create("q")));
+    assert_eq!(h.call(wait(50)), None);
+    assert_eq!(
+        h.error(wait(50)).code,
+        ErrorCode::TemporarilyUnavailable.code(),
+        "max_waiters"
+    );
+    assert_eq!(
+        h.error(wait(60_000)).code,
+        ErrorCode::MalformedRequest.code(),
+        "over max_wait_ms"
+    );
+}
+
+#[test]
+fn a_parked_dequeue_gets_the_enqueued_message() {
+    let mut h = Harness::new(Config::default());
+    h.ok(Payload::CreateQueue(create("q")));
+    let d = Dequeue {
+        queue: "q".into(),
+        max: Some(5),
+        visibility_ms: None,
+        wait_ms: Some(500),
+    };
+    assert_eq!(h.call(Payload::Dequeue(d)), None);
+    let parked_id = h.next_id;
+    let e = Enqueue {
+        queue: "q".into(),
+        msg: json!("hi"),
+        id: None,
+        delay_ms: None,
+        ttl_ms: None,
+    };
+    let reply = h.call_as("c2", 1, Payload::Enqueue(e));
+    assert!(matches!(reply, Some(Payload::EnqueueOk(_))), "{reply:?}");
+    let waiter = h.other.pop().expect("reply to the waiting client");
+    assert_eq!(
+        (waiter.dest.as_str(), waiter.body.in_reply_to),
+        ("c1", Some(parked_id))
+    );
+    let Payload::DequeueOk(ok) = &waiter.body.payload else {
+        panic!("{:?}", waiter.body.payload)
+    };
+    assert_eq!(ok.msgs[0].msg, json!("hi"));
+    assert!(
+        h.advance_ms(1_000).is_empty(),
+        "a served waiter does not time out later"
+    );
+}
+
+#[test]
+fn delays_ttls_dedup_and_backpressure() {
+    let mut h = Harness::new(Config::default());
+    let q = CreateQueue {
+        max_depth: Some(3),
+        dedup_window_ms: Some(1_000),
+        ..create("q")
+    };
+    h.ok(Payload::CreateQueue(q.clone()));
+    h.ok(Payload::CreateQueue(q)); // the same settings again: fine
+    let other = CreateQueue {
+        max_depth: Some(4),
+        ..create("q")
+    };
+    assert_eq!(
+        h.error(Payload::CreateQueue(other)).code,
+        ErrorCode::KeyAlreadyExists.code()
+    );
+    let delayed = Enqueue {
+        queue: "q".into(),
+        msg: json!("later"),
+        id: None,
+        delay_ms: Some(200),
+        ttl_ms: None,
+    };
+    h.ok(Payload::Enqueue(delayed));
+    let short = Enqueue {
+        queue: "q".into(),
+        msg: json!("short-lived"),
+        id: None,
+        delay_ms: None,
+        ttl_ms: Some(100),
+    };
+    h.ok(Payload::Enqueue(short));
+    assert_eq!(
+        h.enqueue("q", json!("a"), Some("order-1")),
+        Payload::EnqueueOk(EnqueueOk {
+            id: "order-1".into(),
+            duplicate: false
+        })
+    );
+    assert_eq!(
+        h.enqueue("q", json!("a"), Some("order-1")),
+        Payload::EnqueueOk(EnqueueOk {
+            id: "order-1".into(),
+            duplicate: true
+        })
+    );
+    let Payload::Error(full) = h.enqueue("q", json!("b"), None) else {
+        panic!("expected 11")
+    };
+    assert_eq!(
+        full.code,
+        ErrorCode::TemporarilyUnavailable.code(),
+        "max_depth reached: {}",
+        full.text
+    );
+    let stats = h.stats("q");
+    assert_eq!((stats.depth, stats.ready, stats.delayed), (3, 2, 1));
+    h.advance_ms(150); // the TTL'd message expires unconsumed
+    let got: Vec<_> = h.dequeue("q", 10).into_iter().map(|d| d.msg).collect();
+    assert_eq!(got, vec![json!("a")]);
+    h.advance_ms(100); // the delay ends
+    let got: Vec<_> = h.dequeue("q", 10).into_iter().map(|d| d.msg).collect();
+    assert_eq!(got, vec![json!("later")]);
+    assert_eq!(h.stats("q").expired, 1);
+    h.advance_ms(1_000); // the dedup window ends: the id is new again
+    assert_eq!(
+        h.enqueue("q", json!("a"), Some("order-1")),
+        Payload::EnqueueOk(EnqueueOk {
+            id: "order-1".into(),
+            duplicate: false
+        })
+    );
+    assert_eq!(
+        h.error(Payload::Stats(QueueName {
+            queue: "nope".into()
+        }))
+        .code,
+        ErrorCode::KeyDoesNotExist.code()
+    );
+    let bad = CreateQueue {
+        max_deliveries: Some(3),
+        ..create("x")
+    };
+    assert_eq!(
+        h.error(Payload::CreateQueue(bad)).code,
+        ErrorCode::MalformedRequest.code(),
+        "needs a dead_letter"
+    );
+}
+
+#[test]
+fn processed_ids_detect_redeliveries_and_retries_get_the_first_answer() {
+    let mut h = Harness::new(Config::default());
+    let p = |id: &str| {
+        Payload::Processed(Processed {
+            consumer: "worker-1".into(),
+            id: id.into(),
+        })
+    };
+    assert_eq!(
+        h.ok(p("m-1")),
+        Payload::ProcessedOk(ProcessedOk { first_time: true })
+    );
+    assert_eq!(
+        h.ok(p("m-1")),
+        Payload::ProcessedOk(ProcessedOk { first_time: false })
+    );
+    let other = Payload::Processed(Processed {
+        consumer: "worker-2".into(),
+        id: "m-1".into(),
+    });
+    assert_eq!(
+        h.ok(other),
+        Payload::ProcessedOk(ProcessedOk { first_time: true })
+    );
+    // The first request retried (same client, same msg_id 2) gets the first answer.
+    let retried = h.call_as("c1", 2, p("m-1"));
+    assert_eq!(
+        retried,
+        Some(Payload::ProcessedOk(ProcessedOk { first_time: true }))
+    );
+}
+
+#[test]
+fn group_members_that_stop_heartbeating_lose_their_partitions() {
+    let config = Config {
+        group_session_timeout_ms: 1_000,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    h.ok(Payload::CreateTopic(CreateTopic {
+        topic: "t".into(),
+        partitions: 2,
+    }));
+    let member = |c: &str| Membership {
+        topic: Some("t".into()),
+        group: "g".into(),
+        consumer: c.into(),
+    };
+    let Payload::JoinOk(a) = h.ok(Payload::Join(member("a"))) else {
+        panic!()
+    };
+    assert_eq!((a.generation, a.partitions), (1, vec![0, 1]));
+    let Payload::JoinOk(b) = h.ok(Payload::Join(member("b"))) else {
+        panic!()
+    };
+    assert_eq!((b.generation, b.partitions), (2, vec![1]));
+    for i in 0..4 {
+        h.ok(Payload::Publish(Publish {
+            topic: "t".into(),
+            key: None,
+            msg: json!(i),
+        }));
+    }
+    let fetch = |c: &str, generation| {
+        Payload::Fetch(Fetch {
+            group: "g".into(),
+            consumer: c.into(),
+            generation,
+            max: None,
+        })
+    };
+    assert_eq!(
+        h.error(fetch("a", 1)).code,
+        ErrorCode::StaleGeneration.code()
+    );
+    let Payload::FetchOk(got) = h.ok(fetch("b", 2)) else {
+        panic!()
+    };
+    assert!(got.msgs.iter().all(|m| m.partition == 1) && !got.msgs.is_empty());
+    let commit = Commit {
+        group: "g".into(),
+        consumer: "b".into(),
+        generation: 2,
+        offsets: [("1".to_owned(), 1)].into(),
+    };
+    h.ok(Payload::Commit(commit));
+    // a keeps heartbeating, b goes quiet: b is removed and a owns everything again.
+    for _ in 0..3 {
+        h.advance_ms(400);
+        h.ok(Payload::Heartbeat(Membership {
+            topic: None,
+            ..member("a")
+        }));
+    }
+    let Payload::HeartbeatOk(now) = h.ok(Payload::Heartbeat(Membership {
+        topic: None,
+        ..member("a")
+    })) else {
+        panic!()
+    };
+    assert_eq!((now.generation, now.partitions), (3, vec![0, 1]));
+    assert_eq!(h.error(fetch("b", 2)).code, ErrorCode::UnknownMember.code());
+    let Payload::FetchOk(got) = h.ok(fetch("a", 3)) else {
+        panic!()
+    };
+    let p1: Vec<u64> = got
+        .msgs
+        .iter()
+        .filter(|m| m.partition == 1)
+        .map(|m| m.offset)
+        .collect();
+    assert_eq!(
+        p1,
+        vec![1],
+        "the new owner resumes from b's committed offset"
+    );
+}
+
+#[test]
+fn kafka_offsets_are_monotonic_and_limits_answer_11() {
+    let config = Config {
+        max_log_keys: 2,
+        max_log_records: 5,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config);
+    let send = |k: &str, v: i64| {
+        Payload::Send(Send {
+            key: k.into(),
+            msg: json!(v),
+        })
+    };
+    for i in 0..3 {
+        assert_eq!(
+            h.ok(send("a", i)),
+            Payload::SendOk(SendOk { offset: i as u64 })
+        );
+    }
+    assert_eq!(h.ok(send("b", 9)), Payload::SendOk(SendOk { offset: 0 }));
+    assert_eq!(
+        h.error(send("c", 1)).code,
+        ErrorCode::TemporarilyUnavailable.code(),
+        "max_log_keys"
+    );
+    h.ok(send("a", 3));
+    assert_eq!(
+        h.error(send("a", 4)).code,
+        ErrorCode::TemporarilyUnavailable.code(),
+        "max_log_records"
+    );
+    let commit = |o| {
+        Payload::CommitOffsets(CommitOffsets {
+            offsets: [("a".to_owned(), o)].into(),
+            group: None,
+        })
+    };
+    h.ok(commit(2));
+    h.ok(commit(1));
+    let list = Payload::ListCommittedOffsets(ListCommittedOffsets {
+        keys: vec!["a".into(), "b".into()],
+        group: None,
+    });
+    assert_eq!(
+        h.ok(list),
+        Payload::ListCommittedOffsetsOk(Offsets {
+            offsets: [("a".to_owned(), 2)].into()
+        })
+    );
+}
