@@ -120,6 +120,7 @@ impl Node {
         self.replies.check_invariants();
         self.broadcast
             .check_invariants(self.config.max_broadcast_values);
+        self.broker.check_invariants();
         let mut gossips = Vec::new();
         let mut merges = Vec::new();
         for purpose in self.rpc.purposes() {
