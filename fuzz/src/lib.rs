@@ -67,6 +67,104 @@ pub enum Request {
     Read,
     /// `add`.
     Add(i64),
+    /// kafka `send` to key `k<key % 4>`.
+    Send {
+        /// Key index.
+        key: u8,
+        /// Message.
+        msg: i64,
+    },
+    /// kafka `poll` of key `k<key % 4>` from `from`.
+    Poll {
+        /// Key index.
+        key: u8,
+        /// First offset.
+        from: u8,
+    },
+    /// kafka `commit_offsets` of key `k<key % 4>`.
+    CommitOffsets {
+        /// Key index.
+        key: u8,
+        /// Offset.
+        offset: u8,
+    },
+    /// `create_queue q<queue % 3>`, with a dead-letter queue or not.
+    CreateQueue {
+        /// Queue index.
+        queue: u8,
+        /// Use `max_deliveries 2` and a dead-letter queue.
+        dead_letter: bool,
+    },
+    /// `enqueue`.
+    Enqueue {
+        /// Queue index.
+        queue: u8,
+        /// Producer id index.
+        id: Option<u8>,
+        /// Delay.
+        delay_ms: Option<u8>,
+        /// TTL.
+        ttl_ms: Option<u8>,
+    },
+    /// `dequeue`.
+    Dequeue {
+        /// Queue index.
+        queue: u8,
+        /// Batch size.
+        max: u8,
+        /// Long-poll wait.
+        wait_ms: Option<u8>,
+    },
+    /// `ack`, `nack` (0) or `extend` (1) of receipt `<seq>.<nonce>`.
+    Settle {
+        /// Queue index.
+        queue: u8,
+        /// 0: nack, 1: extend, else ack.
+        how: u8,
+        /// Receipt's message sequence number.
+        seq: u8,
+        /// Receipt's delivery nonce.
+        nonce: u8,
+    },
+    /// `redrive` from a dead-letter queue.
+    Redrive {
+        /// Queue index.
+        queue: u8,
+    },
+    /// `stats`.
+    Stats {
+        /// Queue index.
+        queue: u8,
+    },
+    /// `create_topic t` (partitions 0..4).
+    CreateTopic(u8),
+    /// `publish` to `t`.
+    Publish(Option<u8>),
+    /// `join` (0), `heartbeat` (1) or `leave` (2) group `g` as `c<consumer % 3>`.
+    Member {
+        /// 0 join, 1 heartbeat, else leave.
+        how: u8,
+        /// Consumer index.
+        consumer: u8,
+    },
+    /// `fetch` (or `commit` of `offset` to `partition`) as `c<consumer % 3>`.
+    Consume {
+        /// Consumer index.
+        consumer: u8,
+        /// The generation quoted.
+        generation: u8,
+        /// Commit this partition instead of fetching.
+        commit: Option<(u8, u8)>,
+    },
+}
+
+/// How long each target runs under `cargo test`: `HERALD_FUZZ_SECS` (default 1 s).
+pub fn test_time() -> std::time::Duration {
+    let secs = std::env::var("HERALD_FUZZ_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    std::time::Duration::from_secs(secs)
 }
 
 fn node_name(i: u8) -> String {
@@ -92,7 +190,125 @@ fn request_payload(request: Request) -> Payload {
         Request::Broadcast(v) => Payload::Broadcast(Broadcast { message: v }),
         Request::Read => Payload::Read,
         Request::Add(delta) => Payload::Add(Add { delta }),
+        Request::Send { key, msg } => Payload::Send(Send {
+            key: format!("k{}", key % 4),
+            msg: msg.into(),
+        }),
+        Request::Poll { key, from } => Payload::Poll(Poll {
+            offsets: [(format!("k{}", key % 4), u64::from(from % 8))].into(),
+            max: None,
+        }),
+        Request::CommitOffsets { key, offset } => Payload::CommitOffsets(CommitOffsets {
+            offsets: [(format!("k{}", key % 4), u64::from(offset % 8))].into(),
+            group: None,
+        }),
+        Request::CreateQueue { queue, dead_letter } => Payload::CreateQueue(CreateQueue {
+            queue: queue_name(queue),
+            visibility_ms: Some(50),
+            max_deliveries: dead_letter.then_some(2),
+            dead_letter: dead_letter.then(|| format!("{}.dlq", queue_name(queue))),
+            max_depth: Some(5),
+            ..CreateQueue::default()
+        }),
+        Request::Enqueue {
+            queue,
+            id,
+            delay_ms,
+            ttl_ms,
+        } => Payload::Enqueue(Enqueue {
+            queue: queue_name(queue),
+            msg: 1.into(),
+            id: id.map(|i| format!("p{}", i % 4)),
+            delay_ms: delay_ms.map(u64::from),
+            ttl_ms: ttl_ms.map(u64::from),
+        }),
+        Request::Dequeue {
+            queue,
+            max,
+            wait_ms,
+        } => Payload::Dequeue(Dequeue {
+            queue: queue_name(queue),
+            max: Some(usize::from(max % 4)),
+            visibility_ms: None,
+            wait_ms: wait_ms.map(u64::from),
+        }),
+        Request::Settle {
+            queue,
+            how,
+            seq,
+            nonce,
+        } => {
+            let receipt = Receipt {
+                queue: queue_name(queue),
+                receipt: format!("{}.{}", seq % 8, nonce % 16),
+                delay_ms: Some(u64::from(nonce % 3) * 10),
+                visibility_ms: Some(20),
+            };
+            match how % 3 {
+                0 => Payload::Nack(receipt),
+                1 => Payload::Extend(receipt),
+                _ => Payload::Ack(receipt),
+            }
+        }
+        Request::Redrive { queue } => Payload::Redrive(Redrive {
+            queue: format!("{}.dlq", queue_name(queue)),
+            to: queue_name(queue),
+            max: None,
+        }),
+        Request::Stats { queue } => Payload::Stats(QueueName {
+            queue: queue_name(queue),
+        }),
+        Request::CreateTopic(partitions) => Payload::CreateTopic(CreateTopic {
+            topic: "t".into(),
+            partitions: u32::from(partitions % 4),
+        }),
+        Request::Publish(key) => Payload::Publish(Publish {
+            topic: "t".into(),
+            key: key.map(|k| format!("k{k}")),
+            msg: 1.into(),
+        }),
+        Request::Member { how, consumer } => {
+            let m = Membership {
+                topic: Some("t".into()),
+                group: "g".into(),
+                consumer: format!("c{}", consumer % 3),
+            };
+            match how % 3 {
+                0 => Payload::Join(m),
+                1 => Payload::Heartbeat(m),
+                _ => Payload::Leave(m),
+            }
+        }
+        Request::Consume {
+            consumer,
+            generation,
+            commit,
+        } => {
+            let (group, consumer, generation) = (
+                "g".to_owned(),
+                format!("c{}", consumer % 3),
+                u64::from(generation % 8),
+            );
+            match commit {
+                Some((p, offset)) => Payload::Commit(Commit {
+                    group,
+                    consumer,
+                    generation,
+                    offsets: [((p % 4).to_string(), u64::from(offset % 8))].into(),
+                }),
+                None => Payload::Fetch(Fetch {
+                    group,
+                    consumer,
+                    generation,
+                    max: Some(3),
+                }),
+            }
+        }
     }
+}
+
+fn queue_name(i: u8) -> String {
+    format!("q{}", i % 3)
 }
 
 /// Plays `ops` into a fresh node with a small configuration (so limits are hit),
@@ -102,6 +318,9 @@ pub fn run_ops(ops: &[Op]) {
         max_pending_rpcs: 4,
         dedup_capacity: 8,
         max_broadcast_values: 16,
+        max_log_records: 20,
+        max_waiters: 2,
+        group_session_timeout_ms: 300,
         gossip_batch_max: 3,
         rpc_max_attempts: 3,
         ..Config::default()

@@ -1,20 +1,23 @@
-//! Fuzz targets. Under `cargo test` each runs a bounded number of random inputs; under
+//! Fuzz targets. Under `cargo test` each runs random inputs for `HERALD_FUZZ_SECS`
+//! (default 1 s; e.g. `HERALD_FUZZ_SECS=600 cargo test -p herald-fuzz --release`); under
 //! `cargo bolero test -p herald-fuzz <name>` a coverage-guided engine drives it.
 
 use herald_core::wire::{self, Frame, LineFramer};
-use herald_fuzz::{run_ops, Op};
+use herald_fuzz::{run_ops, test_time, Op};
 
 /// Any bytes: decoding never panics, and whatever decodes re-encodes to a line that
 /// decodes to the same message.
 #[test]
 fn codec_decode_any_bytes() {
-    bolero::check!().for_each(|bytes: &[u8]| {
-        if let Ok(msg) = wire::decode(bytes) {
-            let mut line = Vec::new();
-            wire::encode(&msg, &mut line);
-            assert_eq!(wire::decode(&line[..line.len() - 1]), Ok(msg));
-        }
-    });
+    bolero::check!()
+        .with_test_time(test_time())
+        .for_each(|bytes: &[u8]| {
+            if let Ok(msg) = wire::decode(bytes) {
+                let mut line = Vec::new();
+                wire::encode(&msg, &mut line);
+                assert_eq!(wire::decode(&line[..line.len() - 1]), Ok(msg));
+            }
+        });
 }
 
 /// Any bytes in any chunking: the framer never holds more than its limit and never
@@ -22,6 +25,7 @@ fn codec_decode_any_bytes() {
 #[test]
 fn framer_any_bytes() {
     bolero::check!()
+        .with_test_time(test_time())
         .with_type::<(Vec<u8>, u8)>()
         .for_each(|(bytes, chunk)| {
             let max = 32;
@@ -42,6 +46,7 @@ fn framer_any_bytes() {
 #[test]
 fn node_any_events() {
     bolero::check!()
+        .with_test_time(test_time())
         .with_type::<Vec<Op>>()
         .for_each(|ops| run_ops(ops));
 }
