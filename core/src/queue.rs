@@ -44,15 +44,28 @@ enum State {
     InFlight { until: Time, nonce: u64 },
 }
 
+/// One held message, kept small: a broker-made id is not stored but derived from the
+/// sequence number, and dead-letter details (rare) are boxed.
 #[derive(Clone, Debug)]
 struct Entry {
-    id: String,
+    /// The producer's id, or `None` for a broker-made one (`m-<seq>`).
+    id: Option<String>,
     msg: Value,
     deliveries: u32,
     enqueued_at: Time,
     expires_at: Option<Time>,
     state: State,
-    dead_letter: Option<DeadLetter>,
+    dead_letter: Option<Box<DeadLetter>>,
+}
+
+impl Entry {
+    fn id(&self, seq: u64) -> String {
+        self.id.clone().unwrap_or_else(|| generated_id(seq))
+    }
+}
+
+fn generated_id(seq: u64) -> String {
+    format!("m-{seq}")
 }
 
 /// Why a queue refused a request.
@@ -154,38 +167,27 @@ impl Queue {
         if self.entries.len() >= self.config.max_depth {
             return Err(QueueError::Full);
         }
-        let seq = self.next_seq;
-        let id = match id {
-            Some(id) => {
-                self.dedup.insert(id.clone(), now);
-                self.dedup_by_age.insert((now, id.clone()));
-                id
-            }
-            None => format!("m-{seq}"),
-        };
+        if let Some(id) = &id {
+            self.dedup.insert(id.clone(), now);
+            self.dedup_by_age.insert((now, id.clone()));
+        }
         let ttl_ms = ttl_ms.or((self.config.retention_ms > 0).then_some(self.config.retention_ms));
-        self.insert(
-            now,
-            id.clone(),
-            msg,
-            delay_ms,
-            ttl_ms.map(|ms| now.plus_millis(ms)),
-            None,
-        );
+        let expires_at = ttl_ms.map(|ms| now.plus_millis(ms));
+        let seq = self.insert(now, id.clone(), msg, delay_ms, expires_at, None);
         self.counts.enqueued += 1;
-        Ok((id, false))
+        Ok((id.unwrap_or_else(|| generated_id(seq)), false))
     }
 
-    /// Adds a message without dedup (dead letters, redrives); the caller checked room.
+    /// Adds a message without dedup checks (the caller checked room); returns its seq.
     fn insert(
         &mut self,
         now: Time,
-        id: String,
+        id: Option<String>,
         msg: Value,
         delay_ms: u64,
         expires_at: Option<Time>,
-        dead_letter: Option<DeadLetter>,
-    ) {
+        dead_letter: Option<Box<DeadLetter>>,
+    ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
         let state = if delay_ms > 0 {
@@ -210,6 +212,7 @@ impl Queue {
             dead_letter,
         };
         self.entries.insert(seq, entry);
+        seq
     }
 
     /// Accepts a message dead-lettered from another queue (the caller checked room).
@@ -221,7 +224,7 @@ impl Queue {
         } = exhausted;
         let expires =
             (self.config.retention_ms > 0).then(|| now.plus_millis(self.config.retention_ms));
-        self.insert(now, id, msg, 0, expires, Some(dead_letter));
+        self.insert(now, Some(id), msg, 0, expires, Some(Box::new(dead_letter)));
         self.counts.enqueued += 1;
     }
 
@@ -241,11 +244,11 @@ impl Queue {
             self.wakeups.insert((until, seq));
             self.in_flight += 1;
             out.push(Delivery {
-                id: entry.id.clone(),
+                id: entry.id(seq),
                 receipt: format!("{seq}.{nonce}"),
                 msg: entry.msg.clone(),
                 deliveries: entry.deliveries,
-                dead_letter: entry.dead_letter.clone(),
+                dead_letter: entry.dead_letter.as_deref().cloned(),
             });
         }
         out
@@ -378,7 +381,7 @@ impl Queue {
                     deliveries: entry.deliveries,
                 };
                 exhausted.push(Exhausted {
-                    id: entry.id,
+                    id: entry.id(seq),
                     msg: entry.msg,
                     dead_letter,
                 });
@@ -398,7 +401,7 @@ impl Queue {
                 break;
             };
             let entry = self.remove(seq).expect("ready messages exist");
-            out.push((entry.id, entry.msg));
+            out.push((entry.id(seq), entry.msg));
         }
         out
     }
@@ -407,7 +410,7 @@ impl Queue {
     pub fn accept_redriven(&mut self, now: Time, id: String, msg: Value) {
         let expires =
             (self.config.retention_ms > 0).then(|| now.plus_millis(self.config.retention_ms));
-        self.insert(now, id, msg, 0, expires, None);
+        self.insert(now, Some(id), msg, 0, expires, None);
         self.counts.enqueued += 1;
     }
 
