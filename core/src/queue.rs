@@ -680,7 +680,7 @@ mod tests {
                     Op::Dequeue { max, visibility_ms } => {
                         let max = usize::from(max % 4) + 1;
                         let vis = u64::from(visibility_ms % 50) + 1;
-                        let got: Vec<(String, u32, serde_json::Value)> = queue
+                        let got: Vec<(String, u32, Value)> = queue
                             .dequeue(now, max, Some(vis))
                             .into_iter()
                             .map(|d| {
