@@ -172,6 +172,68 @@ mod tests {
     }
 
     #[test]
+    fn keyed_logs_match_a_reference_model() {
+        // Ops: (key, Some(msg)) sends; (key, None) with `n` polls from `n` and commits `n`.
+        bolero::check!()
+            .with_type::<Vec<(u8, Option<i16>, u8)>>()
+            .for_each(|ops| {
+                let mut logs = KeyedLogs::default();
+                let mut model: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+                let mut committed: BTreeMap<String, u64> = BTreeMap::new();
+                for &(key, msg, n) in ops {
+                    let key = format!("k{}", key % 3);
+                    let n = u64::from(n % 8);
+                    match msg {
+                        Some(msg) => {
+                            let log = model.entry(key.clone()).or_default();
+                            assert_eq!(
+                                logs.send(&key, msg.into(), 100),
+                                Ok(log.len() as u64),
+                                "dense offsets"
+                            );
+                            log.push(msg.into());
+                        }
+                        None => {
+                            let got = logs.poll(&BTreeMap::from([(key.clone(), n)]), 3, 100);
+                            let want: Vec<(u64, Value)> = model
+                                .get(&key)
+                                .map(|log| {
+                                    log.iter()
+                                        .cloned()
+                                        .enumerate()
+                                        .map(|(o, v)| (o as u64, v))
+                                        .collect()
+                                })
+                                .unwrap_or_default()
+                                .into_iter()
+                                .skip(n as usize)
+                                .take(3)
+                                .collect();
+                            assert_eq!(
+                                got.get(&key).cloned().unwrap_or_default(),
+                                want,
+                                "poll from {n}"
+                            );
+                            let sent = model.get(&key).map_or(0, Vec::len) as u64;
+                            let result = logs.commit("g", &BTreeMap::from([(key.clone(), n)]));
+                            assert_eq!(result.is_ok(), n < sent, "commit {n} of {sent}");
+                            if n < sent {
+                                let c = committed.entry(key.clone()).or_insert(n);
+                                *c = (*c).max(n);
+                            }
+                        }
+                    }
+                    let keys: Vec<String> = (0..3).map(|k| format!("k{k}")).collect();
+                    assert_eq!(
+                        logs.committed("g", &keys),
+                        committed,
+                        "commits never go backwards"
+                    );
+                }
+            });
+    }
+
+    #[test]
     fn commits_never_go_backwards_and_refuse_past_the_end() {
         let mut logs = KeyedLogs::default();
         for i in 0..3 {
