@@ -202,7 +202,7 @@ mod tests {
                                         .cloned()
                                         .enumerate()
                                         .map(|(o, v)| (o as u64, v))
-                                        .collect()
+                                        .collect::<Vec<_>>()
                                 })
                                 .unwrap_or_default()
                                 .into_iter()
