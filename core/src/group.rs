@@ -164,10 +164,7 @@ impl Topics {
         }
         let deadline = now.plus_millis(config.group_session_timeout_ms);
         if let Some(member) = g.members.get_mut(consumer) {
-            self.sessions.cancel(member.session);
-            member.session = self
-                .sessions
-                .schedule(deadline, (group.to_owned(), consumer.to_owned()));
+            renew_session(&mut self.sessions, member, deadline, group, consumer);
         } else {
             if g.members.len() >= config.max_group_members {
                 let max = config.max_group_members;
@@ -209,11 +206,8 @@ impl Topics {
             .members
             .get_mut(consumer)
             .ok_or_else(|| unknown_member(group, consumer))?;
-        self.sessions.cancel(member.session);
         let deadline = now.plus_millis(config.group_session_timeout_ms);
-        member.session = self
-            .sessions
-            .schedule(deadline, (group.to_owned(), consumer.to_owned()));
+        renew_session(&mut self.sessions, member, deadline, group, consumer);
         Ok(assignment(g, consumer))
     }
 
@@ -372,6 +366,19 @@ impl Topics {
         }
         assert_eq!(sessions, self.sessions.len(), "stale session timers");
     }
+}
+
+/// Moves a member's session deadline to `deadline` (a new timer id, so the old one,
+/// if it fires anyway, is recognised as stale).
+fn renew_session(
+    sessions: &mut Timers<(String, String)>,
+    member: &mut Member,
+    deadline: Time,
+    group: &str,
+    consumer: &str,
+) {
+    sessions.cancel(member.session);
+    member.session = sessions.schedule(deadline, (group.to_owned(), consumer.to_owned()));
 }
 
 fn rebalance(g: &mut Group, partitions: u32) {

@@ -137,6 +137,13 @@ impl Harness {
     }
 }
 
+fn enqueued(id: &str, duplicate: bool) -> Payload {
+    Payload::EnqueueOk(EnqueueOk {
+        id: id.into(),
+        duplicate,
+    })
+}
+
 fn receipt(queue: &str, receipt: &str) -> Receipt {
     Receipt {
         queue: queue.into(),
@@ -220,10 +227,7 @@ fn long_polls_are_answered_by_an_enqueue_or_their_deadline() {
     let first_waiter = h.next_id;
     assert_eq!(h.call(wait(1_000)), None);
     // An enqueue answers the first waiter at once; the second keeps waiting.
-    let ok = Payload::EnqueueOk(EnqueueOk {
-        id: "m-0".into(),
-        duplicate: false,
-    });
+    let ok = enqueued("m-0", false);
     assert_eq!(h.enqueue("q", json!(1), None), ok);
     let answered = h.other.pop().expect("the first waiter is answered");
     assert_eq!(answered.body.in_reply_to, Some(first_waiter));
@@ -327,17 +331,11 @@ fn delays_ttls_dedup_and_backpressure() {
     h.ok(Payload::Enqueue(short));
     assert_eq!(
         h.enqueue("q", json!("a"), Some("order-1")),
-        Payload::EnqueueOk(EnqueueOk {
-            id: "order-1".into(),
-            duplicate: false
-        })
+        enqueued("order-1", false)
     );
     assert_eq!(
         h.enqueue("q", json!("a"), Some("order-1")),
-        Payload::EnqueueOk(EnqueueOk {
-            id: "order-1".into(),
-            duplicate: true
-        })
+        enqueued("order-1", true)
     );
     let Payload::Error(full) = h.enqueue("q", json!("b"), None) else {
         panic!("expected 11")
@@ -360,10 +358,7 @@ fn delays_ttls_dedup_and_backpressure() {
     h.advance_ms(1_000); // the dedup window ends: the id is new again
     assert_eq!(
         h.enqueue("q", json!("a"), Some("order-1")),
-        Payload::EnqueueOk(EnqueueOk {
-            id: "order-1".into(),
-            duplicate: false
-        })
+        enqueued("order-1", false)
     );
     assert_eq!(
         h.error(Payload::Stats(QueueName {
