@@ -2,9 +2,11 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::wire::{Invalid, Message};
+use crate::Time;
 
 /// Something that happened, handed to [`crate::Node::step`].
 #[derive(Clone, Debug, PartialEq)]
@@ -24,6 +26,35 @@ pub enum Effect {
     Send(Message),
     /// Write a log record (to stderr, for the stdio driver).
     Log(LogRecord),
+    /// Make this record durable before carrying out any later effect of the same step
+    /// (a driver without storage ignores it).
+    Persist(Record),
+}
+
+/// A durable input. The core is deterministic, so replaying every record, in order,
+/// through a fresh node ([`crate::Node::recover`]) rebuilds its state exactly: the
+/// queues, in-flight deliveries and their receipts, groups, offsets, dedup windows.
+/// A step is recorded when its request can change state, or when broker timers
+/// (visibility timeouts, delays, TTLs, sessions, long-poll deadlines) ran in it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// When the step ran.
+    pub at: Time,
+    /// The request, or `None` for a step in which only timers ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg: Option<Message>,
+}
+
+impl Record {
+    /// Appends the record's bytes (compact JSON, no newline) to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        serde_json::to_writer(out, self).expect("records always serialize");
+    }
+
+    /// Reads a record written by [`Record::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Record, String> {
+        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+    }
 }
 
 /// The caller-owned effect buffer, reused between steps.

@@ -47,7 +47,7 @@ pub mod timer;
 pub mod wire;
 
 pub use config::Config;
-pub use event::{Effect, Effects, Event, Level, LogRecord};
+pub use event::{Effect, Effects, Event, Level, LogRecord, Record};
 pub use msg::{ErrorCode, Payload};
 pub use node::Node;
 pub use rng::Rng;

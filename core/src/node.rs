@@ -10,7 +10,7 @@ use crate::msg::{ErrorBody, ErrorCode, GenerateOk, Gossip, Init, Payload, ReadOk
 use crate::rpc::{RpcTable, RpcTimeout};
 use crate::timer::Periodic;
 use crate::wire::{Body, Invalid, Message};
-use crate::{Config, Effect, Effects, Event, Level, LogRecord, Rng, Time};
+use crate::{Config, Effect, Effects, Event, Level, LogRecord, Record, Rng, Time};
 
 /// What a pending request to a peer is for: the callback, as data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +52,24 @@ pub struct Node {
 type Reply = Result<Payload, ErrorBody>;
 
 impl Node {
+    /// Rebuilds a node from its records (see [`Record`]), in the order they were
+    /// persisted. Effects of the replay (replies sent long ago) are dropped.
+    pub fn recover(config: Config, records: impl IntoIterator<Item = Record>) -> Node {
+        let mut node = Node::new(config);
+        let mut scratch = Effects::new();
+        for record in records {
+            let event = record.msg.map_or(Event::Tick, Event::Message);
+            node.step(record.at, event, &mut scratch);
+            scratch.clear();
+        }
+        node
+    }
+
+    /// The broker's state (for inspection and tests).
+    pub fn broker(&self) -> &Broker {
+        &self.broker
+    }
+
     /// A node waiting for `init`.
     pub fn new(config: Config) -> Node {
         Node {
@@ -89,6 +107,19 @@ impl Node {
     /// seen), appending effects to `out`. Due timers run first.
     pub fn step(&mut self, now: Time, event: Event, out: &mut Effects) {
         self.now = self.now.max(now);
+        let first_effect = out.len();
+        let timers_due = self.broker.next_deadline().is_some_and(|t| t <= self.now);
+        let durable = match &event {
+            Event::Message(msg) if changes_state(msg) => Some(msg.clone()),
+            _ => None,
+        };
+        if durable.is_some() || timers_due {
+            let record = Record {
+                at: self.now,
+                msg: durable,
+            };
+            out.insert(first_effect, Effect::Persist(record));
+        }
         self.run_timers(out);
         match event {
             Event::Message(msg) => self.on_message(msg, out),
@@ -485,6 +516,21 @@ impl Node {
             }));
         }
     }
+}
+
+/// Requests that can change durable state (everything but replies and pure reads).
+fn changes_state(msg: &Message) -> bool {
+    msg.body.in_reply_to.is_none()
+        && !matches!(
+            msg.body.payload,
+            Payload::Echo(_)
+                | Payload::Read
+                | Payload::Poll(_)
+                | Payload::ListCommittedOffsets(_)
+                | Payload::ListTopics
+                | Payload::ListQueues
+                | Payload::Stats(_)
+        )
 }
 
 /// Requests whose repetition would do something twice; their replies are cached.

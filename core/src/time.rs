@@ -6,7 +6,20 @@ use std::fmt;
 ///
 /// The core only compares and adds times, so any monotonic source works: the stdio
 /// driver uses `Instant` since start-up, the simulator a virtual clock.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Time(u64);
 
 impl Time {

@@ -128,6 +128,8 @@ impl Session {
         for effect in self.effects.drain(..) {
             match effect {
                 Effect::Send(msg) => wire::encode(&msg, &mut self.encoded),
+                // Maelstrom nodes keep their state in memory only.
+                Effect::Persist(_) => {}
                 Effect::Log(record) => {
                     let _ = writeln!(
                         log,

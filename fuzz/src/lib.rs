@@ -325,7 +325,8 @@ pub fn run_ops(ops: &[Op]) {
         rpc_max_attempts: 3,
         ..Config::default()
     };
-    let mut node = Node::new(config);
+    let mut node = Node::new(config.clone());
+    let mut records = Vec::new();
     let mut out = Effects::new();
     let mut now = Time::ZERO;
     let mut msg_id = 0u64;
@@ -390,16 +391,32 @@ pub fn run_ops(ops: &[Op]) {
         node.step(now, event, &mut out);
         node.check_invariants();
         for effect in out.drain(..) {
-            if let herald_core::Effect::Send(msg) = effect {
-                let mut line = Vec::new();
-                wire::encode(&msg, &mut line);
-                let back = wire::decode(&line[..line.len() - 1]);
-                assert_eq!(
-                    back.as_ref(),
-                    Ok(&msg),
-                    "an effect must round-trip the codec"
-                );
+            match effect {
+                herald_core::Effect::Send(msg) => {
+                    let mut line = Vec::new();
+                    wire::encode(&msg, &mut line);
+                    let back = wire::decode(&line[..line.len() - 1]);
+                    assert_eq!(
+                        back.as_ref(),
+                        Ok(&msg),
+                        "an effect must round-trip the codec"
+                    );
+                }
+                herald_core::Effect::Persist(record) => {
+                    let mut bytes = Vec::new();
+                    record.encode(&mut bytes);
+                    assert_eq!(herald_core::Record::decode(&bytes).as_ref(), Ok(&record));
+                    records.push(record);
+                }
+                herald_core::Effect::Log(_) => {}
             }
         }
     }
+    // Replaying what was persisted rebuilds the same broker state.
+    let recovered = Node::recover(config, records);
+    let (got, want) = (
+        format!("{:?}", recovered.broker()),
+        format!("{:?}", node.broker()),
+    );
+    assert_eq!(got, want, "replay diverged");
 }
