@@ -78,20 +78,38 @@ impl fmt::Display for DecodeError {
 
 /// Decodes one line (without its newline) into a message.
 pub fn decode(line: &[u8]) -> Result<Message, DecodeError> {
-    serde_json::from_slice(line).map_err(|err| classify(line, &err))
+    serde_json::from_slice(line).map_err(|err| classify(line, &err, None))
 }
 
-/// Works out whom a bad line came from and which error code it deserves.
-fn classify(line: &[u8], err: &serde_json::Error) -> DecodeError {
+/// Decodes a line from a client whose name the driver knows (a TCP connection):
+/// `src` and `dest` may be left out and are replaced by `src` and `dest` given here,
+/// so replies always go back to the connection the request came from.
+pub fn decode_from(line: &[u8], src: &str, dest: &str) -> Result<Message, DecodeError> {
+    #[derive(Deserialize)]
+    struct Envelope {
+        body: Body,
+    }
+    match serde_json::from_slice::<Envelope>(line) {
+        Ok(e) => Ok(Message {
+            src: src.to_owned(),
+            dest: dest.to_owned(),
+            body: e.body,
+        }),
+        Err(err) => Err(classify(line, &err, Some((src, dest)))),
+    }
+}
+
+/// Works out whom a bad line came from (or is known to come from: `named`) and which
+/// error code it deserves.
+fn classify(line: &[u8], err: &serde_json::Error, named: Option<(&str, &str)>) -> DecodeError {
     let Ok(Value::Object(mut envelope)) = serde_json::from_slice::<Value>(line) else {
         return DecodeError::Unreadable(err.to_string());
     };
-    let Some(Value::String(src)) = envelope.remove("src") else {
-        return DecodeError::Unreadable(format!("no string `src`: {err}"));
-    };
-    let dest = match envelope.remove("dest") {
-        Some(Value::String(dest)) => dest,
-        _ => String::new(),
+    let (src, dest) = match (named, envelope.remove("src"), envelope.remove("dest")) {
+        (Some((src, dest)), _, _) => (src.to_owned(), dest.to_owned()),
+        (None, Some(Value::String(src)), Some(Value::String(dest))) => (src, dest),
+        (None, Some(Value::String(src)), _) => (src, String::new()),
+        (None, _, _) => return DecodeError::Unreadable(format!("no string `src`: {err}")),
     };
     let body = envelope.get("body");
     let field = |name: &str| body.and_then(|b| b.get(name));
@@ -491,6 +509,40 @@ mod tests {
                 "{line:?}"
             );
         }
+    }
+
+    #[test]
+    fn client_lines_are_named_by_the_connection() {
+        let m = decode_from(
+            br#"{"body":{"type":"echo","msg_id":3,"echo":1}}"#,
+            "conn-7",
+            "herald",
+        )
+        .unwrap();
+        assert_eq!(
+            (m.src.as_str(), m.dest.as_str(), m.body.msg_id),
+            ("conn-7", "herald", Some(3))
+        );
+        let m = decode_from(
+            br#"{"src":"spoof","body":{"type":"read","msg_id":1}}"#,
+            "conn-7",
+            "herald",
+        )
+        .unwrap();
+        assert_eq!(m.src, "conn-7", "a client cannot answer as someone else");
+        match decode_from(br#"{"body":{"type":"add","msg_id":4}}"#, "conn-7", "herald") {
+            Err(DecodeError::Invalid(bad)) => {
+                assert_eq!(
+                    (bad.src.as_str(), bad.msg_id, bad.code),
+                    ("conn-7", Some(4), ErrorCode::MalformedRequest)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            decode_from(b"nope", "conn-7", "herald"),
+            Err(DecodeError::Unreadable(_))
+        ));
     }
 
     #[test]

@@ -1,0 +1,482 @@
+//! `herald serve`: the broker on a mio event loop.
+//!
+//! One thread owns the node. Each round of the loop reads what every ready
+//! connection sent, steps the node for each line, appends the records it asks to
+//! persist to the write-ahead log, commits the log (one `fdatasync` for the whole
+//! round under `--fsync always`), and only then writes the replies: nothing is
+//! acknowledged before it is durable.
+//!
+//! Per connection: a line framer with a maximum line length, and a write buffer.
+//! A client that does not read its replies is throttled (its requests are not read)
+//! while its buffer is over the limit, instead of growing memory. A connection is
+//! closed after its peer closes and its replies are written, on a socket error, or
+//! after `idle_timeout_ms` with nothing sent either way.
+
+use std::collections::BTreeMap;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use herald_core::msg::{ErrorBody, ErrorCode, Init, Payload};
+use herald_core::wire::{self, Body, DecodeError, Frame, LineFramer};
+use herald_core::{Config, Effect, Effects, Event, Level, Message, Node, Time};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::wal::{FsyncPolicy, Wal};
+
+/// The server's own name: `src` of its replies, `dest` of requests.
+pub const SERVER_NAME: &str = "herald";
+
+const LISTENER: Token = Token(usize::MAX - 1);
+const SIGNALS: Token = Token(usize::MAX - 2);
+/// Bytes read from one connection per round, so one busy client cannot starve others.
+const READ_BUDGET_BYTES: usize = 256 * 1024;
+
+/// Everything `herald serve` can be told.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub addr: SocketAddr,
+    /// Where the write-ahead log lives.
+    pub data_dir: PathBuf,
+    /// When the log is synced.
+    pub fsync: FsyncPolicy,
+    /// Log segments are rotated past this size.
+    pub max_segment_bytes: u64,
+    /// Most connections at once; more are refused.
+    pub max_connections: usize,
+    /// Reply bytes buffered per connection before its requests stop being read.
+    pub max_write_buffer_bytes: usize,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// The node's configuration (limits, log level).
+    pub node: Config,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            data_dir: PathBuf::from("herald-data"),
+            fsync: FsyncPolicy::Always,
+            max_segment_bytes: 64 << 20,
+            max_connections: 1024,
+            max_write_buffer_bytes: 4 << 20,
+            idle_timeout_ms: 300_000,
+            node: Config::default(),
+        }
+    }
+}
+
+struct Conn {
+    stream: TcpStream,
+    id: u64,
+    name: String,
+    framer: LineFramer,
+    out: Vec<u8>,
+    written: usize,
+    peer_closed: bool,
+    broken: bool,
+    /// Data may be left in the socket (the read budget ran out).
+    more_to_read: bool,
+    last_active: Instant,
+    interest: Interest,
+}
+
+impl Conn {
+    fn pending_out(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    fn wanted_interest(&self, max_write_buffer: usize) -> Option<Interest> {
+        let read = !self.peer_closed && self.pending_out() < max_write_buffer;
+        let write = self.pending_out() > 0;
+        match (read, write) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        }
+    }
+}
+
+/// Wall-clock microseconds, never going backwards (persisted deadlines outlive the
+/// process, so time must continue across restarts).
+struct Clock {
+    last: Time,
+}
+
+impl Clock {
+    fn now(&mut self) -> Time {
+        let us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        self.last = self.last.max(Time::from_micros(us));
+        self.last
+    }
+}
+
+struct Server {
+    config: ServerConfig,
+    node: Node,
+    wal: Wal,
+    clock: Clock,
+    conns: Slab<Conn>,
+    by_id: BTreeMap<u64, usize>,
+    next_conn_id: u64,
+    effects: Effects,
+    log_level: Level,
+}
+
+fn log(level: Level, min: Level, line: impl FnOnce() -> String) {
+    if level >= min {
+        eprintln!("level={} {}", level.as_str(), line());
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM. `on_ready` is called with the bound
+/// address once the server accepts connections (after recovery).
+pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
+    let level = config.node.log_level;
+    let started = Instant::now();
+    let (wal, records, report) = Wal::open(&config.data_dir, config.fsync, config.max_segment_bytes)
+        .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    let last = records.last().map_or(Time::ZERO, |r| r.at);
+    let node = Node::recover(config.node.clone(), records);
+    log(Level::Info, level, || {
+        format!(
+            "event=recovered records={} segments={} truncated_bytes={} ms={}",
+            report.records,
+            report.segments,
+            report.truncated_bytes,
+            started.elapsed().as_millis()
+        )
+    });
+    if report.truncated_bytes > 0 {
+        log(Level::Warn, level, || {
+            format!("event=torn_tail_truncated bytes={} (a write cut off by a crash)", report.truncated_bytes)
+        });
+    }
+    let mut poll = Poll::new().map_err(|e| e.to_string())?;
+    let mut listener = TcpListener::bind(config.addr).map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(|e| e.to_string())?;
+    let mut signals = signal_hook_mio::v1_0::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+        .map_err(|e| e.to_string())?;
+    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(|e| e.to_string())?;
+    let mut server = Server {
+        node,
+        wal,
+        clock: Clock { last },
+        conns: Slab::new(),
+        by_id: BTreeMap::new(),
+        next_conn_id: 1,
+        effects: Effects::new(),
+        log_level: level,
+        config,
+    };
+    server.init_node().map_err(|e| format!("cannot write the log: {e}"))?;
+    log(Level::Info, level, || format!("event=listening addr={addr}"));
+    on_ready(addr);
+    server.run(&mut poll, &mut listener).map_err(|e| format!("server failed: {e}"))
+}
+
+impl Server {
+    /// A fresh data directory: initialise the node (recorded like any request).
+    fn init_node(&mut self) -> io::Result<()> {
+        if self.node.id().is_none() {
+            let init = Init { node_id: SERVER_NAME.into(), node_ids: vec![SERVER_NAME.into()] };
+            let msg = Message {
+                src: SERVER_NAME.into(),
+                dest: SERVER_NAME.into(),
+                body: Body { payload: Payload::Init(init), msg_id: Some(0), in_reply_to: None },
+            };
+            let now = self.clock.now();
+            self.step(now, Event::Message(msg));
+        }
+        self.wal.commit()
+    }
+
+    fn run(&mut self, poll: &mut Poll, listener: &mut TcpListener) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut last_sweep = Instant::now();
+        loop {
+            let timeout = self.poll_timeout();
+            if let Err(e) = poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let mut stop = false;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(poll, listener),
+                    SIGNALS => stop = true,
+                    Token(key) => {
+                        if let Some(conn) = self.conns.get_mut(key) {
+                            if event.is_readable() || event.is_read_closed() {
+                                conn.more_to_read = true;
+                            }
+                        }
+                    }
+                }
+            }
+            self.read_all();
+            let now = self.clock.now();
+            if self.node.next_deadline().is_some_and(|t| t <= now) {
+                self.step(now, Event::Tick);
+            }
+            // Durable first, then replies (group commit for the whole round).
+            self.wal.commit()?;
+            if self.wal.sync_deadline().is_some_and(|t| t <= Instant::now()) {
+                self.wal.sync()?;
+            }
+            if last_sweep.elapsed() >= Duration::from_secs(1) {
+                self.close_idle();
+                last_sweep = Instant::now();
+            }
+            self.write_all(poll);
+            if stop {
+                return self.shutdown(poll, listener);
+            }
+        }
+    }
+
+    fn poll_timeout(&mut self) -> Duration {
+        if self.conns.iter().any(|(_, c)| c.more_to_read) {
+            return Duration::ZERO;
+        }
+        let now = self.clock.now();
+        let mut timeout = Duration::from_secs(1); // idle sweep
+        if let Some(at) = self.node.next_deadline() {
+            timeout = timeout.min(Duration::from_micros(at.micros_since(now)));
+        }
+        if let Some(at) = self.wal.sync_deadline() {
+            timeout = timeout.min(at.saturating_duration_since(Instant::now()));
+        }
+        timeout
+    }
+
+    fn accept(&mut self, poll: &Poll, listener: &TcpListener) {
+        loop {
+            let (mut stream, peer) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    log(Level::Warn, self.log_level, || format!("event=accept_failed error={e:?}"));
+                    return;
+                }
+            };
+            if self.conns.len() >= self.config.max_connections {
+                log(Level::Warn, self.log_level, || {
+                    format!("event=connection_refused peer={peer} limit={}", self.config.max_connections)
+                });
+                continue; // dropping the stream closes it
+            }
+            let _ = stream.set_nodelay(true);
+            let entry = self.conns.vacant_entry();
+            let key = entry.key();
+            if let Err(e) = poll.registry().register(&mut stream, Token(key), Interest::READABLE) {
+                log(Level::Warn, self.log_level, || format!("event=register_failed error={e:?}"));
+                continue;
+            }
+            let id = self.next_conn_id;
+            self.next_conn_id += 1;
+            entry.insert(Conn {
+                stream,
+                id,
+                name: format!("conn-{id}"),
+                framer: LineFramer::new(self.config.node.max_line_bytes),
+                out: Vec::new(),
+                written: 0,
+                peer_closed: false,
+                broken: false,
+                more_to_read: true,
+                last_active: Instant::now(),
+                interest: Interest::READABLE,
+            });
+            self.by_id.insert(id, key);
+            log(Level::Debug, self.log_level, || format!("event=connected conn={id} peer={peer}"));
+        }
+    }
+
+    /// Reads from every connection that may have data, within its budget and as long
+    /// as its replies are not backed up, and handles each complete line.
+    fn read_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| c.more_to_read).map(|(k, _)| k).collect();
+        let mut buf = [0u8; 64 * 1024];
+        for key in keys {
+            let mut budget = READ_BUDGET_BYTES;
+            loop {
+                let conn = &mut self.conns[key];
+                if conn.peer_closed || conn.broken || conn.pending_out() >= self.config.max_write_buffer_bytes {
+                    conn.more_to_read = false; // resumes when writable interest drains it
+                    break;
+                }
+                if budget == 0 {
+                    break; // more_to_read stays set: next round, without blocking
+                }
+                let n = match conn.stream.read(&mut buf) {
+                    Ok(0) => {
+                        conn.peer_closed = true;
+                        conn.more_to_read = false;
+                        break;
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        conn.more_to_read = false;
+                        break;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        conn.broken = true;
+                        break;
+                    }
+                };
+                budget = budget.saturating_sub(n);
+                conn.last_active = Instant::now();
+                let mut lines = Vec::new();
+                conn.framer.feed(&buf[..n], |frame| {
+                    lines.push(match frame {
+                        Frame::Line(line) => Ok(line.to_vec()),
+                        Frame::TooLong { bytes } => Err(bytes),
+                    })
+                });
+                let name = conn.name.clone();
+                for line in lines {
+                    self.handle_line(key, &name, line);
+                }
+            }
+        }
+    }
+
+    fn handle_line(&mut self, key: usize, name: &str, line: Result<Vec<u8>, usize>) {
+        let now = self.clock.now();
+        let event = match line {
+            Err(bytes) => {
+                let limit = self.config.node.max_line_bytes;
+                log(Level::Warn, self.log_level, || format!("event=line_too_long conn={name} bytes={bytes}"));
+                let text = format!("line of {bytes} bytes is over the limit of {limit}");
+                return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
+            }
+            Ok(line) => match wire::decode_from(&line, name, SERVER_NAME) {
+                Ok(msg) => Event::Message(msg),
+                Err(DecodeError::Invalid(bad)) if bad.msg_id.is_some() => Event::Invalid(bad),
+                Err(err) => {
+                    log(Level::Warn, self.log_level, || format!("event=bad_line conn={name} error={:?}", err.to_string()));
+                    let text = format!("{err}; expected {{\"body\":{{\"type\":...,\"msg_id\":N,...}}}}");
+                    return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
+                }
+            },
+        };
+        self.step(now, event);
+    }
+
+    /// An error line for input that had no `msg_id` to answer (no `in_reply_to`).
+    fn reply_unanswerable(&mut self, key: usize, code: ErrorCode, text: String) {
+        let conn = &mut self.conns[key];
+        let body = Body { payload: Payload::Error(ErrorBody::new(code, text)), msg_id: None, in_reply_to: None };
+        let msg = Message { src: SERVER_NAME.into(), dest: conn.name.clone(), body };
+        wire::encode(&msg, &mut conn.out);
+    }
+
+    fn step(&mut self, now: Time, event: Event) {
+        self.node.step(now, event, &mut self.effects);
+        for effect in self.effects.drain(..) {
+            match effect {
+                Effect::Persist(record) => self.wal.append(&record),
+                Effect::Send(msg) => {
+                    // Replies go to live connections; a reply to one that closed is dropped.
+                    let id = msg.dest.strip_prefix("conn-").and_then(|id| id.parse::<u64>().ok());
+                    if let Some(&key) = id.and_then(|id| self.by_id.get(&id)) {
+                        wire::encode(&msg, &mut self.conns[key].out);
+                    }
+                }
+                Effect::Log(record) => {
+                    if record.level >= self.log_level {
+                        eprintln!("{record}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes pending replies (the log is committed by now), closes finished or broken
+    /// connections, and sets each connection's interest from its state.
+    fn write_all(&mut self, poll: &Poll) {
+        let mut closing = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            while conn.pending_out() > 0 && !conn.broken {
+                match conn.stream.write(&conn.out[conn.written..]) {
+                    Ok(0) => conn.broken = true,
+                    Ok(n) => {
+                        conn.written += n;
+                        conn.last_active = Instant::now();
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => conn.broken = true,
+                }
+            }
+            if conn.pending_out() == 0 {
+                conn.out.clear();
+                conn.written = 0;
+            } else if conn.written > conn.out.len() / 2 {
+                conn.out.drain(..conn.written);
+                conn.written = 0;
+            }
+            let wanted = conn.wanted_interest(self.config.max_write_buffer_bytes);
+            match wanted {
+                _ if conn.broken => closing.push(key),
+                None => closing.push(key),
+                Some(interest) if interest != conn.interest => {
+                    if poll.registry().reregister(&mut conn.stream, Token(key), interest).is_err() {
+                        closing.push(key);
+                    }
+                    // Re-enabling reads after a throttle: data may already be waiting.
+                    if interest.is_readable() && !conn.interest.is_readable() {
+                        conn.more_to_read = true;
+                    }
+                    conn.interest = interest;
+                }
+                Some(_) => {}
+            }
+        }
+        for key in closing {
+            self.close(poll, key);
+        }
+    }
+
+    fn close(&mut self, poll: &Poll, key: usize) {
+        let mut conn = self.conns.remove(key);
+        self.by_id.remove(&conn.id);
+        let _ = poll.registry().deregister(&mut conn.stream);
+        log(Level::Debug, self.log_level, || format!("event=closed conn={}", conn.id));
+    }
+
+    fn close_idle(&mut self) {
+        let idle = Duration::from_millis(self.config.idle_timeout_ms);
+        for (_, conn) in self.conns.iter_mut() {
+            if conn.last_active.elapsed() >= idle {
+                log(Level::Info, self.log_level, || format!("event=idle_closed conn={}", conn.id));
+                conn.broken = true; // closed by the next write_all
+            }
+        }
+    }
+
+    /// Stop accepting, sync the log, give replies a moment to go out, and return.
+    fn shutdown(&mut self, poll: &mut Poll, listener: &mut TcpListener) -> io::Result<()> {
+        let _ = poll.registry().deregister(listener);
+        self.wal.commit()?;
+        self.wal.sync()?;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.pending_out() > 0 && !c.broken) {
+            self.write_all(poll);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        log(Level::Info, self.log_level, || "event=shutdown clean=true".into());
+        Ok(())
+    }
+}

@@ -1,0 +1,371 @@
+//! The write-ahead log: the core's `Persist` records, appended to segment files.
+//!
+//! A segment is `wal-<index:010>.log`; a frame is `[len: u32 LE][crc32: u32 LE][payload]`
+//! with the payload a JSON-encoded [`Record`]. Records of one event-loop round are
+//! written together and, under `--fsync always`, made durable with one `fdatasync`
+//! before any reply of that round is sent (group commit).
+//!
+//! Recovery reads every segment in order. A torn tail (a frame cut short, or a bad
+//! checksum on the very last frame of the last segment: a write the crash cut off) is
+//! truncated away. Anything else that does not check out is corruption in the middle
+//! of the log: it is reported with its place and the server refuses to start, rather
+//! than skip records and serve a state that never existed.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use herald_core::Record;
+
+const HEADER_BYTES: usize = 8;
+/// Frames larger than this are treated as corruption (a record is one request).
+const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// When appended records are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncPolicy {
+    /// `fdatasync` before replying (group commit); survives power loss and `kill -9`.
+    Always,
+    /// `fdatasync` at most this often; a crash loses up to that much acknowledged work.
+    IntervalMs(u64),
+    /// Leave it to the OS; survives `kill -9` of the server, not a machine crash.
+    Never,
+}
+
+impl std::str::FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<FsyncPolicy, String> {
+        match s {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            ms => ms
+                .parse()
+                .map(FsyncPolicy::IntervalMs)
+                .map_err(|_| format!("--fsync takes always, never, or a number of ms, not {ms:?}")),
+        }
+    }
+}
+
+/// What recovery found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Recovered {
+    /// Records read, in order.
+    pub records: usize,
+    /// Segments read.
+    pub segments: usize,
+    /// Bytes of a torn tail cut off the last segment.
+    pub truncated_bytes: u64,
+}
+
+/// The log cannot be trusted: where and why.
+#[derive(Debug)]
+pub struct Corrupt {
+    /// The segment file.
+    pub segment: PathBuf,
+    /// Byte offset of the bad frame.
+    pub offset: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "corrupt record in {} at byte {}: {}; refusing to start rather than skip it \
+             (move the data directory aside to start empty)",
+            self.segment.display(),
+            self.offset,
+            self.reason
+        )
+    }
+}
+
+/// An open write-ahead log.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    file: File,
+    index: u64,
+    segment_bytes: u64,
+    max_segment_bytes: u64,
+    pending: Vec<u8>,
+    policy: FsyncPolicy,
+    unsynced: bool,
+    last_sync: Instant,
+}
+
+fn segment_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("wal-{index:010}.log"))
+}
+
+fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(index) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".log")) {
+            if let Ok(index) = index.parse() {
+                found.push((index, path));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Why opening failed.
+#[derive(Debug)]
+pub enum OpenError {
+    /// The file system said no.
+    Io(io::Error),
+    /// The log is damaged in the middle.
+    Corrupt(Corrupt),
+}
+
+impl fmt::Display for OpenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            OpenError::Io(e) => write!(f, "{e}"),
+            OpenError::Corrupt(c) => write!(f, "{c}"),
+        }
+    }
+}
+
+impl From<io::Error> for OpenError {
+    fn from(e: io::Error) -> OpenError {
+        OpenError::Io(e)
+    }
+}
+
+impl Wal {
+    /// Opens (creating) the log in `dir`, reads back every record, and truncates a
+    /// torn tail. New records are appended to the last segment.
+    pub fn open(dir: &Path, policy: FsyncPolicy, max_segment_bytes: u64) -> Result<(Wal, Vec<Record>, Recovered), OpenError> {
+        fs::create_dir_all(dir)?;
+        let found = segments(dir)?;
+        let mut records = Vec::new();
+        let mut report = Recovered { segments: found.len(), ..Recovered::default() };
+        let mut last_len = 0;
+        for (i, (_, path)) in found.iter().enumerate() {
+            let last = i + 1 == found.len();
+            let bytes = fs::read(path)?;
+            let good = read_frames(path, &bytes, last, &mut records).map_err(OpenError::Corrupt)?;
+            if good < bytes.len() {
+                // Only the last segment can end torn (read_frames checked).
+                let file = OpenOptions::new().write(true).open(path)?;
+                file.set_len(good as u64)?;
+                file.sync_all()?;
+                report.truncated_bytes = (bytes.len() - good) as u64;
+            }
+            last_len = good as u64;
+        }
+        report.records = records.len();
+        let (index, file) = match found.last() {
+            Some((index, path)) => (*index, OpenOptions::new().append(true).open(path)?),
+            None => (0, create_segment(dir, 0)?),
+        };
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            file,
+            index,
+            segment_bytes: last_len,
+            max_segment_bytes,
+            pending: Vec::new(),
+            policy,
+            unsynced: false,
+            last_sync: Instant::now(),
+        };
+        Ok((wal, records, report))
+    }
+
+    /// Buffers a record; it is written by the next [`Wal::commit`].
+    pub fn append(&mut self, record: &Record) {
+        let start = self.pending.len();
+        self.pending.extend_from_slice(&[0; HEADER_BYTES]);
+        record.encode(&mut self.pending);
+        let payload = &self.pending[start + HEADER_BYTES..];
+        let len = u32::try_from(payload.len()).expect("a record is far below 4 GiB");
+        let crc = crc32fast::hash(payload);
+        self.pending[start..start + 4].copy_from_slice(&len.to_le_bytes());
+        self.pending[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// True if records wait to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Writes buffered records and syncs as the policy says. Under `Always`, everything
+    /// appended before the call is durable when it returns.
+    pub fn commit(&mut self) -> io::Result<()> {
+        if !self.pending.is_empty() {
+            if self.segment_bytes > 0 && self.segment_bytes + self.pending.len() as u64 > self.max_segment_bytes {
+                self.rotate()?;
+            }
+            self.file.write_all(&self.pending)?;
+            self.segment_bytes += self.pending.len() as u64;
+            self.pending.clear();
+            self.unsynced = true;
+        }
+        let due = match self.policy {
+            FsyncPolicy::Always => true,
+            FsyncPolicy::IntervalMs(ms) => self.last_sync.elapsed() >= Duration::from_millis(ms),
+            FsyncPolicy::Never => false,
+        };
+        if self.unsynced && due {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs whatever was written (shutdown, interval timer).
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.unsynced = false;
+        self.last_sync = Instant::now();
+        Ok(())
+    }
+
+    /// When an interval sync is next due, if written data is unsynced.
+    pub fn sync_deadline(&self) -> Option<Instant> {
+        match self.policy {
+            FsyncPolicy::IntervalMs(ms) if self.unsynced => Some(self.last_sync + Duration::from_millis(ms)),
+            _ => None,
+        }
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        self.file.sync_data()?;
+        self.index += 1;
+        self.file = create_segment(&self.dir, self.index)?;
+        self.segment_bytes = 0;
+        Ok(())
+    }
+}
+
+fn create_segment(dir: &Path, index: u64) -> io::Result<File> {
+    let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, index))?;
+    // Make the new file's name durable too.
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+/// Appends the records of one segment; returns how many bytes were good. A bad frame
+/// is a torn tail only if it is the last thing in the last segment.
+fn read_frames(path: &Path, bytes: &[u8], last: bool, records: &mut Vec<Record>) -> Result<usize, Corrupt> {
+    let corrupt = |offset: usize, reason: String| Corrupt { segment: path.to_path_buf(), offset: offset as u64, reason };
+    let mut at = 0;
+    while at < bytes.len() {
+        let rest = &bytes[at..];
+        let torn = |reason: String| if last { Ok(at) } else { Err(corrupt(at, reason)) };
+        if rest.len() < HEADER_BYTES {
+            return torn(format!("{} bytes of a frame header", rest.len()));
+        }
+        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        if len > MAX_FRAME_BYTES {
+            return Err(corrupt(at, format!("frame length {len} is impossible")));
+        }
+        if rest.len() < HEADER_BYTES + len {
+            return torn(format!("frame of {len} bytes cut at {}", rest.len() - HEADER_BYTES));
+        }
+        let payload = &rest[HEADER_BYTES..HEADER_BYTES + len];
+        let end = at + HEADER_BYTES + len;
+        if crc32fast::hash(payload) != crc {
+            if end == bytes.len() {
+                return torn("checksum mismatch on the last frame".into());
+            }
+            return Err(corrupt(at, "checksum mismatch".into()));
+        }
+        let record = Record::decode(payload).map_err(|e| corrupt(at, format!("undecodable record: {e}")))?;
+        records.push(record);
+        at = end;
+    }
+    Ok(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use herald_core::Time;
+
+    fn record(i: u64) -> Record {
+        Record { at: Time::from_micros(i), msg: None }
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("herald-wal-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn write(dir: &Path, n: u64, max_segment_bytes: u64) {
+        let (mut wal, _, _) = Wal::open(dir, FsyncPolicy::Always, max_segment_bytes).unwrap();
+        for i in 0..n {
+            wal.append(&record(i));
+            wal.commit().unwrap();
+        }
+    }
+
+    #[test]
+    fn records_come_back_in_order_across_segments_and_restarts() {
+        let dir = temp_dir("order");
+        write(&dir, 50, 200);
+        write(&dir, 10, 200);
+        let (_, records, report) = Wal::open(&dir, FsyncPolicy::Never, 200).unwrap();
+        let times: Vec<u64> = records.iter().map(|r| r.at.as_micros()).collect();
+        let want: Vec<u64> = (0..50).chain(0..10).collect();
+        assert_eq!(times, want);
+        assert!(report.segments > 3, "small segments rotate: {report:?}");
+        assert_eq!(report.truncated_bytes, 0);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_torn_tail_is_cut_back_to_the_last_whole_record() {
+        let dir = temp_dir("torn");
+        write(&dir, 5, 1 << 20);
+        let (_, last) = segments(&dir).unwrap().pop().unwrap();
+        let full = fs::read(&last).unwrap();
+        let len = full.len();
+        // Every cut inside the last record recovers the first four, and appends after.
+        for cut in (len - 20)..len {
+            fs::write(&last, &full[..cut]).unwrap();
+            let (mut wal, records, report) = Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap();
+            assert_eq!(records.len(), 4, "cut at {cut}");
+            let kept = fs::metadata(&last).unwrap().len();
+            assert!(report.truncated_bytes > 0 && kept < len as u64 - 8);
+            assert_eq!(report.truncated_bytes, cut as u64 - kept);
+            wal.append(&record(99));
+            wal.commit().unwrap();
+            let (_, records, _) = Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap();
+            assert_eq!(records.iter().map(|r| r.at.as_micros()).collect::<Vec<_>>(), [0, 1, 2, 3, 99]);
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn corruption_in_the_middle_is_refused_with_its_place() {
+        let dir = temp_dir("corrupt");
+        write(&dir, 5, 1 << 20);
+        let (_, seg) = segments(&dir).unwrap().remove(0);
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[HEADER_BYTES + 3] ^= 0xff; // inside the first record's payload
+        fs::write(&seg, &bytes).unwrap();
+        let err = Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("corrupt record") && text.contains("at byte 0"), "{text}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fsync_policy_parses() {
+        assert_eq!("always".parse(), Ok(FsyncPolicy::Always));
+        assert_eq!("never".parse(), Ok(FsyncPolicy::Never));
+        assert_eq!("50".parse(), Ok(FsyncPolicy::IntervalMs(50)));
+        assert!("sometimes".parse::<FsyncPolicy>().is_err());
+    }
+}
