@@ -55,8 +55,16 @@ impl Client {
     pub fn send(&mut self, payload: Payload) -> io::Result<u64> {
         let msg_id = self.next_msg_id;
         self.next_msg_id += 1;
-        let body = Body { payload, msg_id: Some(msg_id), in_reply_to: None };
-        let msg = Message { src: String::new(), dest: String::new(), body };
+        let body = Body {
+            payload,
+            msg_id: Some(msg_id),
+            in_reply_to: None,
+        };
+        let msg = Message {
+            src: String::new(),
+            dest: String::new(),
+            body,
+        };
         self.line.clear();
         wire::encode(&msg, &mut self.line);
         self.writer.write_all(&self.line)?;
@@ -72,10 +80,17 @@ impl Client {
     pub fn recv(&mut self) -> io::Result<(Option<u64>, Reply)> {
         self.line.clear();
         if self.reader.read_until(b'\n', &mut self.line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the server closed the connection"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection",
+            ));
         }
-        let msg = wire::decode(self.line.trim_ascii_end())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("bad reply from the server: {e}")))?;
+        let msg = wire::decode(self.line.trim_ascii_end()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad reply from the server: {e}"),
+            )
+        })?;
         let reply = match msg.body.payload {
             Payload::Error(e) => Err(e),
             ok => Ok(ok),

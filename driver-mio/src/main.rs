@@ -178,7 +178,8 @@ struct ServeArgs {
 impl ServeArgs {
     fn into_config(self, addr: &str) -> Result<ServerConfig, String> {
         let addr = addr.parse().map_err(|e| format!("--addr {addr:?}: {e}"))?;
-        let log_level = Level::parse(&self.log_level).ok_or(format!("unknown --log-level {:?}", self.log_level))?;
+        let log_level = Level::parse(&self.log_level)
+            .ok_or(format!("unknown --log-level {:?}", self.log_level))?;
         let node = Config {
             log_level,
             max_line_bytes: self.max_line_bytes,
@@ -234,7 +235,10 @@ fn main() -> ExitCode {
             };
             let data_dir = config.data_dir.clone();
             let result = serve(config, |addr| {
-                eprintln!("herald: listening on {addr}, data in {}", data_dir.display());
+                eprintln!(
+                    "herald: listening on {addr}, data in {}",
+                    data_dir.display()
+                );
             });
             return match result {
                 Ok(()) => ExitCode::SUCCESS,
@@ -249,7 +253,10 @@ fn main() -> ExitCode {
     let mut client = match Client::connect(&conn.addr) {
         Ok(client) => client,
         Err(e) => {
-            eprintln!("herald: cannot connect to {}: {e} (is `herald serve` running?)", conn.addr);
+            eprintln!(
+                "herald: cannot connect to {}: {e} (is `herald serve` running?)",
+                conn.addr
+            );
             return ExitCode::from(3);
         }
     };
@@ -284,7 +291,10 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
     let request = match command {
         Command::Serve(_) => unreachable!("handled in main"),
         Command::Tail { key, mut from } => loop {
-            let poll = Poll { offsets: [(key.clone(), from)].into(), max: None };
+            let poll = Poll {
+                offsets: [(key.clone(), from)].into(),
+                max: None,
+            };
             if let Payload::PollOk(ok) = ok(client.call(Payload::Poll(poll)))? {
                 for (offset, msg) in ok.msgs.get(&key).into_iter().flatten() {
                     println!("{offset}\t{msg}");
@@ -293,41 +303,92 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
             }
             std::thread::sleep(Duration::from_millis(200));
         },
-        Command::Send { key, msg } => Payload::Send(Send { key, msg: message(&msg) }),
-        Command::Poll { key, from, max } => Payload::Poll(Poll { offsets: [(key, from)].into(), max }),
-        Command::CreateQueue { queue, visibility_ms, max_deliveries, dead_letter, retention_ms, dedup_window_ms, max_depth } => {
-            Payload::CreateQueue(CreateQueue {
+        Command::Send { key, msg } => Payload::Send(Send {
+            key,
+            msg: message(&msg),
+        }),
+        Command::Poll { key, from, max } => Payload::Poll(Poll {
+            offsets: [(key, from)].into(),
+            max,
+        }),
+        Command::CreateQueue {
+            queue,
+            visibility_ms,
+            max_deliveries,
+            dead_letter,
+            retention_ms,
+            dedup_window_ms,
+            max_depth,
+        } => Payload::CreateQueue(CreateQueue {
+            queue,
+            visibility_ms,
+            max_deliveries,
+            dead_letter,
+            retention_ms,
+            dedup_window_ms,
+            max_depth,
+        }),
+        Command::Enqueue {
+            queue,
+            msg,
+            id,
+            delay_ms,
+            ttl_ms,
+        } => Payload::Enqueue(Enqueue {
+            queue,
+            msg: message(&msg),
+            id,
+            delay_ms,
+            ttl_ms,
+        }),
+        Command::Dequeue {
+            queue,
+            max,
+            wait_ms,
+            visibility_ms,
+        } => {
+            if let Some(wait) = wait_ms {
+                client
+                    .set_timeout(Some(Duration::from_millis(wait + 10_000)))
+                    .map_err(Failure::Io)?;
+            }
+            Payload::Dequeue(Dequeue {
                 queue,
+                max: Some(max),
                 visibility_ms,
-                max_deliveries,
-                dead_letter,
-                retention_ms,
-                dedup_window_ms,
-                max_depth,
+                wait_ms,
             })
         }
-        Command::Enqueue { queue, msg, id, delay_ms, ttl_ms } => {
-            Payload::Enqueue(Enqueue { queue, msg: message(&msg), id, delay_ms, ttl_ms })
-        }
-        Command::Dequeue { queue, max, wait_ms, visibility_ms } => {
-            if let Some(wait) = wait_ms {
-                client.set_timeout(Some(Duration::from_millis(wait + 10_000))).map_err(Failure::Io)?;
-            }
-            Payload::Dequeue(Dequeue { queue, max: Some(max), visibility_ms, wait_ms })
-        }
-        Command::Ack { queue, receipt } => {
-            Payload::Ack(Receipt { queue, receipt, delay_ms: None, visibility_ms: None })
-        }
-        Command::Nack { queue, receipt, delay_ms } => {
-            Payload::Nack(Receipt { queue, receipt, delay_ms, visibility_ms: None })
-        }
+        Command::Ack { queue, receipt } => Payload::Ack(Receipt {
+            queue,
+            receipt,
+            delay_ms: None,
+            visibility_ms: None,
+        }),
+        Command::Nack {
+            queue,
+            receipt,
+            delay_ms,
+        } => Payload::Nack(Receipt {
+            queue,
+            receipt,
+            delay_ms,
+            visibility_ms: None,
+        }),
         Command::Stats { queue } => Payload::Stats(QueueName { queue }),
         Command::Queues => Payload::ListQueues,
-        Command::CreateTopic { topic, partitions } => Payload::CreateTopic(CreateTopic { topic, partitions }),
-        Command::Publish { topic, msg, key } => Payload::Publish(Publish { topic, key, msg: message(&msg) }),
+        Command::CreateTopic { topic, partitions } => {
+            Payload::CreateTopic(CreateTopic { topic, partitions })
+        }
+        Command::Publish { topic, msg, key } => Payload::Publish(Publish {
+            topic,
+            key,
+            msg: message(&msg),
+        }),
         Command::Request { body } => {
             let line = format!(r#"{{"src":"","dest":"","body":{body}}}"#);
-            let msg = herald_core::wire::decode(line.as_bytes()).map_err(|e| Failure::Usage(e.to_string()))?;
+            let msg = herald_core::wire::decode(line.as_bytes())
+                .map_err(|e| Failure::Usage(e.to_string()))?;
             let reply = ok(client.call(msg.body.payload))?;
             println!("{}", serde_json::to_string(&reply).expect("serializable"));
             return Ok(());
@@ -350,7 +411,10 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
         Payload::EnqueueOk(r) => println!("enqueued {}", r.id),
         Payload::DequeueOk(r) => {
             for m in r.msgs {
-                let dead = m.dead_letter.map(|d| format!("\tdead-lettered from {}: {}", d.queue, d.reason)).unwrap_or_default();
+                let dead = m
+                    .dead_letter
+                    .map(|d| format!("\tdead-lettered from {}: {}", d.queue, d.reason))
+                    .unwrap_or_default();
                 println!("{}\t{}\t{}\t{}{dead}", m.receipt, m.deliveries, m.id, m.msg);
             }
         }

@@ -80,8 +80,12 @@ struct Conn {
     written: usize,
     peer_closed: bool,
     broken: bool,
-    /// Data may be left in the socket (the read budget ran out).
+    /// Data may be left in the socket (the read budget ran out, or reading resumes).
     more_to_read: bool,
+    /// Reading stopped because too many replies are unread. Readiness is
+    /// edge-triggered, so no new event will say the waiting data is there: reading
+    /// resumes explicitly once the buffer drains.
+    throttled: bool,
     last_active: Instant,
     interest: Interest,
 }
@@ -111,7 +115,9 @@ struct Clock {
 
 impl Clock {
     fn now(&mut self) -> Time {
-        let us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        let us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
         self.last = self.last.max(Time::from_micros(us));
         self.last
     }
@@ -123,8 +129,13 @@ struct Server {
     wal: Wal,
     clock: Clock,
     conns: Slab<Conn>,
-    by_id: BTreeMap<u64, usize>,
+    /// Connection name → slab key, to route replies.
+    by_name: BTreeMap<String, usize>,
     next_conn_id: u64,
+    /// The start time in µs: connection names (`conn-<boot>-<n>`) never repeat, not
+    /// even across restarts, so the recovered reply cache cannot answer a new client
+    /// with an old client's reply.
+    boot_us: u64,
     effects: Effects,
     log_level: Level,
 }
@@ -140,8 +151,9 @@ fn log(level: Level, min: Level, line: impl FnOnce() -> String) {
 pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
     let level = config.node.log_level;
     let started = Instant::now();
-    let (wal, records, report) = Wal::open(&config.data_dir, config.fsync, config.max_segment_bytes)
-        .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    let (wal, records, report) =
+        Wal::open(&config.data_dir, config.fsync, config.max_segment_bytes)
+            .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
     let last = records.last().map_or(Time::ZERO, |r| r.at);
     let node = Node::recover(config.node.clone(), records);
     log(Level::Info, level, || {
@@ -155,42 +167,69 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<
     });
     if report.truncated_bytes > 0 {
         log(Level::Warn, level, || {
-            format!("event=torn_tail_truncated bytes={} (a write cut off by a crash)", report.truncated_bytes)
+            format!(
+                "event=torn_tail_truncated bytes={} (a write cut off by a crash)",
+                report.truncated_bytes
+            )
         });
     }
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
-    let mut listener = TcpListener::bind(config.addr).map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+    let mut listener = TcpListener::bind(config.addr)
+        .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE).map_err(|e| e.to_string())?;
-    let mut signals = signal_hook_mio::v1_0::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)
         .map_err(|e| e.to_string())?;
-    poll.registry().register(&mut signals, SIGNALS, Interest::READABLE).map_err(|e| e.to_string())?;
+    let mut signals = signal_hook_mio::v1_0::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .map_err(|e| e.to_string())?;
+    poll.registry()
+        .register(&mut signals, SIGNALS, Interest::READABLE)
+        .map_err(|e| e.to_string())?;
+    let mut clock = Clock { last };
+    let boot_us = clock.now().as_micros();
     let mut server = Server {
         node,
         wal,
-        clock: Clock { last },
+        clock,
         conns: Slab::new(),
-        by_id: BTreeMap::new(),
+        by_name: BTreeMap::new(),
         next_conn_id: 1,
+        boot_us,
         effects: Effects::new(),
         log_level: level,
         config,
     };
-    server.init_node().map_err(|e| format!("cannot write the log: {e}"))?;
-    log(Level::Info, level, || format!("event=listening addr={addr}"));
+    server
+        .init_node()
+        .map_err(|e| format!("cannot write the log: {e}"))?;
+    log(Level::Info, level, || {
+        format!("event=listening addr={addr}")
+    });
     on_ready(addr);
-    server.run(&mut poll, &mut listener).map_err(|e| format!("server failed: {e}"))
+    server
+        .run(&mut poll, &mut listener)
+        .map_err(|e| format!("server failed: {e}"))
 }
 
 impl Server {
     /// A fresh data directory: initialise the node (recorded like any request).
     fn init_node(&mut self) -> io::Result<()> {
         if self.node.id().is_none() {
-            let init = Init { node_id: SERVER_NAME.into(), node_ids: vec![SERVER_NAME.into()] };
+            let init = Init {
+                node_id: SERVER_NAME.into(),
+                node_ids: vec![SERVER_NAME.into()],
+            };
             let msg = Message {
                 src: SERVER_NAME.into(),
                 dest: SERVER_NAME.into(),
-                body: Body { payload: Payload::Init(init), msg_id: Some(0), in_reply_to: None },
+                body: Body {
+                    payload: Payload::Init(init),
+                    msg_id: Some(0),
+                    in_reply_to: None,
+                },
             };
             let now = self.clock.now();
             self.step(now, Event::Message(msg));
@@ -230,7 +269,11 @@ impl Server {
             }
             // Durable first, then replies (group commit for the whole round).
             self.wal.commit()?;
-            if self.wal.sync_deadline().is_some_and(|t| t <= Instant::now()) {
+            if self
+                .wal
+                .sync_deadline()
+                .is_some_and(|t| t <= Instant::now())
+            {
                 self.wal.sync()?;
             }
             if last_sweep.elapsed() >= Duration::from_secs(1) {
@@ -265,21 +308,31 @@ impl Server {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    log(Level::Warn, self.log_level, || format!("event=accept_failed error={e:?}"));
+                    log(Level::Warn, self.log_level, || {
+                        format!("event=accept_failed error={e:?}")
+                    });
                     return;
                 }
             };
             if self.conns.len() >= self.config.max_connections {
                 log(Level::Warn, self.log_level, || {
-                    format!("event=connection_refused peer={peer} limit={}", self.config.max_connections)
+                    format!(
+                        "event=connection_refused peer={peer} limit={}",
+                        self.config.max_connections
+                    )
                 });
                 continue; // dropping the stream closes it
             }
             let _ = stream.set_nodelay(true);
             let entry = self.conns.vacant_entry();
             let key = entry.key();
-            if let Err(e) = poll.registry().register(&mut stream, Token(key), Interest::READABLE) {
-                log(Level::Warn, self.log_level, || format!("event=register_failed error={e:?}"));
+            if let Err(e) = poll
+                .registry()
+                .register(&mut stream, Token(key), Interest::READABLE)
+            {
+                log(Level::Warn, self.log_level, || {
+                    format!("event=register_failed error={e:?}")
+                });
                 continue;
             }
             let id = self.next_conn_id;
@@ -287,32 +340,45 @@ impl Server {
             entry.insert(Conn {
                 stream,
                 id,
-                name: format!("conn-{id}"),
+                name: format!("conn-{}-{id}", self.boot_us),
                 framer: LineFramer::new(self.config.node.max_line_bytes),
                 out: Vec::new(),
                 written: 0,
                 peer_closed: false,
                 broken: false,
                 more_to_read: true,
+                throttled: false,
                 last_active: Instant::now(),
                 interest: Interest::READABLE,
             });
-            self.by_id.insert(id, key);
-            log(Level::Debug, self.log_level, || format!("event=connected conn={id} peer={peer}"));
+            self.by_name.insert(self.conns[key].name.clone(), key);
+            log(Level::Debug, self.log_level, || {
+                format!("event=connected conn={id} peer={peer}")
+            });
         }
     }
 
     /// Reads from every connection that may have data, within its budget and as long
     /// as its replies are not backed up, and handles each complete line.
     fn read_all(&mut self) {
-        let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| c.more_to_read).map(|(k, _)| k).collect();
+        let keys: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.more_to_read)
+            .map(|(k, _)| k)
+            .collect();
         let mut buf = [0u8; 64 * 1024];
         for key in keys {
             let mut budget = READ_BUDGET_BYTES;
             loop {
                 let conn = &mut self.conns[key];
-                if conn.peer_closed || conn.broken || conn.pending_out() >= self.config.max_write_buffer_bytes {
-                    conn.more_to_read = false; // resumes when writable interest drains it
+                if conn.peer_closed || conn.broken {
+                    conn.more_to_read = false;
+                    break;
+                }
+                if conn.pending_out() >= self.config.max_write_buffer_bytes {
+                    conn.more_to_read = false;
+                    conn.throttled = true;
                     break;
                 }
                 if budget == 0 {
@@ -357,7 +423,9 @@ impl Server {
         let event = match line {
             Err(bytes) => {
                 let limit = self.config.node.max_line_bytes;
-                log(Level::Warn, self.log_level, || format!("event=line_too_long conn={name} bytes={bytes}"));
+                log(Level::Warn, self.log_level, || {
+                    format!("event=line_too_long conn={name} bytes={bytes}")
+                });
                 let text = format!("line of {bytes} bytes is over the limit of {limit}");
                 return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
             }
@@ -365,8 +433,11 @@ impl Server {
                 Ok(msg) => Event::Message(msg),
                 Err(DecodeError::Invalid(bad)) if bad.msg_id.is_some() => Event::Invalid(bad),
                 Err(err) => {
-                    log(Level::Warn, self.log_level, || format!("event=bad_line conn={name} error={:?}", err.to_string()));
-                    let text = format!("{err}; expected {{\"body\":{{\"type\":...,\"msg_id\":N,...}}}}");
+                    log(Level::Warn, self.log_level, || {
+                        format!("event=bad_line conn={name} error={:?}", err.to_string())
+                    });
+                    let text =
+                        format!("{err}; expected {{\"body\":{{\"type\":...,\"msg_id\":N,...}}}}");
                     return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
                 }
             },
@@ -377,8 +448,16 @@ impl Server {
     /// An error line for input that had no `msg_id` to answer (no `in_reply_to`).
     fn reply_unanswerable(&mut self, key: usize, code: ErrorCode, text: String) {
         let conn = &mut self.conns[key];
-        let body = Body { payload: Payload::Error(ErrorBody::new(code, text)), msg_id: None, in_reply_to: None };
-        let msg = Message { src: SERVER_NAME.into(), dest: conn.name.clone(), body };
+        let body = Body {
+            payload: Payload::Error(ErrorBody::new(code, text)),
+            msg_id: None,
+            in_reply_to: None,
+        };
+        let msg = Message {
+            src: SERVER_NAME.into(),
+            dest: conn.name.clone(),
+            body,
+        };
         wire::encode(&msg, &mut conn.out);
     }
 
@@ -389,8 +468,7 @@ impl Server {
                 Effect::Persist(record) => self.wal.append(&record),
                 Effect::Send(msg) => {
                     // Replies go to live connections; a reply to one that closed is dropped.
-                    let id = msg.dest.strip_prefix("conn-").and_then(|id| id.parse::<u64>().ok());
-                    if let Some(&key) = id.and_then(|id| self.by_id.get(&id)) {
+                    if let Some(&key) = self.by_name.get(&msg.dest) {
                         wire::encode(&msg, &mut self.conns[key].out);
                     }
                 }
@@ -427,17 +505,21 @@ impl Server {
                 conn.out.drain(..conn.written);
                 conn.written = 0;
             }
+            if conn.throttled && conn.pending_out() < self.config.max_write_buffer_bytes {
+                conn.throttled = false;
+                conn.more_to_read = true;
+            }
             let wanted = conn.wanted_interest(self.config.max_write_buffer_bytes);
             match wanted {
                 _ if conn.broken => closing.push(key),
                 None => closing.push(key),
                 Some(interest) if interest != conn.interest => {
-                    if poll.registry().reregister(&mut conn.stream, Token(key), interest).is_err() {
+                    if poll
+                        .registry()
+                        .reregister(&mut conn.stream, Token(key), interest)
+                        .is_err()
+                    {
                         closing.push(key);
-                    }
-                    // Re-enabling reads after a throttle: data may already be waiting.
-                    if interest.is_readable() && !conn.interest.is_readable() {
-                        conn.more_to_read = true;
                     }
                     conn.interest = interest;
                 }
@@ -451,16 +533,20 @@ impl Server {
 
     fn close(&mut self, poll: &Poll, key: usize) {
         let mut conn = self.conns.remove(key);
-        self.by_id.remove(&conn.id);
+        self.by_name.remove(&conn.name);
         let _ = poll.registry().deregister(&mut conn.stream);
-        log(Level::Debug, self.log_level, || format!("event=closed conn={}", conn.id));
+        log(Level::Debug, self.log_level, || {
+            format!("event=closed conn={}", conn.id)
+        });
     }
 
     fn close_idle(&mut self) {
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
         for (_, conn) in self.conns.iter_mut() {
             if conn.last_active.elapsed() >= idle {
-                log(Level::Info, self.log_level, || format!("event=idle_closed conn={}", conn.id));
+                log(Level::Info, self.log_level, || {
+                    format!("event=idle_closed conn={}", conn.id)
+                });
                 conn.broken = true; // closed by the next write_all
             }
         }
@@ -472,11 +558,18 @@ impl Server {
         self.wal.commit()?;
         self.wal.sync()?;
         let deadline = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < deadline && self.conns.iter().any(|(_, c)| c.pending_out() > 0 && !c.broken) {
+        while Instant::now() < deadline
+            && self
+                .conns
+                .iter()
+                .any(|(_, c)| c.pending_out() > 0 && !c.broken)
+        {
             self.write_all(poll);
             std::thread::sleep(Duration::from_millis(5));
         }
-        log(Level::Info, self.log_level, || "event=shutdown clean=true".into());
+        log(Level::Info, self.log_level, || {
+            "event=shutdown clean=true".into()
+        });
         Ok(())
     }
 }

@@ -106,7 +106,10 @@ fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(index) = name.strip_prefix("wal-").and_then(|n| n.strip_suffix(".log")) {
+        if let Some(index) = name
+            .strip_prefix("wal-")
+            .and_then(|n| n.strip_suffix(".log"))
+        {
             if let Ok(index) = index.parse() {
                 found.push((index, path));
             }
@@ -143,11 +146,18 @@ impl From<io::Error> for OpenError {
 impl Wal {
     /// Opens (creating) the log in `dir`, reads back every record, and truncates a
     /// torn tail. New records are appended to the last segment.
-    pub fn open(dir: &Path, policy: FsyncPolicy, max_segment_bytes: u64) -> Result<(Wal, Vec<Record>, Recovered), OpenError> {
+    pub fn open(
+        dir: &Path,
+        policy: FsyncPolicy,
+        max_segment_bytes: u64,
+    ) -> Result<(Wal, Vec<Record>, Recovered), OpenError> {
         fs::create_dir_all(dir)?;
         let found = segments(dir)?;
         let mut records = Vec::new();
-        let mut report = Recovered { segments: found.len(), ..Recovered::default() };
+        let mut report = Recovered {
+            segments: found.len(),
+            ..Recovered::default()
+        };
         let mut last_len = 0;
         for (i, (_, path)) in found.iter().enumerate() {
             let last = i + 1 == found.len();
@@ -202,7 +212,9 @@ impl Wal {
     /// appended before the call is durable when it returns.
     pub fn commit(&mut self) -> io::Result<()> {
         if !self.pending.is_empty() {
-            if self.segment_bytes > 0 && self.segment_bytes + self.pending.len() as u64 > self.max_segment_bytes {
+            if self.segment_bytes > 0
+                && self.segment_bytes + self.pending.len() as u64 > self.max_segment_bytes
+            {
                 self.rotate()?;
             }
             self.file.write_all(&self.pending)?;
@@ -232,7 +244,9 @@ impl Wal {
     /// When an interval sync is next due, if written data is unsynced.
     pub fn sync_deadline(&self) -> Option<Instant> {
         match self.policy {
-            FsyncPolicy::IntervalMs(ms) if self.unsynced => Some(self.last_sync + Duration::from_millis(ms)),
+            FsyncPolicy::IntervalMs(ms) if self.unsynced => {
+                Some(self.last_sync + Duration::from_millis(ms))
+            }
             _ => None,
         }
     }
@@ -247,7 +261,10 @@ impl Wal {
 }
 
 fn create_segment(dir: &Path, index: u64) -> io::Result<File> {
-    let file = OpenOptions::new().create(true).append(true).open(segment_path(dir, index))?;
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(segment_path(dir, index))?;
     // Make the new file's name durable too.
     File::open(dir)?.sync_all()?;
     Ok(file)
@@ -255,12 +272,27 @@ fn create_segment(dir: &Path, index: u64) -> io::Result<File> {
 
 /// Appends the records of one segment; returns how many bytes were good. A bad frame
 /// is a torn tail only if it is the last thing in the last segment.
-fn read_frames(path: &Path, bytes: &[u8], last: bool, records: &mut Vec<Record>) -> Result<usize, Corrupt> {
-    let corrupt = |offset: usize, reason: String| Corrupt { segment: path.to_path_buf(), offset: offset as u64, reason };
+fn read_frames(
+    path: &Path,
+    bytes: &[u8],
+    last: bool,
+    records: &mut Vec<Record>,
+) -> Result<usize, Corrupt> {
+    let corrupt = |offset: usize, reason: String| Corrupt {
+        segment: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
     let mut at = 0;
     while at < bytes.len() {
         let rest = &bytes[at..];
-        let torn = |reason: String| if last { Ok(at) } else { Err(corrupt(at, reason)) };
+        let torn = |reason: String| {
+            if last {
+                Ok(at)
+            } else {
+                Err(corrupt(at, reason))
+            }
+        };
         if rest.len() < HEADER_BYTES {
             return torn(format!("{} bytes of a frame header", rest.len()));
         }
@@ -270,7 +302,10 @@ fn read_frames(path: &Path, bytes: &[u8], last: bool, records: &mut Vec<Record>)
             return Err(corrupt(at, format!("frame length {len} is impossible")));
         }
         if rest.len() < HEADER_BYTES + len {
-            return torn(format!("frame of {len} bytes cut at {}", rest.len() - HEADER_BYTES));
+            return torn(format!(
+                "frame of {len} bytes cut at {}",
+                rest.len() - HEADER_BYTES
+            ));
         }
         let payload = &rest[HEADER_BYTES..HEADER_BYTES + len];
         let end = at + HEADER_BYTES + len;
@@ -280,7 +315,8 @@ fn read_frames(path: &Path, bytes: &[u8], last: bool, records: &mut Vec<Record>)
             }
             return Err(corrupt(at, "checksum mismatch".into()));
         }
-        let record = Record::decode(payload).map_err(|e| corrupt(at, format!("undecodable record: {e}")))?;
+        let record =
+            Record::decode(payload).map_err(|e| corrupt(at, format!("undecodable record: {e}")))?;
         records.push(record);
         at = end;
     }
@@ -293,7 +329,10 @@ mod tests {
     use herald_core::Time;
 
     fn record(i: u64) -> Record {
-        Record { at: Time::from_micros(i), msg: None }
+        Record {
+            at: Time::from_micros(i),
+            msg: None,
+        }
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -327,22 +366,23 @@ mod tests {
     #[test]
     fn a_torn_tail_is_cut_back_to_the_last_whole_record() {
         let dir = temp_dir("torn");
-        write(&dir, 5, 1 << 20);
+        write(&dir, 4, 1 << 20);
         let (_, last) = segments(&dir).unwrap().pop().unwrap();
+        let whole = fs::metadata(&last).unwrap().len() as usize;
+        write(&dir, 1, 1 << 20); // a fifth record
         let full = fs::read(&last).unwrap();
-        let len = full.len();
-        // Every cut inside the last record recovers the first four, and appends after.
-        for cut in (len - 20)..len {
+        // Every cut inside the fifth record recovers the first four, and appends after.
+        for cut in whole + 1..full.len() {
             fs::write(&last, &full[..cut]).unwrap();
             let (mut wal, records, report) = Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap();
             assert_eq!(records.len(), 4, "cut at {cut}");
-            let kept = fs::metadata(&last).unwrap().len();
-            assert!(report.truncated_bytes > 0 && kept < len as u64 - 8);
-            assert_eq!(report.truncated_bytes, cut as u64 - kept);
+            assert_eq!(fs::metadata(&last).unwrap().len() as usize, whole);
+            assert_eq!(report.truncated_bytes, (cut - whole) as u64);
             wal.append(&record(99));
             wal.commit().unwrap();
             let (_, records, _) = Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap();
-            assert_eq!(records.iter().map(|r| r.at.as_micros()).collect::<Vec<_>>(), [0, 1, 2, 3, 99]);
+            let times: Vec<u64> = records.iter().map(|r| r.at.as_micros()).collect();
+            assert_eq!(times, [0, 1, 2, 3, 99]);
         }
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -357,7 +397,10 @@ mod tests {
         fs::write(&seg, &bytes).unwrap();
         let err = Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("corrupt record") && text.contains("at byte 0"), "{text}");
+        assert!(
+            text.contains("corrupt record") && text.contains("at byte 0"),
+            "{text}"
+        );
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,0 +1,417 @@
+//! `herald serve` as a real process on an ephemeral loopback port. Every test bounds
+//! its time and stops its servers.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use herald_core::msg::*;
+use herald_core::Payload;
+use herald_mio::client::Client;
+use serde_json::json;
+
+struct Server {
+    child: Child,
+    addr: String,
+}
+
+fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("herald-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args([
+            "--addr",
+            "127.0.0.1:0",
+            "serve",
+            "--fsync",
+            "always",
+            "--log-level",
+            "info",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "server exited before listening"
+        );
+        if let Some(rest) = line.strip_prefix("herald: listening on ") {
+            break rest.split(',').next().unwrap().to_owned();
+        }
+    };
+    // Keep draining the server's log so it never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    Server { child, addr }
+}
+
+impl Server {
+    fn client(&self) -> Client {
+        let c = Client::connect(&self.addr).unwrap();
+        c.set_timeout(Some(Duration::from_secs(20))).unwrap();
+        c
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ok(reply: std::io::Result<Result<Payload, ErrorBody>>) -> Payload {
+    match reply.unwrap() {
+        Ok(p) => p,
+        Err(e) => panic!("error {}: {}", e.code, e.text),
+    }
+}
+
+fn create_queue(c: &mut Client, queue: &str, visibility_ms: u64) {
+    let q = CreateQueue {
+        queue: queue.into(),
+        visibility_ms: Some(visibility_ms),
+        ..CreateQueue::default()
+    };
+    ok(c.call(Payload::CreateQueue(q)));
+}
+
+fn enqueue(queue: &str, id: &str) -> Payload {
+    Payload::Enqueue(Enqueue {
+        queue: queue.into(),
+        msg: json!(id),
+        id: Some(id.into()),
+        delay_ms: None,
+        ttl_ms: None,
+    })
+}
+
+fn dequeue(c: &mut Client, queue: &str, max: usize, wait_ms: u64) -> Vec<Delivery> {
+    let d = Dequeue {
+        queue: queue.into(),
+        max: Some(max),
+        visibility_ms: None,
+        wait_ms: Some(wait_ms),
+    };
+    match ok(c.call(Payload::Dequeue(d))) {
+        Payload::DequeueOk(r) => r.msgs,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn ack(queue: &str, receipt: &str) -> Payload {
+    Payload::Ack(Receipt {
+        queue: queue.into(),
+        receipt: receipt.into(),
+        delay_ms: None,
+        visibility_ms: None,
+    })
+}
+
+/// Takes every message in the queue, acking each; returns their ids.
+fn drain(c: &mut Client, queue: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    loop {
+        let got = dequeue(c, queue, 100, 0);
+        if got.is_empty() {
+            return ids;
+        }
+        for d in got {
+            ok(c.call(ack(queue, &d.receipt)));
+            ids.push(d.id);
+        }
+    }
+}
+
+#[test]
+fn state_survives_a_restart_and_new_clients_never_get_old_replies() {
+    let dir = data_dir("restart");
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    create_queue(&mut c, "q", 60_000);
+    ok(c.call(enqueue("q", "a")));
+    ok(c.call(enqueue("q", "b")));
+    let held = dequeue(&mut c, "q", 1, 0);
+    drop(c);
+    drop(server); // SIGKILL
+    let server = start(&dir, &[]);
+    // A new connection starts its msg_ids at 1 again: it must get its own replies.
+    let mut c = server.client();
+    assert_eq!(
+        ok(c.call(ack("q", &held[0].receipt))),
+        Payload::AckOk,
+        "receipts outlive restarts"
+    );
+    assert_eq!(drain(&mut c, "q"), ["b"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn many_clients_publish_and_consume_concurrently() {
+    let dir = data_dir("concurrent");
+    let server = start(&dir, &[]);
+    create_queue(&mut server.client(), "work", 5_000);
+    let (producers, per_producer) = (6, 300);
+    let acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let done = Arc::new(AtomicBool::new(false));
+    std::thread::scope(|s| {
+        for p in 0..producers {
+            let (mut c, acked) = (server.client(), acked.clone());
+            s.spawn(move || {
+                for i in 0..per_producer {
+                    let id = format!("p{p}-{i}");
+                    if let Payload::EnqueueOk(r) = ok(c.call(enqueue("work", &id))) {
+                        assert!(!r.duplicate);
+                        acked.lock().unwrap().insert(id);
+                    }
+                }
+            });
+        }
+        for _ in 0..3 {
+            let (mut c, delivered, done) = (server.client(), delivered.clone(), done.clone());
+            s.spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !done.load(Ordering::SeqCst) && Instant::now() < deadline {
+                    for d in dequeue(&mut c, "work", 20, 100) {
+                        ok(c.call(ack("work", &d.receipt)));
+                        delivered.lock().unwrap().push(d.id);
+                    }
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while delivered.lock().unwrap().len() < producers * per_producer
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done.store(true, Ordering::SeqCst);
+    });
+    let acked = acked.lock().unwrap();
+    let delivered: BTreeSet<String> = delivered.lock().unwrap().iter().cloned().collect();
+    assert_eq!(acked.len(), producers * per_producer);
+    assert!(
+        acked.is_subset(&delivered),
+        "every acknowledged message is delivered"
+    );
+    assert!(delivered.is_subset(&acked), "nothing is invented");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn acknowledged_messages_survive_kill_9_under_load() {
+    let dir = data_dir("crash");
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    let mut in_flight_before_crash = 0;
+    for round in 0..4 {
+        let server = start(&dir, &[]);
+        if round == 0 {
+            create_queue(&mut server.client(), "q", 1_000);
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let round_acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let producers: Vec<_> = (0..3)
+            .map(|p| {
+                let (mut c, stop, round_acked) =
+                    (server.client(), stop.clone(), round_acked.clone());
+                std::thread::spawn(move || {
+                    let mut i = 0;
+                    while !stop.load(Ordering::SeqCst) {
+                        let id = format!("r{round}-p{p}-{i}");
+                        // A reply means durable; a connection error means the server died.
+                        match c.call(enqueue("q", &id)) {
+                            Ok(Ok(_)) => round_acked.lock().unwrap().push(id),
+                            _ => return,
+                        }
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        // Hold some deliveries unacked across the crash: they must come back.
+        let mut consumer = server.client();
+        std::thread::sleep(Duration::from_millis(150));
+        in_flight_before_crash += dequeue(&mut consumer, "q", 5, 0).len();
+        std::thread::sleep(Duration::from_millis(150));
+        server.kill9();
+        stop.store(true, Ordering::SeqCst);
+        for p in producers {
+            p.join().unwrap();
+        }
+        let got = round_acked.lock().unwrap().clone();
+        assert!(!got.is_empty(), "round {round}: the load did run");
+        acked.extend(got);
+    }
+    assert!(in_flight_before_crash > 0);
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    std::thread::sleep(Duration::from_millis(1_100)); // visibility timeouts of held messages end
+    let recovered: BTreeSet<String> = drain(&mut c, "q").into_iter().collect();
+    let lost: Vec<&String> = acked.difference(&recovered).collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged messages lost, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    eprintln!(
+        "crash test: {} acknowledged enqueues over 4 kill -9 rounds, 0 lost",
+        acked.len()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_torn_last_record_recovers_to_the_last_whole_one() {
+    let dir = data_dir("torn");
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    create_queue(&mut c, "q", 60_000);
+    for id in ["a", "b", "c"] {
+        ok(c.call(enqueue("q", id)));
+    }
+    server.kill9();
+    let wal = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let len = std::fs::metadata(&wal).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&wal)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    assert_eq!(
+        drain(&mut c, "q"),
+        ["a", "b"],
+        "the cut record (c) is gone, the rest is intact"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn garbage_long_lines_and_abrupt_disconnects_do_not_disturb_others() {
+    let dir = data_dir("garbage");
+    let server = start(&dir, &["--max-line-bytes", "1024"]);
+    let mut good = server.client();
+    create_queue(&mut good, "q", 60_000);
+    let mut bad = TcpStream::connect(&server.addr).unwrap();
+    bad.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    bad.write_all(b"not json\n").unwrap();
+    bad.write_all(format!("{{\"body\":\"{}\"}}\n", "x".repeat(4096)).as_bytes())
+        .unwrap();
+    bad.write_all(b"{\"body\":{\"type\":\"frob\",\"msg_id\":1}}\n")
+        .unwrap();
+    let mut replies = BufReader::new(bad.try_clone().unwrap());
+    let mut errors = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        replies.read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        errors.push(v["body"]["code"].as_u64().unwrap());
+    }
+    assert_eq!(
+        errors,
+        [12, 12, 10],
+        "bad lines get error replies and the connection lives"
+    );
+    // Half a line, then gone.
+    let mut abrupt = TcpStream::connect(&server.addr).unwrap();
+    abrupt.write_all(b"{\"body\":{\"type\":\"enq").unwrap();
+    drop(abrupt);
+    for i in 0..10 {
+        ok(good.call(enqueue("q", &format!("m{i}"))));
+    }
+    assert_eq!(drain(&mut good, "q").len(), 10);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_client_that_does_not_read_is_throttled_and_others_are_served() {
+    let dir = data_dir("slow");
+    let server = start(&dir, &["--max-write-buffer-bytes", "65536"]);
+    let mut good = server.client();
+    create_queue(&mut good, "q", 60_000);
+    // Pipeline many requests without reading a single reply.
+    let mut slow = Client::connect(&server.addr).unwrap();
+    let requests = 50_000;
+    let writer = std::thread::spawn(move || {
+        for _ in 0..requests {
+            slow.send(Payload::Stats(QueueName { queue: "q".into() }))
+                .unwrap();
+        }
+        slow.flush().unwrap();
+        slow
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    ok(good.call(enqueue("q", "still-served")));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "another client is served meanwhile"
+    );
+    // Once the slow client reads, every reply arrives, in order.
+    let mut slow = writer.join().unwrap();
+    slow.set_timeout(Some(Duration::from_secs(20))).unwrap();
+    for expected in 1..=requests as u64 {
+        let (in_reply_to, reply) = slow.recv().unwrap();
+        assert_eq!(in_reply_to, Some(expected));
+        assert!(reply.is_ok());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let dir = data_dir("sigterm");
+    let mut server = start(&dir, &[]);
+    ok(server.client().call(Payload::ListQueues));
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "server did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(code.success(), "exit status {code:?}");
+    let mut rest = String::new();
+    let _ = server
+        .child
+        .stderr
+        .take()
+        .map(|mut e| e.read_to_string(&mut rest));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
