@@ -113,6 +113,24 @@ enum Command {
     },
     /// Send any request body (JSON) and print the reply as JSON.
     Request { body: String },
+    /// Load-test a server: produce to a queue, then consume + ack it.
+    Bench {
+        /// herald, redis-list (LPUSH/RPOP) or redis-stream (XADD/XREADGROUP/XACK).
+        #[arg(long, default_value = "herald")]
+        target: herald_mio::bench::Target,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        #[arg(long, default_value_t = 16)]
+        pipeline: usize,
+        /// Payload bytes per message.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        /// Seconds of producing (consuming drains it, up to as long again).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value = "bench")]
+        queue: String,
+    },
 }
 
 /// `herald serve` flags; each node limit has one (defaults from herald-core).
@@ -248,6 +266,37 @@ fn main() -> ExitCode {
                 }
             };
         }
+        Command::Bench {
+            target,
+            connections,
+            pipeline,
+            size,
+            seconds,
+            queue,
+        } => {
+            let config = herald_mio::bench::BenchConfig {
+                addr: conn.addr.clone(),
+                target,
+                connections: connections.max(1),
+                pipeline: pipeline.max(1),
+                size,
+                duration: Duration::from_secs(seconds),
+                queue,
+            };
+            return match herald_mio::bench::run(&config) {
+                Ok(results) => {
+                    print!("{}", herald_mio::bench::report(&config, &results));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!(
+                        "herald bench: {e} (is the server running at {}?)",
+                        conn.addr
+                    );
+                    ExitCode::from(3)
+                }
+            };
+        }
         other => other,
     };
     let mut client = match Client::connect(&conn.addr) {
@@ -289,7 +338,7 @@ fn ok(reply: std::io::Result<Reply>) -> Result<Payload, Failure> {
 
 fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), Failure> {
     let request = match command {
-        Command::Serve(_) => unreachable!("handled in main"),
+        Command::Serve(_) | Command::Bench { .. } => unreachable!("handled in main"),
         Command::Tail { key, mut from } => loop {
             let poll = Poll {
                 offsets: [(key.clone(), from)].into(),

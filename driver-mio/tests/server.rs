@@ -32,14 +32,17 @@ fn start(dir: &Path, extra: &[&str]) -> Server {
             "--addr",
             "127.0.0.1:0",
             "serve",
-            "--fsync",
-            "always",
             "--log-level",
             "info",
             "--data-dir",
         ])
         .arg(dir)
         .args(extra)
+        .args(if extra.contains(&"--fsync") {
+            &[][..]
+        } else {
+            &["--fsync", "always"][..]
+        })
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -413,5 +416,63 @@ fn sigterm_shuts_down_cleanly() {
         .stderr
         .take()
         .map(|mut e| e.read_to_string(&mut rest));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn idle_connections_are_closed() {
+    let dir = data_dir("idle");
+    let server = start(&dir, &["--idle-timeout-ms", "300"]);
+    let mut idle = TcpStream::connect(&server.addr).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(
+        idle.read(&mut buf).unwrap(),
+        0,
+        "the server closes an idle connection"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_bench_produces_and_consumes_against_a_live_server() {
+    use herald_mio::bench::{report, run, BenchConfig, Target};
+    let dir = data_dir("bench");
+    let server = start(&dir, &["--fsync", "never"]);
+    let config = BenchConfig {
+        addr: server.addr.clone(),
+        target: Target::Herald,
+        connections: 2,
+        pipeline: 4,
+        size: 32,
+        duration: Duration::from_millis(300),
+        queue: "b".into(),
+    };
+    let results = run(&config).unwrap();
+    let (produced, consumed) = (&results[0], &results[1]);
+    assert!(
+        produced.ops > 0 && consumed.ops > 0,
+        "{}",
+        report(&config, &results)
+    );
+    assert!(
+        consumed.ops <= produced.ops,
+        "cannot consume more than was produced"
+    );
+    assert_eq!(
+        produced.latencies_us.len() as u64,
+        produced.ops,
+        "one latency per enqueue"
+    );
+    let mut c = server.client();
+    let Payload::StatsOk(stats) = ok(c.call(Payload::Stats(QueueName { queue: "b".into() })))
+    else {
+        panic!()
+    };
+    assert_eq!(stats.acked, consumed.ops);
+    assert_eq!(stats.enqueued, produced.ops);
     std::fs::remove_dir_all(&dir).unwrap();
 }
