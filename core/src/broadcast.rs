@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 #[derive(Debug, PartialEq, Eq)]
 pub struct SetFull;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Target {
     node: String,
     /// Whether this peer is gossiped to (a neighbour in the topology).
@@ -24,7 +24,7 @@ struct Target {
 }
 
 /// The node's broadcast values and per-peer gossip progress.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct BroadcastSet {
     values: BTreeSet<i64>,
     log: Vec<i64>,

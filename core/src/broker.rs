@@ -14,7 +14,7 @@ use crate::timer::{TimerId, Timers};
 use crate::{Config, Time};
 
 /// A reply to a request that was parked (a long-polling `dequeue`), due now.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Completion {
     /// Who asked.
     pub client: String,
@@ -24,7 +24,7 @@ pub struct Completion {
     pub reply: Payload,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Waiter {
     id: u64,
     client: String,
@@ -35,7 +35,7 @@ struct Waiter {
 }
 
 /// All broker state.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Broker {
     logs: KeyedLogs,
     /// Records in keyed logs and topic partitions together.
@@ -50,6 +50,8 @@ pub struct Broker {
     waiter_deadlines: Timers<(String, u64)>,
     next_waiter_id: u64,
     processed: DedupCache<(String, String), ()>,
+    /// Replies due; always empty between steps, so not part of a snapshot.
+    #[serde(skip)]
     completions: Vec<Completion>,
 }
 

@@ -10,7 +10,7 @@ use crate::msg::Merge;
 #[derive(Debug, PartialEq, Eq)]
 pub struct CounterOverflow;
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Peer {
     node: String,
     /// The newest state version this peer acknowledged.
@@ -19,7 +19,7 @@ struct Peer {
 }
 
 /// A PN-counter replica plus per-peer gossip progress.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Counter {
     state: Merge,
     /// Bumped whenever `state` changes.

@@ -5,8 +5,13 @@ use std::collections::BTreeMap;
 
 /// An LRU map with a fixed capacity; inserting into a full cache evicts the entry used
 /// least recently. Every operation is O(log n).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "K: serde::Serialize, V: serde::Serialize",
+    deserialize = "K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>"
+))]
 pub struct DedupCache<K, V> {
+    #[serde(with = "crate::pairs")]
     entries: BTreeMap<K, (u64, V)>,
     /// Recency stamp → key; the first entry is the least recently used.
     by_age: BTreeMap<u64, K>,

@@ -22,19 +22,19 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Topic {
     partitions: Vec<PartitionLog>,
     next_round_robin: u32,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Member {
     session: TimerId,
     partitions: Vec<u32>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Group {
     topic: String,
     generation: u64,
@@ -46,7 +46,7 @@ struct Group {
 }
 
 /// Every topic and consumer group.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Topics {
     topics: BTreeMap<String, Topic>,
     groups: BTreeMap<String, Group>,

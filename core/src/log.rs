@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 /// One stored record.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Record {
     /// The key it was published with, if any.
     pub key: Option<String>,
@@ -16,7 +16,7 @@ pub struct Record {
 
 /// An append-only log; a record's offset is its index, so offsets are dense, start at
 /// 0, and are never reused.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionLog {
     records: Vec<Record>,
 }
@@ -47,10 +47,11 @@ impl PartitionLog {
 }
 
 /// The Maelstrom kafka workload: a log per key, and committed offsets per group.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct KeyedLogs {
     logs: BTreeMap<String, PartitionLog>,
     /// (group, key) → the last offset the group processed.
+    #[serde(with = "crate::pairs")]
     committed: BTreeMap<(String, String), u64>,
 }
 

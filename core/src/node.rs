@@ -13,7 +13,7 @@ use crate::wire::{Body, Invalid, Message};
 use crate::{Config, Effect, Effects, Event, Level, LogRecord, Record, Rng, Time};
 
 /// What a pending request to a peer is for: the callback, as data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Purpose {
     /// A gossip batch to broadcast target `target`.
     Gossip { target: usize },
@@ -22,7 +22,7 @@ enum Purpose {
 }
 
 /// Who this node is, once `init` has said so.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Identity {
     id: String,
     node_ids: Vec<String>,
@@ -31,8 +31,10 @@ struct Identity {
 /// A Herald node: a pure state machine. Feed it events with [`Node::step`], carry out
 /// the effects it returns in order, and call `step(now, Event::Tick, ..)` when
 /// [`Node::next_deadline`] is reached. It reads no clock and does no I/O.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Node {
+    /// Not part of a snapshot: given again when restoring.
+    #[serde(skip)]
     config: Config,
     rng: Rng,
     now: Time,
@@ -56,13 +58,37 @@ impl Node {
     /// persisted. Effects of the replay (replies sent long ago) are dropped.
     pub fn recover(config: Config, records: impl IntoIterator<Item = Record>) -> Node {
         let mut node = Node::new(config);
+        node.replay(records);
+        node
+    }
+
+    /// The node's whole state (JSON). With the records persisted after it, it rebuilds
+    /// the node ([`Node::restore`]), so older records can be deleted.
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("node state always serializes")
+    }
+
+    /// Rebuilds a node from a [`Node::snapshot`] and the records persisted after it.
+    /// Limits stored in the snapshot (table capacities) are the ones it was taken with.
+    pub fn restore(
+        config: Config,
+        snapshot: &[u8],
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Node, String> {
+        let mut node: Node =
+            serde_json::from_slice(snapshot).map_err(|e| format!("unreadable snapshot: {e}"))?;
+        node.config = config;
+        node.replay(records);
+        Ok(node)
+    }
+
+    fn replay(&mut self, records: impl IntoIterator<Item = Record>) {
         let mut scratch = Effects::new();
         for record in records {
             let event = record.msg.map_or(Event::Tick, Event::Message);
-            node.step(record.at, event, &mut scratch);
+            self.step(record.at, event, &mut scratch);
             scratch.clear();
         }
-        node
     }
 
     /// The broker's state (for inspection and tests).

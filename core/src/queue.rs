@@ -19,7 +19,7 @@ use crate::msg::{DeadLetter, Delivery, QueueStats};
 use crate::Time;
 
 /// A queue's settings, after defaults are applied.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueConfig {
     /// Invisibility after a delivery, unless the dequeue overrides it.
     pub visibility_ms: u64,
@@ -37,7 +37,7 @@ pub struct QueueConfig {
     pub max_dedup_ids: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum State {
     Ready,
     Delayed { until: Time },
@@ -46,7 +46,7 @@ enum State {
 
 /// One held message, kept small: a broker-made id is not stored but derived from the
 /// sequence number, and dead-letter details (rare) are boxed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 struct Entry {
     /// The producer's id, or `None` for a broker-made one (`m-<seq>`).
     id: Option<String>,
@@ -88,7 +88,7 @@ pub struct Exhausted {
 }
 
 /// One work queue.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct Queue {
     name: String,
     config: QueueConfig,

@@ -2,7 +2,7 @@
 
 /// SplitMix64 (Steele, Lea and Flood, 2014): 64 bits of state, passes BigCrush, and any
 /// seed (including 0) is a good one. Not for cryptography.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rng {
     state: u64,
 }

@@ -21,13 +21,13 @@ pub fn backoff_us(config: &Config, retry: u32, rng: &mut Rng) -> u64 {
     rng.below(ceiling_ms.saturating_mul(1000).saturating_add(1))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Phase {
     AwaitingReply,
     BackingOff,
 }
 
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Pending<P> {
     request: Message,
     purpose: P,
@@ -57,7 +57,7 @@ pub struct RpcTableFull;
 
 /// Outstanding requests keyed by `msg_id`, each with its own timer; `P` says what the
 /// node does with the reply (its callback, as data).
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct RpcTable<P> {
     entries: BTreeMap<u64, Pending<P>>,
     timers: Timers<u64>,

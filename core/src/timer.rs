@@ -8,7 +8,9 @@ use crate::Time;
 /// Names one scheduled firing. The sequence number makes every id unique, so an owner
 /// that keeps the id of its current timer can tell a stale firing from a live one
 /// (the id is the timer's generation tag).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct TimerId {
     at: Time,
     seq: u64,
@@ -22,8 +24,13 @@ impl TimerId {
 }
 
 /// One-shot timers ordered by deadline, each carrying a key `K` saying what to do.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(bound(
+    serialize = "K: serde::Serialize",
+    deserialize = "K: serde::Deserialize<'de>"
+))]
 pub struct Timers<K> {
+    #[serde(with = "crate::pairs")]
     queue: BTreeMap<TimerId, K>,
     next_seq: u64,
 }
@@ -84,7 +91,7 @@ impl<K> Timers<K> {
 }
 
 /// A task that runs every `period_ms`, starting one period after it is started.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Periodic {
     period_us: u64,
     next_due: Option<Time>,

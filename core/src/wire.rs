@@ -145,6 +145,13 @@ struct Header {
     in_reply_to: Option<u64>,
 }
 
+impl<'de> Deserialize<'de> for Payload {
+    /// A payload on its own (as stored in snapshots): a body without a header.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Payload, D::Error> {
+        Body::deserialize(deserializer).map(|body| body.payload)
+    }
+}
+
 impl<'de> Deserialize<'de> for Body {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Body, D::Error> {
         deserializer.deserialize_map(BodyVisitor)

@@ -330,7 +330,11 @@ pub fn run_ops(ops: &[Op]) {
     let mut out = Effects::new();
     let mut now = Time::ZERO;
     let mut msg_id = 0u64;
-    for op in ops.iter().cloned() {
+    let mut snapshot = None;
+    for (i, op) in ops.iter().cloned().enumerate() {
+        if i == ops.len() / 2 {
+            snapshot = Some((node.snapshot(), records.len()));
+        }
         msg_id += 1;
         let envelope = |src: String, payload, in_reply_to| {
             Event::Message(Message {
@@ -412,7 +416,16 @@ pub fn run_ops(ops: &[Op]) {
             }
         }
     }
-    // Replaying what was persisted rebuilds the same broker state.
+    // A snapshot taken midway plus the records after it rebuilds the same state ...
+    if let Some((bytes, after)) = snapshot {
+        let restored = Node::restore(config.clone(), &bytes, records[after..].to_vec()).unwrap();
+        let (got, want) = (
+            format!("{:?}", restored.broker()),
+            format!("{:?}", node.broker()),
+        );
+        assert_eq!(got, want, "snapshot + replay diverged");
+    }
+    // ... and so does replaying every record from the start.
     let recovered = Node::recover(config, records);
     let (got, want) = (
         format!("{:?}", recovered.broker()),
