@@ -91,6 +91,11 @@ impl Node {
         }
     }
 
+    /// The latest time the node has seen.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
     /// The broker's state (for inspection and tests).
     pub fn broker(&self) -> &Broker {
         &self.broker

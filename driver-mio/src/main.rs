@@ -153,6 +153,9 @@ struct ServeArgs {
     idle_timeout_ms: u64,
     #[arg(long, default_value_t = ServerConfig::default().max_segment_bytes)]
     max_segment_bytes: u64,
+    /// Snapshot and delete the log once it grows past this many bytes.
+    #[arg(long, default_value_t = ServerConfig::default().compact_after_bytes)]
+    compact_after_bytes: u64,
     #[arg(long, default_value_t = Config::default().max_line_bytes)]
     max_line_bytes: usize,
     #[arg(long, default_value_t = Config::default().dedup_capacity)]
@@ -226,6 +229,7 @@ impl ServeArgs {
             data_dir: self.data_dir,
             fsync: self.fsync,
             max_segment_bytes: self.max_segment_bytes,
+            compact_after_bytes: self.compact_after_bytes,
             max_connections: self.max_connections,
             max_write_buffer_bytes: self.max_write_buffer_bytes,
             idle_timeout_ms: self.idle_timeout_ms,

@@ -25,7 +25,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::wal::{FsyncPolicy, Wal};
+use crate::wal::{FsyncPolicy, Recovery, Wal};
 
 /// The server's own name: `src` of its replies, `dest` of requests.
 pub const SERVER_NAME: &str = "herald";
@@ -46,6 +46,9 @@ pub struct ServerConfig {
     pub fsync: FsyncPolicy,
     /// Log segments are rotated past this size.
     pub max_segment_bytes: u64,
+    /// A snapshot replaces the log once the log since the last one is larger than
+    /// this (and than twice the last snapshot).
+    pub compact_after_bytes: u64,
     /// Most connections at once; more are refused.
     pub max_connections: usize,
     /// Reply bytes buffered per connection before its requests stop being read.
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             data_dir: PathBuf::from("herald-data"),
             fsync: FsyncPolicy::Always,
             max_segment_bytes: 64 << 20,
+            compact_after_bytes: 64 << 20,
             max_connections: 1024,
             max_write_buffer_bytes: 4 << 20,
             idle_timeout_ms: 300_000,
@@ -151,14 +155,23 @@ fn log(level: Level, min: Level, line: impl FnOnce() -> String) {
 pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
     let level = config.node.log_level;
     let started = Instant::now();
-    let (wal, records, report) =
-        Wal::open(&config.data_dir, config.fsync, config.max_segment_bytes)
-            .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
-    let last = records.last().map_or(Time::ZERO, |r| r.at);
-    let node = Node::recover(config.node.clone(), records);
+    let (wal, recovery) = Wal::open(&config.data_dir, config.fsync, config.max_segment_bytes)
+        .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
+    let Recovery {
+        snapshot,
+        records,
+        report,
+    } = recovery;
+    let node = match snapshot {
+        Some(bytes) => Node::restore(config.node.clone(), &bytes, records)
+            .map_err(|e| format!("{}: {e}", config.data_dir.display()))?,
+        None => Node::recover(config.node.clone(), records),
+    };
+    let last = node.now();
     log(Level::Info, level, || {
         format!(
-            "event=recovered records={} segments={} truncated_bytes={} ms={}",
+            "event=recovered snapshot_bytes={} records={} segments={} truncated_bytes={} ms={}",
+            report.snapshot_bytes,
             report.records,
             report.segments,
             report.truncated_bytes,
@@ -269,6 +282,9 @@ impl Server {
             }
             // Durable first, then replies (group commit for the whole round).
             self.wal.commit()?;
+            if self.wal.wants_compaction(self.config.compact_after_bytes) {
+                self.compact()?;
+            }
             if self
                 .wal
                 .sync_deadline()
@@ -285,6 +301,22 @@ impl Server {
                 return self.shutdown(poll, listener);
             }
         }
+    }
+
+    /// Replaces the log so far with a snapshot of the node (stop-the-world: the loop
+    /// waits while it is written).
+    fn compact(&mut self) -> io::Result<()> {
+        let started = Instant::now();
+        let snapshot = self.node.snapshot();
+        self.wal.compact(&snapshot)?;
+        log(Level::Info, self.log_level, || {
+            format!(
+                "event=compacted snapshot_bytes={} ms={}",
+                snapshot.len(),
+                started.elapsed().as_millis()
+            )
+        });
+        Ok(())
     }
 
     fn poll_timeout(&mut self) -> Duration {

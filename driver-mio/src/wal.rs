@@ -5,6 +5,12 @@
 //! written together and, under `--fsync always`, made durable with one `fdatasync`
 //! before any reply of that round is sent (group commit).
 //!
+//! Disk use stays bounded by compaction: the server writes a snapshot of the node's
+//! state (`snapshot-<index:010>.bin`, one frame, written to a temporary file, synced
+//! and renamed into place) that stands for every segment before `index`, then deletes
+//! those segments and older snapshots. Recovery loads the newest snapshot and replays
+//! only the segments from its index on.
+//!
 //! Recovery reads every segment in order. A torn tail (a frame cut short, or a bad
 //! checksum on the very last frame of the last segment: a write the crash cut off) is
 //! truncated away. Anything else that does not check out is corruption in the middle
@@ -57,6 +63,19 @@ pub struct Recovered {
     pub segments: usize,
     /// Bytes of a torn tail cut off the last segment.
     pub truncated_bytes: u64,
+    /// Size of the snapshot loaded (0: none).
+    pub snapshot_bytes: u64,
+}
+
+/// What is on disk at start: the newest snapshot, and the records written after it.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The node's state at the snapshot, if one was taken.
+    pub snapshot: Option<Vec<u8>>,
+    /// Records after the snapshot (all records if there is none), in order.
+    pub records: Vec<Record>,
+    /// Counts for the log.
+    pub report: Recovered,
 }
 
 /// The log cannot be trusted: where and why.
@@ -95,20 +114,40 @@ pub struct Wal {
     policy: FsyncPolicy,
     unsynced: bool,
     last_sync: Instant,
+    /// Log bytes written since the last snapshot (or since the start of the log).
+    bytes_since_snapshot: u64,
+    last_snapshot_bytes: u64,
 }
 
 fn segment_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("wal-{index:010}.log"))
 }
 
+fn snapshot_path(dir: &Path, index: u64) -> PathBuf {
+    dir.join(format!("snapshot-{index:010}.bin"))
+}
+
 fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    numbered(dir, "wal-", ".log")
+}
+
+/// Frames `payload` as `[len][crc][payload]`.
+fn frame(payload: &[u8], out: &mut Vec<u8>) {
+    let len = u32::try_from(payload.len()).expect("frames are far below 4 GiB");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// Files named `<prefix><index><suffix>` in `dir`, by index.
+fn numbered(dir: &Path, prefix: &str, suffix: &str) -> io::Result<Vec<(u64, PathBuf)>> {
     let mut found = Vec::new();
     for entry in fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
         if let Some(index) = name
-            .strip_prefix("wal-")
-            .and_then(|n| n.strip_suffix(".log"))
+            .strip_prefix(prefix)
+            .and_then(|n| n.strip_suffix(suffix))
         {
             if let Ok(index) = index.parse() {
                 found.push((index, path));
@@ -150,15 +189,44 @@ impl Wal {
         dir: &Path,
         policy: FsyncPolicy,
         max_segment_bytes: u64,
-    ) -> Result<(Wal, Vec<Record>, Recovered), OpenError> {
+    ) -> Result<(Wal, Recovery), OpenError> {
         fs::create_dir_all(dir)?;
-        let found = segments(dir)?;
-        let mut records = Vec::new();
-        let mut report = Recovered {
-            segments: found.len(),
-            ..Recovered::default()
+        for (_, leftover) in numbered(dir, "snapshot-", ".tmp")? {
+            fs::remove_file(leftover)?; // a snapshot a crash cut short: never renamed in
+        }
+        let mut report = Recovered::default();
+        let (first, snapshot) = match numbered(dir, "snapshot-", ".bin")?.pop() {
+            Some((index, path)) => {
+                let bytes = fs::read(&path)?;
+                let corrupt = |reason: &str| {
+                    OpenError::Corrupt(Corrupt {
+                        segment: path.clone(),
+                        offset: 0,
+                        reason: reason.into(),
+                    })
+                };
+                let (header, payload) = bytes
+                    .split_at_checked(HEADER_BYTES)
+                    .ok_or_else(|| corrupt("too short"))?;
+                let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+                let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+                if payload.len() != len || crc32fast::hash(payload) != crc {
+                    return Err(corrupt("snapshot checksum or length mismatch"));
+                }
+                report.snapshot_bytes = len as u64;
+                (index, Some(payload.to_vec()))
+            }
+            None => (0, None),
         };
+        // Segments older than the snapshot are already in it (a crash may have left them).
+        let found: Vec<(u64, PathBuf)> = segments(dir)?
+            .into_iter()
+            .filter(|(i, _)| *i >= first)
+            .collect();
+        let mut records = Vec::new();
+        report.segments = found.len();
         let mut last_len = 0;
+        let mut total = 0;
         for (i, (_, path)) in found.iter().enumerate() {
             let last = i + 1 == found.len();
             let bytes = fs::read(path)?;
@@ -171,11 +239,12 @@ impl Wal {
                 report.truncated_bytes = (bytes.len() - good) as u64;
             }
             last_len = good as u64;
+            total += good as u64;
         }
         report.records = records.len();
         let (index, file) = match found.last() {
             Some((index, path)) => (*index, OpenOptions::new().append(true).open(path)?),
-            None => (0, create_segment(dir, 0)?),
+            None => (first, create_segment(dir, first)?),
         };
         let wal = Wal {
             dir: dir.to_path_buf(),
@@ -187,20 +256,59 @@ impl Wal {
             policy,
             unsynced: false,
             last_sync: Instant::now(),
+            bytes_since_snapshot: total,
+            last_snapshot_bytes: report.snapshot_bytes,
         };
-        Ok((wal, records, report))
+        Ok((
+            wal,
+            Recovery {
+                snapshot,
+                records,
+                report,
+            },
+        ))
+    }
+
+    /// True when the log since the last snapshot outgrew `min_bytes` and twice the
+    /// last snapshot: time to [`Wal::compact`] (so snapshots of a large state are not
+    /// taken over and over).
+    pub fn wants_compaction(&self, min_bytes: u64) -> bool {
+        self.bytes_since_snapshot > min_bytes.max(2 * self.last_snapshot_bytes)
+    }
+
+    /// Makes `snapshot` (the node's state after every record appended so far) durable,
+    /// then deletes the segments and snapshots it replaces.
+    pub fn compact(&mut self, snapshot: &[u8]) -> io::Result<()> {
+        self.commit()?;
+        self.sync()?;
+        if self.segment_bytes > 0 {
+            self.rotate()?;
+        }
+        let index = self.index;
+        let tmp = self.dir.join(format!("snapshot-{index:010}.tmp"));
+        let mut bytes = Vec::with_capacity(snapshot.len() + HEADER_BYTES);
+        frame(snapshot, &mut bytes);
+        let mut file = File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        fs::rename(&tmp, snapshot_path(&self.dir, index))?;
+        File::open(&self.dir)?.sync_all()?;
+        let old_snapshots = numbered(&self.dir, "snapshot-", ".bin")?;
+        for (old, path) in segments(&self.dir)?.into_iter().chain(old_snapshots) {
+            if old < index {
+                fs::remove_file(path)?;
+            }
+        }
+        self.bytes_since_snapshot = 0;
+        self.last_snapshot_bytes = snapshot.len() as u64;
+        Ok(())
     }
 
     /// Buffers a record; it is written by the next [`Wal::commit`].
     pub fn append(&mut self, record: &Record) {
-        let start = self.pending.len();
-        self.pending.extend_from_slice(&[0; HEADER_BYTES]);
-        record.encode(&mut self.pending);
-        let payload = &self.pending[start + HEADER_BYTES..];
-        let len = u32::try_from(payload.len()).expect("a record is far below 4 GiB");
-        let crc = crc32fast::hash(payload);
-        self.pending[start..start + 4].copy_from_slice(&len.to_le_bytes());
-        self.pending[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+        let mut payload = Vec::new();
+        record.encode(&mut payload);
+        frame(&payload, &mut self.pending);
     }
 
     /// True if records wait to be written.
@@ -219,6 +327,7 @@ impl Wal {
             }
             self.file.write_all(&self.pending)?;
             self.segment_bytes += self.pending.len() as u64;
+            self.bytes_since_snapshot += self.pending.len() as u64;
             self.pending.clear();
             self.unsynced = true;
         }
@@ -342,7 +451,7 @@ mod tests {
     }
 
     fn write(dir: &Path, n: u64, max_segment_bytes: u64) {
-        let (mut wal, _, _) = Wal::open(dir, FsyncPolicy::Always, max_segment_bytes).unwrap();
+        let (mut wal, _) = Wal::open(dir, FsyncPolicy::Always, max_segment_bytes).unwrap();
         for i in 0..n {
             wal.append(&record(i));
             wal.commit().unwrap();
@@ -354,7 +463,12 @@ mod tests {
         let dir = temp_dir("order");
         write(&dir, 50, 200);
         write(&dir, 10, 200);
-        let (_, records, report) = Wal::open(&dir, FsyncPolicy::Never, 200).unwrap();
+        let (
+            _,
+            Recovery {
+                records, report, ..
+            },
+        ) = Wal::open(&dir, FsyncPolicy::Never, 200).unwrap();
         let times: Vec<u64> = records.iter().map(|r| r.at.as_micros()).collect();
         let want: Vec<u64> = (0..50).chain(0..10).collect();
         assert_eq!(times, want);
@@ -374,13 +488,19 @@ mod tests {
         // Every cut inside the fifth record recovers the first four, and appends after.
         for cut in whole + 1..full.len() {
             fs::write(&last, &full[..cut]).unwrap();
-            let (mut wal, records, report) = Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap();
+            let (
+                mut wal,
+                Recovery {
+                    records, report, ..
+                },
+            ) = Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap();
             assert_eq!(records.len(), 4, "cut at {cut}");
             assert_eq!(fs::metadata(&last).unwrap().len() as usize, whole);
             assert_eq!(report.truncated_bytes, (cut - whole) as u64);
             wal.append(&record(99));
             wal.commit().unwrap();
-            let (_, records, _) = Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap();
+            let (_, Recovery { records, .. }) =
+                Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap();
             let times: Vec<u64> = records.iter().map(|r| r.at.as_micros()).collect();
             assert_eq!(times, [0, 1, 2, 3, 99]);
         }
@@ -401,6 +521,50 @@ mod tests {
             text.contains("corrupt record") && text.contains("at byte 0"),
             "{text}"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_replaces_older_segments_and_survives_crash_leftovers() {
+        let dir = temp_dir("snapshot");
+        let (mut wal, _) = Wal::open(&dir, FsyncPolicy::Always, 100).unwrap();
+        for i in 0..20 {
+            wal.append(&record(i));
+        }
+        wal.commit().unwrap();
+        assert!(wal.wants_compaction(10));
+        wal.compact(b"state after 20").unwrap();
+        assert!(
+            !wal.wants_compaction(10),
+            "the log since the snapshot is empty"
+        );
+        for i in 20..23 {
+            wal.append(&record(i));
+            wal.commit().unwrap();
+        }
+        let files = |dir: &Path| fs::read_dir(dir).unwrap().count();
+        assert_eq!(files(&dir), 2, "one snapshot and one segment remain");
+        // Leftovers of a crash: a snapshot cut short, and an old segment not yet deleted.
+        fs::write(dir.join("snapshot-0000000099.tmp"), b"half").unwrap();
+        fs::write(
+            segment_path(&dir, 0),
+            b"stale segment the snapshot replaced",
+        )
+        .unwrap();
+        let (_, recovery) = Wal::open(&dir, FsyncPolicy::Never, 100).unwrap();
+        assert_eq!(recovery.snapshot.as_deref(), Some(&b"state after 20"[..]));
+        let times: Vec<u64> = recovery.records.iter().map(|r| r.at.as_micros()).collect();
+        assert_eq!(times, [20, 21, 22], "only the records after the snapshot");
+        assert!(!dir.join("snapshot-0000000099.tmp").exists());
+        // A damaged snapshot is refused, not ignored.
+        let (_, snap) = numbered(&dir, "snapshot-", ".bin").unwrap().pop().unwrap();
+        let mut bytes = fs::read(&snap).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        fs::write(&snap, bytes).unwrap();
+        let err = Wal::open(&dir, FsyncPolicy::Never, 100)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("snapshot checksum"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 
