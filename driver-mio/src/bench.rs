@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_core::msg::{CreateQueue, Dequeue, Enqueue, Receipt};
-use herald_core::wire::{self, Body};
-use herald_core::{Message, Payload};
+use herald_core::wire;
+use herald_core::Payload;
 
 /// Which server and which commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,19 +131,9 @@ impl Conn {
     }
 
     fn herald(&mut self, payload: Payload) -> io::Result<()> {
-        let body = Body {
-            payload,
-            msg_id: Some(self.next_msg_id),
-            in_reply_to: None,
-        };
-        self.next_msg_id += 1;
-        let msg = Message {
-            src: String::new(),
-            dest: String::new(),
-            body,
-        };
         self.line.clear();
-        wire::encode(&msg, &mut self.line);
+        crate::client::encode_request(self.next_msg_id, payload, &mut self.line);
+        self.next_msg_id += 1;
         self.writer.write_all(&self.line)
     }
 

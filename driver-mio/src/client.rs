@@ -17,9 +17,26 @@ pub struct Client {
     next_msg_id: u64,
     line: Vec<u8>,
 }
-
 /// A reply: the `*_ok` payload, or the error the server sent.
 pub type Reply = Result<Payload, ErrorBody>;
+
+/// Writes one request line (`{"src":"","dest":"","body":{...}}` and `\n`) to `line`;
+/// the server names the connection, so `src` and `dest` are left empty.
+pub fn encode_request(msg_id: u64, payload: Payload, line: &mut Vec<u8>) {
+    let body = Body {
+        payload,
+        msg_id: Some(msg_id),
+        in_reply_to: None,
+    };
+    wire::encode(
+        &Message {
+            src: String::new(),
+            dest: String::new(),
+            body,
+        },
+        line,
+    );
+}
 
 impl Client {
     /// Connects to `addr` (host:port).
@@ -55,18 +72,8 @@ impl Client {
     pub fn send(&mut self, payload: Payload) -> io::Result<u64> {
         let msg_id = self.next_msg_id;
         self.next_msg_id += 1;
-        let body = Body {
-            payload,
-            msg_id: Some(msg_id),
-            in_reply_to: None,
-        };
-        let msg = Message {
-            src: String::new(),
-            dest: String::new(),
-            body,
-        };
         self.line.clear();
-        wire::encode(&msg, &mut self.line);
+        encode_request(msg_id, payload, &mut self.line);
         self.writer.write_all(&self.line)?;
         Ok(msg_id)
     }
