@@ -18,7 +18,8 @@
 //!     let msg = wire::decode(line.as_bytes()).unwrap();
 //!     node.step(Time::ZERO, Event::Message(msg), &mut out);
 //! }
-//! let Effect::Send(reply) = &out[1] else { panic!() };
+//! // Effects come in order: `Persist` the init, `Send` init_ok, `Send` echo_ok.
+//! let Some(Effect::Send(reply)) = out.last() else { panic!() };
 //! let mut line = Vec::new();
 //! wire::encode(reply, &mut line);
 //! assert_eq!(
