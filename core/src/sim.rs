@@ -1,16 +1,21 @@
 //! An in-process cluster on a simulated network and clock (feature `sim`).
 //!
 //! Nodes are real [`Node`]s; the network is a queue of messages ordered by delivery
-//! time. Every choice (latency, loss) comes from one seed, so a run replays exactly.
-//! Like Maelstrom, links between nodes can drop messages and be cut one way, and
-//! whether a link is cut is decided when a message is delivered, not when it is sent;
-//! clients are never cut off and have no latency.
+//! time. Every choice (latency, loss, duplication) comes from one seed, so a run
+//! replays exactly; [`Cluster::trace_hash`] fingerprints everything that happened.
+//! Links between nodes can drop, duplicate and reorder messages (random latency) and
+//! be cut one way or both; whether a link is cut is decided when a message is
+//! delivered, not when it is sent (as in Maelstrom). Clients are never cut off and
+//! have no latency. Nodes crash (losing all memory) and restart from the records they
+//! persisted, and a crash can fall between the effects of one step (its records
+//! persisted, its messages never sent).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use crate::group::fnv1a;
 use crate::msg::{Init, Payload};
 use crate::wire::{Body, Message};
-use crate::{Config, Effect, Effects, Event, Node, Rng, Time};
+use crate::{Config, Effect, Effects, Event, Node, Record, Rng, Time};
 
 /// How the simulated network behaves between nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +28,8 @@ pub struct NetConfig {
     pub max_latency_ms: u64,
     /// Percent (0–100) of node-to-node messages lost.
     pub loss_percent: u64,
+    /// Percent (0–100) of node-to-node messages delivered twice.
+    pub duplicate_percent: u64,
 }
 
 impl Default for NetConfig {
@@ -32,16 +39,53 @@ impl Default for NetConfig {
             min_latency_ms: 1,
             max_latency_ms: 10,
             loss_percent: 0,
+            duplicate_percent: 0,
         }
     }
 }
+
+impl NetConfig {
+    /// Swarm testing: fault rates drawn from the seed, so a sweep covers calm and
+    /// hostile networks alike (loss 0–40 %, duplication 0–20 %, latency up to 100 ms).
+    pub fn swarm(seed: u64) -> NetConfig {
+        let mut rng = Rng::new(seed ^ 0x5157_4152_4d00_0000);
+        let min_latency_ms = rng.between(0, 20);
+        NetConfig {
+            seed,
+            min_latency_ms,
+            max_latency_ms: min_latency_ms + rng.between(0, 80),
+            loss_percent: rng.between(0, 40),
+            duplicate_percent: rng.between(0, 20),
+        }
+    }
+}
+
+/// Counts of what the network did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetStats {
+    /// Node-to-node messages delivered.
+    pub delivered: u64,
+    /// Node-to-node messages dropped (loss, a cut link, a crashed receiver).
+    pub dropped: u64,
+    /// Node-to-node messages sent twice.
+    pub duplicated: u64,
+}
+
+/// How many trace lines [`Cluster::trace_tail`] keeps.
+const TRACE_LINES: usize = 200;
 
 /// A cluster of nodes `n0..` on a simulated network.
 #[derive(Debug)]
 pub struct Cluster {
     now: Time,
     names: Vec<String>,
+    configs: Vec<Config>,
     nodes: Vec<Node>,
+    alive: Vec<bool>,
+    /// Everything each node persisted: what it restarts from.
+    records: Vec<Vec<Record>>,
+    /// Nodes that crash during their next step, after persisting, before sending.
+    crash_mid_step: BTreeSet<usize>,
     net: NetConfig,
     rng: Rng,
     /// (delivery time, sequence) → message.
@@ -53,26 +97,24 @@ pub struct Cluster {
     client_inbox: Vec<Message>,
     next_client_msg_id: u64,
     effects: Effects,
-    /// Messages delivered between nodes, and dropped (lost or cut).
+    trace: VecDeque<String>,
+    trace_hash: u64,
+    /// What the network did.
     pub stats: NetStats,
-}
-
-/// Counts of what the network did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct NetStats {
-    /// Node-to-node messages delivered.
-    pub delivered: u64,
-    /// Node-to-node messages dropped (loss or a cut link).
-    pub dropped: u64,
 }
 
 impl Cluster {
     /// `count` nodes named `n0..`, each built from `config(i)` and initialised.
     pub fn new(count: usize, net: NetConfig, config: impl Fn(usize) -> Config) -> Cluster {
         let names: Vec<String> = (0..count).map(|i| format!("n{i}")).collect();
+        let configs: Vec<Config> = (0..count).map(config).collect();
         let mut cluster = Cluster {
             now: Time::ZERO,
-            nodes: (0..count).map(|i| Node::new(config(i))).collect(),
+            nodes: configs.iter().cloned().map(Node::new).collect(),
+            configs,
+            alive: vec![true; count],
+            records: vec![Vec::new(); count],
+            crash_mid_step: BTreeSet::new(),
             rng: Rng::new(net.seed),
             net,
             in_flight: BTreeMap::new(),
@@ -81,6 +123,8 @@ impl Cluster {
             client_inbox: Vec::new(),
             next_client_msg_id: 1,
             effects: Effects::new(),
+            trace: VecDeque::new(),
+            trace_hash: 0,
             stats: NetStats::default(),
             names,
         };
@@ -100,14 +144,31 @@ impl Cluster {
         self.now
     }
 
-    /// Node `i`.
+    /// Node `i` (its state before a crash, while it is down).
     pub fn node(&self, i: usize) -> &Node {
         &self.nodes[i]
     }
 
     /// Sends `payload` from client `c<i>` to node `i` and runs the cluster until the
-    /// reply arrives (at most 60 simulated seconds); returns the reply's payload.
+    /// reply arrives; panics if none comes within 60 simulated seconds.
     pub fn request(&mut self, node: usize, payload: Payload) -> Payload {
+        match self.try_request(node, payload, 60_000) {
+            Some(reply) => reply,
+            None => panic!(
+                "no reply from n{node} within 60 s\n{}",
+                self.trace_tail().join("\n")
+            ),
+        }
+    }
+
+    /// Like [`Cluster::request`], but gives up after `timeout_ms` (a crashed node, or
+    /// one that crashed before replying, never answers).
+    pub fn try_request(
+        &mut self,
+        node: usize,
+        payload: Payload,
+        timeout_ms: u64,
+    ) -> Option<Payload> {
         let msg_id = self.next_client_msg_id;
         self.next_client_msg_id += 1;
         let client = format!("c{node}");
@@ -120,21 +181,25 @@ impl Cluster {
                 in_reply_to: None,
             },
         };
-        self.deliver(node, Event::Message(msg));
-        let give_up = self.now.plus_millis(60_000);
+        if self.alive[node] {
+            self.deliver(node, Event::Message(msg));
+        }
+        let give_up = self.now.plus_millis(timeout_ms);
         loop {
             let found = self
                 .client_inbox
                 .iter()
                 .position(|m| m.dest == client && m.body.in_reply_to == Some(msg_id));
             if let Some(i) = found {
-                return self.client_inbox.remove(i).body.payload;
+                return Some(self.client_inbox.remove(i).body.payload);
             }
-            assert!(
-                self.now < give_up,
-                "no reply from n{node} to request {msg_id}"
-            );
-            self.run_next();
+            if self.now >= give_up {
+                return None;
+            }
+            match self.next_event_time() {
+                Some(t) if t <= give_up => self.run_next(),
+                _ => self.now = give_up,
+            }
         }
     }
 
@@ -142,15 +207,59 @@ impl Cluster {
     pub fn partition(&mut self, a: &[usize], b: &[usize]) {
         for &x in a {
             for &y in b {
-                self.cut.insert((x, y));
-                self.cut.insert((y, x));
+                self.cut_one_way(x, y);
+                self.cut_one_way(y, x);
             }
         }
+    }
+
+    /// Drops every message from `from` to `to` (but not the other way).
+    pub fn cut_one_way(&mut self, from: usize, to: usize) {
+        self.cut.insert((from, to));
     }
 
     /// Restores every link.
     pub fn heal(&mut self) {
         self.cut.clear();
+    }
+
+    /// Node `i` stops at once: its memory is gone; messages to it are lost.
+    pub fn crash(&mut self, i: usize) {
+        self.alive[i] = false;
+        self.note(format!("{} crash n{i}", self.now));
+    }
+
+    /// Node `i` crashes during its next step: the step's records are persisted, its
+    /// messages are never sent.
+    pub fn crash_during_next_step(&mut self, i: usize) {
+        self.crash_mid_step.insert(i);
+    }
+
+    /// Node `i` starts again from the records it persisted.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i] = Node::recover(self.configs[i].clone(), self.records[i].clone());
+        self.alive[i] = true;
+        self.note(format!(
+            "{} restart n{i} from {} records",
+            self.now,
+            self.records[i].len()
+        ));
+    }
+
+    /// The healed phase: cancels crashes not yet happened and restarts every node
+    /// that is down.
+    pub fn restart_all(&mut self) {
+        self.crash_mid_step.clear();
+        for i in 0..self.nodes.len() {
+            if !self.alive[i] {
+                self.restart(i);
+            }
+        }
+    }
+
+    /// True if node `i` is up.
+    pub fn is_alive(&self, i: usize) -> bool {
+        self.alive[i]
     }
 
     /// Runs the cluster until simulated time `until`.
@@ -166,9 +275,31 @@ impl Cluster {
         self.run_until(self.now.plus_millis(ms));
     }
 
+    /// A fingerprint of every event so far: equal runs have equal hashes.
+    pub fn trace_hash(&self) -> u64 {
+        self.trace_hash
+    }
+
+    /// The last events, oldest first, for a failure report.
+    pub fn trace_tail(&self) -> Vec<String> {
+        self.trace.iter().cloned().collect()
+    }
+
+    fn note(&mut self, line: String) {
+        self.trace_hash =
+            fnv1a(&[self.trace_hash.to_le_bytes().as_slice(), line.as_bytes()].concat());
+        if self.trace.len() == TRACE_LINES {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(line);
+    }
+
     fn next_event_time(&self) -> Option<Time> {
         let delivery = self.in_flight.first_key_value().map(|(k, _)| k.0);
-        let timer = self.nodes.iter().filter_map(Node::next_deadline).min();
+        let timer = (0..self.nodes.len())
+            .filter(|&i| self.alive[i])
+            .filter_map(|i| self.nodes[i].next_deadline())
+            .min();
         match (delivery, timer) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -189,7 +320,7 @@ impl Cluster {
                 let to = self
                     .index_of(&msg.dest)
                     .expect("only node messages are queued");
-                if from.is_some_and(|f| self.cut.contains(&(f, to))) {
+                if from.is_some_and(|f| self.cut.contains(&(f, to))) || !self.alive[to] {
                     self.stats.dropped += 1;
                 } else {
                     self.stats.delivered += 1;
@@ -199,7 +330,7 @@ impl Cluster {
             }
         }
         for i in 0..self.nodes.len() {
-            if self.nodes[i].next_deadline().is_some_and(|t| t <= self.now) {
+            if self.alive[i] && self.nodes[i].next_deadline().is_some_and(|t| t <= self.now) {
                 self.deliver(i, Event::Tick);
             }
         }
@@ -210,24 +341,47 @@ impl Cluster {
     }
 
     fn deliver(&mut self, node: usize, event: Event) {
+        self.note(format!("{} n{node} <- {event:?}", self.now));
         let mut out = std::mem::take(&mut self.effects);
         self.nodes[node].step(self.now, event, &mut out);
         self.nodes[node].check_invariants();
+        let crash = self.crash_mid_step.remove(&node);
         for effect in out.drain(..) {
-            let Effect::Send(msg) = effect else { continue };
-            if self.index_of(&msg.dest).is_none() {
-                self.client_inbox.push(msg);
-            } else if self.rng.chance(self.net.loss_percent, 100) {
-                self.stats.dropped += 1;
-            } else {
-                let latency = self
-                    .rng
-                    .between(self.net.min_latency_ms, self.net.max_latency_ms);
-                let at = self.now.plus_millis(latency);
-                self.in_flight.insert((at, self.next_seq), msg);
-                self.next_seq += 1;
+            match effect {
+                Effect::Persist(record) => self.records[node].push(record),
+                Effect::Log(_) => {}
+                Effect::Send(_) if crash => {}
+                Effect::Send(msg) => self.route(msg),
             }
         }
         self.effects = out;
+        if crash {
+            self.crash(node);
+        }
+    }
+
+    fn route(&mut self, msg: Message) {
+        if self.index_of(&msg.dest).is_none() {
+            self.client_inbox.push(msg);
+            return;
+        }
+        if self.rng.chance(self.net.loss_percent, 100) {
+            self.stats.dropped += 1;
+            return;
+        }
+        let copies = if self.rng.chance(self.net.duplicate_percent, 100) {
+            self.stats.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let latency = self
+                .rng
+                .between(self.net.min_latency_ms, self.net.max_latency_ms);
+            self.in_flight
+                .insert((self.now.plus_millis(latency), self.next_seq), msg.clone());
+            self.next_seq += 1;
+        }
     }
 }
