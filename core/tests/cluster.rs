@@ -393,3 +393,51 @@ fn a_queue_keeps_its_promises_through_crashes() {
         }
     }
 }
+
+#[test]
+fn broadcast_gossip_does_not_flood() {
+    for seed in seeds(20) {
+        let net = NetConfig {
+            seed,
+            min_latency_ms: 1,
+            max_latency_ms: 30,
+            loss_percent: 20,
+            duplicate_percent: 0,
+        };
+        let mut c = Cluster::new(5, net, |i| Config {
+            seed: seed * 100 + i as u64,
+            ..Config::default()
+        });
+        for i in 0..5 {
+            c.request(i, Payload::Topology(Topology { topology: line(5) }));
+        }
+        for message in 0..30 {
+            if message == 10 {
+                c.partition(&[0, 1], &[2, 3, 4]);
+            }
+            c.request(
+                message as usize % 5,
+                Payload::Broadcast(Broadcast { message }),
+            );
+            c.run_for_ms(40);
+        }
+        c.heal();
+        c.run_for_ms(20_000);
+        for node in 0..5 {
+            assert_eq!(
+                read(&mut c, node).messages.map(|m| m.len()),
+                Some(30),
+                "seed {seed} n{node}"
+            );
+        }
+        // Batched, acknowledged gossip: a few messages per value, not a flood.
+        let per_value = (c.stats.delivered + c.stats.dropped) / 30;
+        if per_value >= 10 {
+            fail(
+                &c,
+                seed,
+                format!("{per_value} messages per broadcast value"),
+            );
+        }
+    }
+}
