@@ -48,6 +48,10 @@ pub struct Node {
     counter: Counter,
     gossip: Periodic,
     broker: Broker,
+    /// Set by recovery: the next step raises `next_msg_id` past every id the node may
+    /// have used before it crashed (see [`Node::step`]).
+    #[serde(skip)]
+    restarted: bool,
 }
 
 /// The reply a request gets: an `*_ok` payload or an error.
@@ -59,6 +63,7 @@ impl Node {
     pub fn recover(config: Config, records: impl IntoIterator<Item = Record>) -> Node {
         let mut node = Node::new(config);
         node.replay(records);
+        node.restarted = true;
         node
     }
 
@@ -79,6 +84,7 @@ impl Node {
             serde_json::from_slice(snapshot).map_err(|e| format!("unreadable snapshot: {e}"))?;
         node.config = config;
         node.replay(records);
+        node.restarted = true;
         Ok(node)
     }
 
@@ -115,6 +121,7 @@ impl Node {
             counter: Counter::default(),
             gossip: Periodic::new(config.gossip_interval_ms),
             broker: Broker::new(&config),
+            restarted: false,
             config,
         }
     }
@@ -138,6 +145,14 @@ impl Node {
     /// seen), appending effects to `out`. Due timers run first.
     pub fn step(&mut self, now: Time, event: Event, out: &mut Effects) {
         self.now = self.now.max(now);
+        if std::mem::take(&mut self.restarted) {
+            // Messages sent after the last record (gossip, replies) are not replayed,
+            // so the counter is behind ids already used, and a late reply to one of
+            // them would match a new request. Ids jump to the clock in µs instead:
+            // past every id used so far unless the node averaged over one message
+            // per µs since its start.
+            self.next_msg_id = self.next_msg_id.max(self.now.as_micros().saturating_add(1));
+        }
         let first_effect = out.len();
         let timers_due = self.broker.next_deadline().is_some_and(|t| t <= self.now);
         let durable = match &event {

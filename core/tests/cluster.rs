@@ -55,7 +55,10 @@ fn line(count: usize) -> BTreeMap<String, Vec<String>> {
 
 #[test]
 fn broadcast_converges_after_partitions_crashes_and_a_lossy_network() {
-    for seed in seeds(40) {
+    // 17845: found by a 20,000-seed sweep. After a restart the node reused msg_ids
+    // of requests sent before its crash, so a late reply to an old gossip marked a
+    // new batch as delivered and a value never reached n0.
+    for seed in seeds(40).into_iter().chain([17845]) {
         let net = NetConfig::swarm(seed);
         let mut c = Cluster::new(5, net, |i| Config {
             seed: seed * 100 + i as u64,
