@@ -320,69 +320,27 @@ fn a_queue_keeps_its_promises_through_crashes() {
         }
         c.restart_all();
         // Healed: wait out every visibility timeout, then drain both queues.
-        let mut dead: BTreeMap<String, u32> = BTreeMap::new();
         for _ in 0..(MAX_DELIVERIES + 2) {
             c.run_for_ms(300);
-            loop {
-                let d = Dequeue {
-                    queue: "q".into(),
-                    max: Some(50),
-                    visibility_ms: None,
-                    wait_ms: None,
-                };
-                let Payload::DequeueOk(ok) = c.request(0, Payload::Dequeue(d)) else {
-                    unreachable!()
-                };
-                if ok.msgs.is_empty() {
-                    break;
-                }
-                for d in ok.msgs {
-                    check_delivery(&c, &d, &acked);
-                    let ack = Receipt {
-                        queue: "q".into(),
-                        receipt: d.receipt.clone(),
-                        delay_ms: None,
-                        visibility_ms: None,
-                    };
-                    assert_eq!(c.request(0, Payload::Ack(ack)), Payload::AckOk);
-                    acked.insert(d.id);
-                }
+            for d in drain(&mut c, "q") {
+                check_delivery(&c, &d, &acked);
+                acked.insert(d.id);
             }
         }
-        loop {
-            let d = Dequeue {
-                queue: "dlq".into(),
-                max: Some(50),
-                visibility_ms: None,
-                wait_ms: None,
-            };
-            let Payload::DequeueOk(ok) = c.request(0, Payload::Dequeue(d)) else {
-                unreachable!()
-            };
-            if ok.msgs.is_empty() {
-                break;
+        let mut dead: BTreeMap<String, u32> = BTreeMap::new();
+        for d in drain(&mut c, "dlq") {
+            let letter = d.dead_letter.clone().expect("dead-letter details");
+            if letter.deliveries != MAX_DELIVERIES {
+                fail(
+                    &c,
+                    seed,
+                    format!(
+                        "{} dead-lettered after {} deliveries",
+                        d.id, letter.deliveries
+                    ),
+                );
             }
-            for d in ok.msgs {
-                let letter = d.dead_letter.clone().expect("dead-letter details");
-                if letter.deliveries != MAX_DELIVERIES {
-                    fail(
-                        &c,
-                        seed,
-                        format!(
-                            "{} dead-lettered after {} deliveries",
-                            d.id, letter.deliveries
-                        ),
-                    );
-                }
-                let ack = Receipt {
-                    queue: "dlq".into(),
-                    receipt: d.receipt,
-                    delay_ms: None,
-                    visibility_ms: None,
-                };
-                assert_eq!(c.request(0, Payload::Ack(ack)), Payload::AckOk);
-                dead.insert(d.id, letter.deliveries);
-            }
+            dead.insert(d.id, letter.deliveries);
         }
         for id in &enqueued {
             if !acked.contains(id) && !dead.contains_key(id) && !maybe_acked.contains(id) {
@@ -441,6 +399,35 @@ fn broadcast_gossip_does_not_flood() {
                 seed,
                 format!("{per_value} messages per broadcast value"),
             );
+        }
+    }
+}
+
+/// Dequeues and acks every visible message of `queue`; returns the deliveries.
+fn drain(c: &mut Cluster, queue: &str) -> Vec<Delivery> {
+    let mut all = Vec::new();
+    loop {
+        let d = Dequeue {
+            queue: queue.into(),
+            max: Some(50),
+            visibility_ms: None,
+            wait_ms: None,
+        };
+        let Payload::DequeueOk(ok) = c.request(0, Payload::Dequeue(d)) else {
+            unreachable!()
+        };
+        if ok.msgs.is_empty() {
+            return all;
+        }
+        for d in ok.msgs {
+            let ack = Receipt {
+                queue: queue.into(),
+                receipt: d.receipt.clone(),
+                delay_ms: None,
+                visibility_ms: None,
+            };
+            assert_eq!(c.request(0, Payload::Ack(ack)), Payload::AckOk);
+            all.push(d);
         }
     }
 }
