@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use crate::dedup::DedupCache;
 use crate::group::Topics;
-use crate::log::{KeyedLogs, LogError};
+use crate::log::{KeyedLogs, OffsetPastEnd};
 use crate::msg::*;
 use crate::queue::{Queue, QueueConfig, QueueError};
 use crate::timer::{TimerId, Timers};
@@ -168,15 +168,14 @@ impl Broker {
             }
             Payload::CommitOffsets(commit) => {
                 let group = commit.group.as_deref().unwrap_or("");
-                self.logs
-                    .commit(group, &commit.offsets)
-                    .map_err(|e| match e {
-                        LogError::OffsetPastEnd { key, offset } => err(
+                self.logs.commit(group, &commit.offsets).map_err(
+                    |OffsetPastEnd { key, offset }| {
+                        err(
                             ErrorCode::PreconditionFailed,
                             format!("offset {offset} of key {key:?} was never sent"),
-                        ),
-                        LogError::TooManyKeys => unreachable!("commits create no keys"),
-                    })?;
+                        )
+                    },
+                )?;
                 Payload::CommitOffsetsOk
             }
             Payload::ListCommittedOffsets(list) => {

@@ -55,28 +55,27 @@ pub struct KeyedLogs {
     committed: BTreeMap<(String, String), u64>,
 }
 
-/// Why a keyed-log request was refused.
+/// A `send` to a new key was refused: there are `Config::max_log_keys` keys already.
 #[derive(Debug, PartialEq, Eq)]
-pub enum LogError {
-    /// Too many keys (`Config::max_log_keys`).
-    TooManyKeys,
-    /// A committed offset past the end of the key's log.
-    OffsetPastEnd {
-        /// The key.
-        key: String,
-        /// The offset asked for.
-        offset: u64,
-    },
+pub struct TooManyKeys;
+
+/// A commit named an offset past the end of a key's log (nothing was committed).
+#[derive(Debug, PartialEq, Eq)]
+pub struct OffsetPastEnd {
+    /// The key.
+    pub key: String,
+    /// The offset asked for.
+    pub offset: u64,
 }
 
 impl KeyedLogs {
     /// Appends `msg` to `key`'s log (creating it, up to `max_keys` logs).
-    pub fn send(&mut self, key: &str, msg: Value, max_keys: usize) -> Result<u64, LogError> {
+    pub fn send(&mut self, key: &str, msg: Value, max_keys: usize) -> Result<u64, TooManyKeys> {
         if let Some(log) = self.logs.get_mut(key) {
             return Ok(log.append(None, msg));
         }
         if self.logs.len() >= max_keys {
-            return Err(LogError::TooManyKeys);
+            return Err(TooManyKeys);
         }
         Ok(self
             .logs
@@ -114,11 +113,15 @@ impl KeyedLogs {
     /// Records that `group` processed each key up to and including its offset; an
     /// offset never goes backwards. All-or-nothing: an offset past a key's end (or on a
     /// key with no log) refuses the whole commit.
-    pub fn commit(&mut self, group: &str, offsets: &BTreeMap<String, u64>) -> Result<(), LogError> {
+    pub fn commit(
+        &mut self,
+        group: &str,
+        offsets: &BTreeMap<String, u64>,
+    ) -> Result<(), OffsetPastEnd> {
         for (key, &offset) in offsets {
             let end = self.logs.get(key).map_or(0, PartitionLog::end_offset);
             if offset >= end {
-                return Err(LogError::OffsetPastEnd {
+                return Err(OffsetPastEnd {
                     key: key.clone(),
                     offset,
                 });
@@ -156,7 +159,7 @@ mod tests {
             assert_eq!(logs.send("a", i.into(), 10), Ok(i));
         }
         assert_eq!(logs.send("b", "x".into(), 10), Ok(0));
-        assert_eq!(logs.send("c", 1.into(), 2), Err(LogError::TooManyKeys));
+        assert_eq!(logs.send("c", 1.into(), 2), Err(TooManyKeys));
         let ask = BTreeMap::from([
             ("a".to_owned(), 2),
             ("b".to_owned(), 5),
@@ -247,7 +250,7 @@ mod tests {
         assert_eq!(logs.committed("other", &["k".into()]), BTreeMap::new());
         assert!(matches!(
             logs.commit("", &one(3)),
-            Err(LogError::OffsetPastEnd { .. })
+            Err(OffsetPastEnd { .. })
         ));
     }
 }

@@ -255,19 +255,20 @@ impl Queue {
     }
 
     /// Finds the in-flight message a receipt names, if it is the latest delivery.
-    fn in_flight_entry(&self, receipt: &str) -> Result<(u64, Time), QueueError> {
+    /// The (seq, visible-again time, nonce) of the delivery a receipt names.
+    fn in_flight_entry(&self, receipt: &str) -> Result<(u64, Time, u64), QueueError> {
         let (seq, nonce) = receipt.split_once('.').ok_or(QueueError::InvalidReceipt)?;
         let seq: u64 = seq.parse().map_err(|_| QueueError::InvalidReceipt)?;
         let nonce: u64 = nonce.parse().map_err(|_| QueueError::InvalidReceipt)?;
         match self.entries.get(&seq).map(|e| e.state) {
-            Some(State::InFlight { until, nonce: n }) if n == nonce => Ok((seq, until)),
+            Some(State::InFlight { until, nonce: n }) if n == nonce => Ok((seq, until, nonce)),
             _ => Err(QueueError::InvalidReceipt),
         }
     }
 
     /// The delivery is done: the message is removed for good.
     pub fn ack(&mut self, receipt: &str) -> Result<(), QueueError> {
-        let (seq, until) = self.in_flight_entry(receipt)?;
+        let (seq, until, _) = self.in_flight_entry(receipt)?;
         self.wakeups.remove(&(until, seq));
         self.in_flight -= 1;
         self.remove(seq);
@@ -278,7 +279,7 @@ impl Queue {
     /// The delivery failed: visible again after `delay_ms` (it keeps its count, so it
     /// may be dead-lettered when it becomes visible).
     pub fn nack(&mut self, now: Time, receipt: &str, delay_ms: u64) -> Result<(), QueueError> {
-        let (seq, until) = self.in_flight_entry(receipt)?;
+        let (seq, until, _) = self.in_flight_entry(receipt)?;
         self.wakeups.remove(&(until, seq));
         self.in_flight -= 1;
         let until = now.plus_millis(delay_ms);
@@ -295,11 +296,8 @@ impl Queue {
         receipt: &str,
         visibility_ms: u64,
     ) -> Result<(), QueueError> {
-        let (seq, until) = self.in_flight_entry(receipt)?;
+        let (seq, until, nonce) = self.in_flight_entry(receipt)?;
         let entry = self.entries.get_mut(&seq).expect("in flight");
-        let State::InFlight { nonce, .. } = entry.state else {
-            unreachable!("checked in flight")
-        };
         let new_until = now.plus_millis(visibility_ms);
         entry.state = State::InFlight {
             until: new_until,
