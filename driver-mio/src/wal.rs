@@ -131,6 +131,16 @@ fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     numbered(dir, "wal-", ".log")
 }
 
+/// Reads a frame header: `(payload length, crc)`, if `bytes` holds a whole header.
+fn read_header(bytes: &[u8]) -> Option<(usize, u32)> {
+    let header: &[u8; HEADER_BYTES] = bytes.get(..HEADER_BYTES)?.try_into().ok()?;
+    let [l0, l1, l2, l3, c0, c1, c2, c3] = *header;
+    Some((
+        u32::from_le_bytes([l0, l1, l2, l3]) as usize,
+        u32::from_le_bytes([c0, c1, c2, c3]),
+    ))
+}
+
 /// Frames `payload` as `[len][crc][payload]`.
 fn frame(payload: &[u8], out: &mut Vec<u8>) {
     let len = u32::try_from(payload.len()).expect("frames are far below 4 GiB");
@@ -205,11 +215,8 @@ impl Wal {
                         reason: reason.into(),
                     })
                 };
-                let (header, payload) = bytes
-                    .split_at_checked(HEADER_BYTES)
-                    .ok_or_else(|| corrupt("too short"))?;
-                let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
-                let crc = u32::from_le_bytes(header[4..8].try_into().expect("4 bytes"));
+                let (len, crc) = read_header(&bytes).ok_or_else(|| corrupt("too short"))?;
+                let payload = &bytes[HEADER_BYTES..];
                 if payload.len() != len || crc32fast::hash(payload) != crc {
                     return Err(corrupt("snapshot checksum or length mismatch"));
                 }
@@ -402,11 +409,9 @@ fn read_frames(
                 Err(corrupt(at, reason))
             }
         };
-        if rest.len() < HEADER_BYTES {
+        let Some((len, crc)) = read_header(rest) else {
             return torn(format!("{} bytes of a frame header", rest.len()));
-        }
-        let len = u32::from_le_bytes(rest[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(rest[4..8].try_into().expect("4 bytes"));
+        };
         if len > MAX_FRAME_BYTES {
             return Err(corrupt(at, format!("frame length {len} is impossible")));
         }
