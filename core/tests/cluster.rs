@@ -9,25 +9,8 @@ use herald_core::msg::*;
 use herald_core::sim::{Cluster, NetConfig};
 use herald_core::{Config, Rng};
 
-/// The seeds to run: `SIM_SEED`, else `0..SIM_SEEDS`, else `0..default`.
-fn seeds(default: u64) -> Vec<u64> {
-    let var = |name| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    match (var("SIM_SEED"), var("SIM_SEEDS")) {
-        (Some(seed), _) => vec![seed],
-        (None, Some(count)) => (0..count).collect(),
-        (None, None) => (0..default).collect(),
-    }
-}
-
-/// Panics with the seed, how to replay it, and the trace tail.
-fn fail(cluster: &Cluster, seed: u64, what: String) -> ! {
-    let tail = cluster.trace_tail();
-    let tail = &tail[tail.len().saturating_sub(40)..];
-    panic!(
-        "seed {seed}: {what}\nreproduce: SIM_SEED={seed} cargo test\nlast events:\n{}",
-        tail.join("\n")
-    );
-}
+mod common;
+use common::{fail, seeds};
 
 fn read(cluster: &mut Cluster, node: usize) -> ReadOk {
     match cluster.request(node, Payload::Read) {
