@@ -129,7 +129,8 @@ impl Topics {
         Ok((partition, offset))
     }
 
-    /// Adds (or re-adds) `consumer` to `group` on `topic`; rebalances if it is new.
+    /// Adds `consumer` to `group` on `topic` and rebalances; a member that joins again
+    /// keeps its partitions and resumes them from the committed offsets.
     pub fn join(
         &mut self,
         now: Time,
@@ -164,7 +165,12 @@ impl Topics {
         }
         let deadline = now.plus_millis(config.group_session_timeout_ms);
         if let Some(member) = g.members.get_mut(consumer) {
+            // A rejoin means the consumer restarted or lost a fetch reply: it resumes
+            // from the committed offsets, so nothing fetched but unprocessed is skipped.
             renew_session(&mut self.sessions, member, deadline, group, consumer);
+            for p in &member.partitions {
+                g.positions.remove(p);
+            }
         } else {
             if g.members.len() >= config.max_group_members {
                 let max = config.max_group_members;
@@ -496,6 +502,10 @@ mod tests {
                         let got = topics.join(now, &config, "t", "g", &name(c)).unwrap();
                         if model.members.insert(name(c), now).is_none() {
                             model.rebalance();
+                        } else {
+                            for p in model.owned(&name(c)) {
+                                model.positions.remove(&p);
+                            }
                         }
                         assert_eq!(
                             (got.generation, got.partitions),

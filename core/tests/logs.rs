@@ -349,3 +349,324 @@ fn kafka_workload_through_crashes() {
         }
     }
 }
+
+/// What the group's consumers learned, and the checks applied as they learn it.
+#[derive(Default)]
+struct GroupHistory {
+    /// (partition, offset) → value, from acknowledged publishes and fetches.
+    value_at: BTreeMap<(u32, u64), i64>,
+    /// Publishes acknowledged, with where they landed.
+    acked: BTreeMap<i64, (u32, u64)>,
+    /// Publishes without an answer.
+    unsure: BTreeSet<i64>,
+    /// Every (partition, offset) some consumer fetched.
+    fetched: BTreeSet<(u32, u64)>,
+    /// Partition → one past the highest offset fetched.
+    fetched_end: BTreeMap<u32, u64>,
+    /// Partition → highest next-offset an acknowledged commit committed.
+    committed: BTreeMap<u32, u64>,
+    /// (generation, partition) → the consumer an assignment gave it to.
+    owner: BTreeMap<(u64, u32), String>,
+    /// The highest generation any reply carried.
+    generation: u64,
+}
+
+impl GroupHistory {
+    /// Records an assignment reply: generations never go back, and no partition has two
+    /// owners in one generation.
+    fn assigned(&mut self, consumer: &str, a: &Assignment) -> Result<(), String> {
+        if a.generation < self.generation {
+            return Err(format!(
+                "{consumer} was given generation {} after {}",
+                a.generation, self.generation
+            ));
+        }
+        self.generation = a.generation;
+        for &p in &a.partitions {
+            let owner = self
+                .owner
+                .entry((a.generation, p))
+                .or_insert_with(|| consumer.to_owned());
+            if owner != consumer {
+                return Err(format!(
+                    "partition {p} owned by {owner} and {consumer} in generation {}",
+                    a.generation
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a fetch by `consumer` in `generation`: only owned partitions, each
+    /// contiguous, starting no later than anything unfetched (no skip) and no earlier
+    /// than the acknowledged commit (no rewind), at offsets that hold what was
+    /// published there.
+    fn fetched(&mut self, consumer: &str, generation: u64, msgs: &[Fetched]) -> Result<(), String> {
+        let mut next: BTreeMap<u32, u64> = BTreeMap::new();
+        for m in msgs {
+            let p = m.partition;
+            if self.owner.get(&(generation, p)).map(String::as_str) != Some(consumer) {
+                return Err(format!("{consumer} fetched partition {p}, which it does not own in generation {generation}"));
+            }
+            match next.get(&p) {
+                Some(&want) if m.offset != want => {
+                    return Err(format!(
+                        "fetch of partition {p} jumped to {} from {want}",
+                        m.offset
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    let end = self.fetched_end.get(&p).copied().unwrap_or(0);
+                    let floor = self.committed.get(&p).copied().unwrap_or(0);
+                    if m.offset > end || m.offset < floor {
+                        return Err(format!("fetch of partition {p} started at {} (fetched up to {end}, committed {floor})", m.offset));
+                    }
+                }
+            }
+            next.insert(p, m.offset + 1);
+            let value = m.msg.as_i64().ok_or_else(|| {
+                format!("{p}@{} holds {}, which nobody published", m.offset, m.msg)
+            })?;
+            if !self.acked.contains_key(&value) && !self.unsure.contains(&value) {
+                return Err(format!(
+                    "{p}@{} holds {value}, which was never published",
+                    m.offset
+                ));
+            }
+            let held = *self.value_at.entry((p, m.offset)).or_insert(value);
+            if held != value {
+                return Err(format!(
+                    "inconsistent offsets: {p}@{} holds {held} and {value}",
+                    m.offset
+                ));
+            }
+            self.fetched.insert((p, m.offset));
+        }
+        for (p, end) in next {
+            let slot = self.fetched_end.entry(p).or_insert(end);
+            *slot = (*slot).max(end);
+        }
+        Ok(())
+    }
+}
+
+/// A group member as its client sees itself.
+#[derive(Default)]
+struct Member {
+    /// The generation it joined in, if it is a member.
+    generation: Option<u64>,
+    /// Partition → one past what it fetched in this generation.
+    fetched: BTreeMap<u32, u64>,
+}
+
+/// Consumer groups on a partitioned topic through node crashes, session expiries and
+/// rebalances: at-least-once (every acknowledged publish is fetched; a rebalance
+/// never skips past unfetched messages nor rewinds past a commit), one owner per
+/// partition per generation, generations never go back.
+#[test]
+fn consumer_groups_through_crashes_and_rebalances() {
+    const PARTITIONS: u32 = 4;
+    let consumers = ["a", "b", "c"];
+    // 19: a fetch whose reply was lost moved the server's cursor past messages nobody
+    // received; the consumer then committed past them. A rejoin now rewinds to the
+    // committed offsets (and the client rejoins after a lost fetch).
+    for seed in seeds(60).into_iter().chain([19]) {
+        let config = Config {
+            seed,
+            group_session_timeout_ms: 1_000,
+            ..Config::default()
+        };
+        let session_ms = config.group_session_timeout_ms;
+        let mut c = Cluster::new(
+            1,
+            NetConfig {
+                seed,
+                ..NetConfig::default()
+            },
+            |_| config.clone(),
+        );
+        let mut rng = Rng::new(seed);
+        let create = CreateTopic {
+            topic: "t".into(),
+            partitions: PARTITIONS,
+        };
+        c.request(0, Payload::CreateTopic(create));
+        let mut h = GroupHistory::default();
+        let mut members: Vec<Member> = consumers.iter().map(|_| Member::default()).collect();
+        let membership = |i: usize| Membership {
+            topic: Some("t".into()),
+            group: "g".into(),
+            consumer: consumers[i].into(),
+        };
+        for value in 0..250i64 {
+            if !c.is_alive(0) && rng.chance(1, 3) {
+                c.restart(0);
+            }
+            let i = rng.below(consumers.len() as u64) as usize;
+            match rng.below(40) {
+                0 => c.crash(0),
+                1 => c.crash_during_next_step(0),
+                2..=13 => {
+                    let key = rng.chance(1, 2).then(|| format!("k{}", rng.below(8)));
+                    let publish = Publish {
+                        topic: "t".into(),
+                        key,
+                        msg: value.into(),
+                    };
+                    match c.try_request(0, Payload::Publish(publish), 500) {
+                        Some(Payload::PublishOk(ok)) => {
+                            h.acked.insert(value, (ok.partition, ok.offset));
+                            let held =
+                                *h.value_at.entry((ok.partition, ok.offset)).or_insert(value);
+                            if held != value {
+                                fail(
+                                    &c,
+                                    seed,
+                                    format!(
+                                        "inconsistent offsets: {}@{} holds {held} and {value}",
+                                        ok.partition, ok.offset
+                                    ),
+                                );
+                            }
+                        }
+                        Some(other) => fail(&c, seed, format!("publish answered {other:?}")),
+                        None => {
+                            h.unsure.insert(value);
+                        }
+                    }
+                }
+                14..=17 => {
+                    let request = if members[i].generation.is_some() && rng.chance(3, 4) {
+                        Payload::Heartbeat(membership(i))
+                    } else {
+                        Payload::Join(membership(i))
+                    };
+                    match c.try_request(0, request, 500) {
+                        Some(Payload::JoinOk(a) | Payload::HeartbeatOk(a)) => {
+                            h.assigned(consumers[i], &a)
+                                .unwrap_or_else(|e| fail(&c, seed, e));
+                            if members[i].generation != Some(a.generation) {
+                                members[i] = Member {
+                                    generation: Some(a.generation),
+                                    ..Member::default()
+                                };
+                            }
+                        }
+                        Some(Payload::Error(_)) | None => members[i] = Member::default(),
+                        Some(other) => fail(&c, seed, format!("join answered {other:?}")),
+                    }
+                }
+                18 => {
+                    c.try_request(0, Payload::Leave(membership(i)), 500);
+                    members[i] = Member::default();
+                }
+                19..=31 => {
+                    let Some(generation) = members[i].generation else {
+                        continue;
+                    };
+                    let fetch = Fetch {
+                        group: "g".into(),
+                        consumer: consumers[i].into(),
+                        generation,
+                        max: Some(rng.between(1, 6) as usize),
+                    };
+                    match c.try_request(0, Payload::Fetch(fetch), 500) {
+                        Some(Payload::FetchOk(ok)) => {
+                            h.fetched(consumers[i], generation, &ok.msgs)
+                                .unwrap_or_else(|e| fail(&c, seed, e));
+                            for m in ok.msgs {
+                                members[i].fetched.insert(m.partition, m.offset + 1);
+                            }
+                        }
+                        Some(Payload::Error(_)) => members[i] = Member::default(),
+                        Some(other) => fail(&c, seed, format!("fetch answered {other:?}")),
+                        // A lost reply: join again, which resumes from the committed
+                        // offsets rather than past what the lost reply carried.
+                        None => members[i] = Member::default(),
+                    }
+                }
+                _ => {
+                    let Some(generation) = members[i].generation else {
+                        continue;
+                    };
+                    if members[i].fetched.is_empty() {
+                        continue;
+                    }
+                    let offsets: BTreeMap<String, u64> = members[i]
+                        .fetched
+                        .iter()
+                        .map(|(p, &o)| (p.to_string(), o))
+                        .collect();
+                    let commit = Commit {
+                        group: "g".into(),
+                        consumer: consumers[i].into(),
+                        generation,
+                        offsets,
+                    };
+                    match c.try_request(0, Payload::Commit(commit), 500) {
+                        Some(Payload::CommitOk) => {
+                            for (&p, &o) in &members[i].fetched {
+                                let slot = h.committed.entry(p).or_insert(o);
+                                *slot = (*slot).max(o);
+                            }
+                        }
+                        Some(Payload::Error(_)) => members[i] = Member::default(),
+                        Some(other) => fail(&c, seed, format!("commit answered {other:?}")),
+                        None => {}
+                    }
+                }
+            }
+            c.run_for_ms(rng.between(0, 60));
+        }
+
+        // Healed: every session runs out, then one fresh consumer owns every partition
+        // and reads to the end; every acknowledged publish must have been fetched.
+        c.restart_all();
+        c.run_for_ms(2 * session_ms);
+        let z = Membership {
+            topic: Some("t".into()),
+            group: "g".into(),
+            consumer: "z".into(),
+        };
+        let Payload::JoinOk(a) = c.request(0, Payload::Join(z)) else {
+            fail(&c, seed, "the final join was refused".into());
+        };
+        h.assigned("z", &a).unwrap_or_else(|e| fail(&c, seed, e));
+        if a.partitions.len() != PARTITIONS as usize {
+            fail(
+                &c,
+                seed,
+                format!("the only consumer left owns {:?}", a.partitions),
+            );
+        }
+        loop {
+            let fetch = Fetch {
+                group: "g".into(),
+                consumer: "z".into(),
+                generation: a.generation,
+                max: Some(100),
+            };
+            let Payload::FetchOk(ok) = c.request(0, Payload::Fetch(fetch)) else {
+                fail(&c, seed, "the final fetch was refused".into());
+            };
+            if ok.msgs.is_empty() {
+                break;
+            }
+            h.fetched("z", a.generation, &ok.msgs)
+                .unwrap_or_else(|e| fail(&c, seed, e));
+        }
+        for (value, at) in &h.acked {
+            if !h.fetched.contains(at) {
+                fail(
+                    &c,
+                    seed,
+                    format!(
+                        "acknowledged publish {value} at {}@{} was never fetched",
+                        at.0, at.1
+                    ),
+                );
+            }
+        }
+    }
+}
