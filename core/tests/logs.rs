@@ -128,7 +128,7 @@ fn key(i: u64) -> String {
 
 #[test]
 fn kafka_workload_through_crashes() {
-    for seed in seeds(60) {
+    for seed in seeds(500) {
         let mut c = Cluster::new(
             1,
             NetConfig {
@@ -471,7 +471,7 @@ fn consumer_groups_through_crashes_and_rebalances() {
     // 19: a fetch whose reply was lost moved the server's cursor past messages nobody
     // received; the consumer then committed past them. A rejoin now rewinds to the
     // committed offsets (and the client rejoins after a lost fetch).
-    for seed in seeds(60).into_iter().chain([19]) {
+    for seed in seeds(500).into_iter().chain([19]) {
         let config = Config {
             seed,
             group_session_timeout_ms: 1_000,
@@ -542,19 +542,24 @@ fn consumer_groups_through_crashes_and_rebalances() {
                     } else {
                         Payload::Join(membership(i))
                     };
-                    match c.try_request(0, request, 500) {
-                        Some(Payload::JoinOk(a) | Payload::HeartbeatOk(a)) => {
-                            h.assigned(consumers[i], &a)
-                                .unwrap_or_else(|e| fail(&c, seed, e));
-                            if members[i].generation != Some(a.generation) {
-                                members[i] = Member {
-                                    generation: Some(a.generation),
-                                    ..Member::default()
-                                };
-                            }
+                    let (assignment, rejoined) = match c.try_request(0, request, 500) {
+                        Some(Payload::JoinOk(a)) => (a, true),
+                        Some(Payload::HeartbeatOk(a)) => (a, false),
+                        Some(Payload::Error(_)) | None => {
+                            members[i] = Member::default();
+                            continue;
                         }
-                        Some(Payload::Error(_)) | None => members[i] = Member::default(),
                         Some(other) => fail(&c, seed, format!("join answered {other:?}")),
+                    };
+                    h.assigned(consumers[i], &assignment)
+                        .unwrap_or_else(|e| fail(&c, seed, e));
+                    // A join (or a new generation) resumes from the committed offsets:
+                    // forget what was fetched before.
+                    if rejoined || members[i].generation != Some(assignment.generation) {
+                        members[i] = Member {
+                            generation: Some(assignment.generation),
+                            ..Member::default()
+                        };
                     }
                 }
                 18 => {
