@@ -3,12 +3,15 @@
 //! Inputs for fuzzing the core: [`Op`] is a structured action on a node (a request, a
 //! peer's message, a reply, garbage, time passing) that bolero generates; [`run_ops`]
 //! plays a sequence of them into a [`Node`] and checks its invariants after every step.
-//! The targets live in `tests/` and run under `cargo test` (random inputs) or under
-//! `cargo bolero test` with a coverage-guided engine.
+//! [`check_codec`] and [`check_framer`] are the codec targets. They run under
+//! `cargo test` (`tests/targets.rs`, random inputs from bolero) and coverage-guided
+//! under libFuzzer (`fuzz_targets/`, built by `cargo fuzz` with the `libfuzzer`
+//! feature).
 
-use bolero::TypeGenerator;
+use bolero_generator::driver::{ByteSliceDriver, Options};
+use bolero_generator::TypeGenerator;
 use herald_core::msg::*;
-use herald_core::wire::{self, Body, DecodeError};
+use herald_core::wire::{self, Body, DecodeError, Frame, LineFramer};
 use herald_core::{Config, Effects, Event, Message, Node, Time};
 
 /// One thing that can happen to a node.
@@ -156,6 +159,38 @@ pub enum Request {
         /// Commit this partition instead of fetching.
         commit: Option<(u8, u8)>,
     },
+}
+
+/// Any bytes: decoding never panics, and whatever decodes re-encodes to a line that
+/// decodes to the same message.
+pub fn check_codec(bytes: &[u8]) {
+    if let Ok(msg) = wire::decode(bytes) {
+        let mut line = Vec::new();
+        wire::encode(&msg, &mut line);
+        assert_eq!(wire::decode(&line[..line.len() - 1]), Ok(msg));
+    }
+}
+
+/// Any bytes fed in chunks of `chunk` bytes: the framer never holds more than its
+/// limit and never yields an empty line or one over the limit.
+pub fn check_framer(bytes: &[u8], chunk: u8) {
+    let max = 32;
+    let mut framer = LineFramer::new(max);
+    for piece in bytes.chunks(usize::from(chunk).max(1)) {
+        framer.feed(piece, |frame| {
+            if let Frame::Line(line) = frame {
+                assert!(!line.is_empty() && line.len() <= max && !line.contains(&b'\n'));
+            }
+        });
+        assert!(framer.buffered() <= max);
+    }
+}
+
+/// Builds a typed input from a fuzzer's raw bytes (for the libFuzzer targets), the way
+/// bolero does; `None` if the bytes run out.
+pub fn from_fuzz_bytes<T: TypeGenerator>(bytes: &[u8]) -> Option<T> {
+    let mut driver = ByteSliceDriver::new(bytes, &Options::default());
+    T::generate(&mut driver)
 }
 
 /// How long each target runs under `cargo test`: `HERALD_FUZZ_SECS` (default 1 s).

@@ -1,9 +1,9 @@
 //! Fuzz targets. Under `cargo test` each runs random inputs for `HERALD_FUZZ_SECS`
-//! (default 1 s; e.g. `HERALD_FUZZ_SECS=600 cargo test -p herald-fuzz --release`); under
-//! `cargo bolero test -p herald-fuzz <name>` a coverage-guided engine drives it.
+//! (default 1 s; e.g. `HERALD_FUZZ_SECS=600 cargo test -p herald-fuzz --release`). The
+//! same checks run coverage-guided under libFuzzer as the cargo-fuzz targets in
+//! `fuzz_targets/` (see the README).
 
-use herald_core::wire::{self, Frame, LineFramer};
-use herald_fuzz::{run_ops, test_time, Op};
+use herald_fuzz::{check_codec, check_framer, run_ops, test_time, Op};
 
 /// Any bytes: decoding never panics, and whatever decodes re-encodes to a line that
 /// decodes to the same message.
@@ -11,13 +11,7 @@ use herald_fuzz::{run_ops, test_time, Op};
 fn codec_decode_any_bytes() {
     bolero::check!()
         .with_test_time(test_time())
-        .for_each(|bytes: &[u8]| {
-            if let Ok(msg) = wire::decode(bytes) {
-                let mut line = Vec::new();
-                wire::encode(&msg, &mut line);
-                assert_eq!(wire::decode(&line[..line.len() - 1]), Ok(msg));
-            }
-        });
+        .for_each(check_codec);
 }
 
 /// Any bytes in any chunking: the framer never holds more than its limit and never
@@ -27,18 +21,7 @@ fn framer_any_bytes() {
     bolero::check!()
         .with_test_time(test_time())
         .with_type::<(Vec<u8>, u8)>()
-        .for_each(|(bytes, chunk)| {
-            let max = 32;
-            let mut framer = LineFramer::new(max);
-            for piece in bytes.chunks(usize::from(*chunk).max(1)) {
-                framer.feed(piece, |frame| {
-                    if let Frame::Line(line) = frame {
-                        assert!(!line.is_empty() && line.len() <= max && !line.contains(&b'\n'));
-                    }
-                });
-                assert!(framer.buffered() <= max);
-            }
-        });
+        .for_each(|(bytes, chunk)| check_framer(bytes, *chunk));
 }
 
 /// Any sequence of events into a node: no panic, invariants hold after every step,
