@@ -9,6 +9,7 @@ use crate::dedup::DedupCache;
 use crate::group::Topics;
 use crate::log::{KeyedLogs, OffsetPastEnd};
 use crate::msg::*;
+use crate::producer::{Admit, Idempotence, Producers};
 use crate::queue::{Queue, QueueConfig, QueueError};
 use crate::timer::{TimerId, Timers};
 use crate::{Config, Time};
@@ -50,6 +51,7 @@ pub struct Broker {
     waiter_deadlines: Timers<(String, u64)>,
     next_waiter_id: u64,
     processed: DedupCache<(String, String), ()>,
+    producers: Producers,
     /// Replies due; always empty between steps, so not part of a snapshot.
     #[serde(skip)]
     completions: Vec<Completion>,
@@ -98,6 +100,7 @@ impl Broker {
             waiter_deadlines: Timers::default(),
             next_waiter_id: 0,
             processed: DedupCache::new(config.max_processed_ids),
+            producers: Producers::default(),
             completions: Vec::new(),
         }
     }
@@ -128,6 +131,7 @@ impl Broker {
                 | Payload::Stats(_)
                 | Payload::ListQueues
                 | Payload::Processed(_)
+                | Payload::InitProducer(_)
         )
     }
 
@@ -143,18 +147,22 @@ impl Broker {
     ) -> Result<Option<Payload>, ErrorBody> {
         let reply = match payload {
             Payload::Send(send) => {
-                self.reserve_record(config)?;
-                let offset = self
-                    .logs
-                    .send(&send.key, send.msg, config.max_log_keys)
-                    .map_err(|_| {
-                        err(
-                            ErrorCode::TemporarilyUnavailable,
-                            format!("too many keys (max_log_keys={})", config.max_log_keys),
-                        )
-                    })?;
-                self.records += 1;
-                Payload::SendOk(SendOk { offset })
+                let idempotence = Idempotence::of(send.producer, send.epoch, send.seq)?;
+                let stream = format!("log/{}", send.key);
+                self.idempotent(now, config, idempotence, &stream, |b| {
+                    b.reserve_record(config)?;
+                    let offset = b
+                        .logs
+                        .send(&send.key, send.msg, config.max_log_keys)
+                        .map_err(|_| {
+                            err(
+                                ErrorCode::TemporarilyUnavailable,
+                                format!("too many keys (max_log_keys={})", config.max_log_keys),
+                            )
+                        })?;
+                    b.records += 1;
+                    Ok(Payload::SendOk(SendOk { offset }))
+                })?
             }
             Payload::Poll(poll) => {
                 let per_key = poll
@@ -190,16 +198,19 @@ impl Broker {
                 Payload::CreateTopicOk(create)
             }
             Payload::Publish(publish) => {
-                self.reserve_record(config)?;
-                let (partition, offset) =
-                    self.topics
-                        .publish(&publish.topic, publish.key, publish.msg)?;
-                self.records += 1;
-                Payload::PublishOk(PublishOk {
-                    partition,
-                    offset,
-                    duplicate: false,
-                })
+                let idempotence = Idempotence::of(publish.producer, publish.epoch, publish.seq)?;
+                let stream = format!("topic/{}", publish.topic);
+                self.idempotent(now, config, idempotence, &stream, |b| {
+                    b.reserve_record(config)?;
+                    let (partition, offset) =
+                        b.topics.publish(&publish.topic, publish.key, publish.msg)?;
+                    b.records += 1;
+                    Ok(Payload::PublishOk(PublishOk {
+                        partition,
+                        offset,
+                        duplicate: false,
+                    }))
+                })?
             }
             Payload::ListTopics => Payload::ListTopicsOk(crate::msg::Topics {
                 topics: self.topics.list(),
@@ -243,16 +254,20 @@ impl Broker {
                 Payload::CreateQueueOk(QueueName { queue: name })
             }
             Payload::Enqueue(e) => {
-                let q = self
-                    .queues
-                    .get_mut(&e.queue)
-                    .ok_or_else(|| no_queue(&e.queue))?;
-                let (id, duplicate) = q
-                    .enqueue(now, e.id, e.msg, e.delay_ms.unwrap_or(0), e.ttl_ms)
-                    .map_err(|x| queue_error(&e.queue, x, q.config()))?;
-                self.serve_waiters(now, &e.queue);
-                self.rewake(&e.queue);
-                Payload::EnqueueOk(EnqueueOk { id, duplicate })
+                let idempotence = Idempotence::of(e.producer, e.epoch, e.seq)?;
+                let stream = format!("queue/{}", e.queue);
+                self.idempotent(now, config, idempotence, &stream, |b| {
+                    let q = b
+                        .queues
+                        .get_mut(&e.queue)
+                        .ok_or_else(|| no_queue(&e.queue))?;
+                    let (id, duplicate) = q
+                        .enqueue(now, e.id, e.msg, e.delay_ms.unwrap_or(0), e.ttl_ms)
+                        .map_err(|x| queue_error(&e.queue, x, q.config()))?;
+                    b.serve_waiters(now, &e.queue);
+                    b.rewake(&e.queue);
+                    Ok(Payload::EnqueueOk(EnqueueOk { id, duplicate }))
+                })?
             }
             Payload::Dequeue(d) => return self.dequeue(now, config, client, msg_id, d),
             Payload::Ack(r) => {
@@ -308,12 +323,37 @@ impl Broker {
                 }
                 Payload::ProcessedOk(ProcessedOk { first_time })
             }
+            Payload::InitProducer(init) => {
+                let (producer, epoch) = self.producers.register(now, config, init.name)?;
+                Payload::InitProducerOk(ProducerId { producer, epoch })
+            }
             other => {
                 let text = format!("{:?} is not a broker request", other.kind());
                 return Err(err(ErrorCode::NotSupported, text));
             }
         };
         Ok(Some(reply))
+    }
+
+    /// Runs `write` unless it repeats an idempotent producer's earlier write to
+    /// `stream` (then answers the original reply); records what a new write answered.
+    fn idempotent(
+        &mut self,
+        now: Time,
+        config: &Config,
+        idempotence: Option<Idempotence>,
+        stream: &str,
+        write: impl FnOnce(&mut Broker) -> Result<Payload, ErrorBody>,
+    ) -> Result<Payload, ErrorBody> {
+        let Some(w) = idempotence else {
+            return write(self);
+        };
+        if let Admit::Duplicate(reply) = self.producers.admit(config, w, stream)? {
+            return Ok(reply);
+        }
+        let reply = write(self)?;
+        self.producers.record(now, config, w, stream, &reply);
+        Ok(reply)
     }
 
     fn reserve_record(&self, config: &Config) -> Result<(), ErrorBody> {
@@ -551,6 +591,7 @@ impl Broker {
                 reply,
             });
         }
+        self.producers.expire(now);
         self.topics.expire_sessions(now)
     }
 
@@ -565,6 +606,7 @@ impl Broker {
             self.queue_wake.first().map(|w| w.0),
             self.topics.next_deadline(),
             self.waiter_deadlines.next_deadline(),
+            self.producers.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -575,6 +617,7 @@ impl Broker {
     pub fn check_invariants(&self) {
         self.topics.check_invariants();
         self.processed.check_invariants();
+        self.producers.check_invariants();
         for (name, q) in &self.queues {
             q.check_invariants();
             assert_eq!(

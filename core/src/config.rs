@@ -65,6 +65,12 @@ pub struct Config {
     pub max_waiters: usize,
     /// (consumer, id) pairs remembered by `processed` (LRU).
     pub max_processed_ids: usize,
+    /// Most registered idempotent producers (then `init_producer` answers 11).
+    pub max_producers: usize,
+    /// Most (producer, stream) sequence windows, all producers together.
+    pub max_producer_streams: usize,
+    /// A producer that writes nothing for this long is forgotten.
+    pub producer_expiry_ms: u64,
 }
 
 impl Default for Config {
@@ -99,6 +105,9 @@ impl Default for Config {
             max_wait_ms: 20_000,
             max_waiters: 10_000,
             max_processed_ids: 100_000,
+            max_producers: 10_000,
+            max_producer_streams: 100_000,
+            producer_expiry_ms: 24 * 3_600_000,
         }
     }
 }

@@ -38,6 +38,7 @@ pub mod group;
 pub mod log;
 pub mod msg;
 mod node;
+pub mod producer;
 pub mod queue;
 mod rng;
 

@@ -44,6 +44,12 @@ pub enum ErrorCode {
     NotOwner = 1002,
     /// Herald: the receipt is unknown or stale (acked, expired, or redelivered since).
     InvalidReceipt = 1003,
+    /// Herald: the producer id is unknown (never registered, or expired): `init_producer`.
+    UnknownProducer = 1004,
+    /// Herald: a newer instance of this producer registered; this one is a zombie.
+    ProducerFenced = 1005,
+    /// Herald: a producer's `seq` skipped ahead of the next expected one.
+    OutOfOrderSequence = 1006,
 }
 
 impl ErrorCode {
@@ -150,12 +156,21 @@ impl ErrorBody {
 }
 
 /// `send` (Maelstrom kafka): append `msg` to the log named `key`.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Send {
     /// The log's name.
     pub key: String,
     /// The message.
     pub msg: Value,
+    /// Idempotent producer: the id from `init_producer` (with `epoch` and `seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<u64>,
+    /// Idempotent producer: the epoch from `init_producer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Idempotent producer: this write's number in its stream, 0, 1, 2, ….
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// `send_ok`: where the message landed.
@@ -219,7 +234,7 @@ pub struct CreateTopic {
 }
 
 /// `publish`: append to a topic; the key picks the partition by a stable hash.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Publish {
     /// The topic.
     pub topic: String,
@@ -228,6 +243,15 @@ pub struct Publish {
     pub key: Option<String>,
     /// The message.
     pub msg: Value,
+    /// Idempotent producer: the id from `init_producer` (with `epoch` and `seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<u64>,
+    /// Idempotent producer: the epoch from `init_producer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Idempotent producer: this write's number in its stream, 0, 1, 2, ….
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// `publish_ok`: where the message landed.
@@ -237,7 +261,7 @@ pub struct PublishOk {
     pub partition: u32,
     /// The offset in that partition.
     pub offset: u64,
-    /// True if this publish repeated an earlier one (always false until producer ids).
+    /// True if this answers a retry of an earlier publish (same producer and seq).
     pub duplicate: bool,
 }
 
@@ -350,7 +374,7 @@ pub struct QueueName {
 }
 
 /// `enqueue`: add a message to a queue.
-#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Enqueue {
     /// The queue.
     pub queue: String,
@@ -365,6 +389,15 @@ pub struct Enqueue {
     /// Dropped if not acked within this long (default: the queue's retention).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_ms: Option<u64>,
+    /// Idempotent producer: the id from `init_producer` (with `epoch` and `seq`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer: Option<u64>,
+    /// Idempotent producer: the epoch from `init_producer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Idempotent producer: this write's number in its stream, 0, 1, 2, ….
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
 }
 
 /// `enqueue_ok`: the message's id, and whether it repeated an earlier enqueue.
@@ -504,6 +537,24 @@ pub struct Processed {
 pub struct ProcessedOk {
     /// True the first time `consumer` reports `id`.
     pub first_time: bool,
+}
+
+/// `init_producer`: register an idempotent producer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct InitProducer {
+    /// A stable name (Kafka's transactional id): registering it again keeps the id and
+    /// bumps the epoch, fencing the previous instance. None: a fresh id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// `init_producer_ok`: the producer's id and epoch, to quote on every write.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct ProducerId {
+    /// The id.
+    pub producer: u64,
+    /// The epoch.
+    pub epoch: u64,
 }
 
 macro_rules! payloads {
@@ -683,6 +734,10 @@ payloads! {
         "processed" => Processed(Processed),
         /// Reply to `processed`.
         "processed_ok" => ProcessedOk(ProcessedOk),
+        /// Register an idempotent producer.
+        "init_producer" => InitProducer(InitProducer),
+        /// Reply to `init_producer`.
+        "init_producer_ok" => InitProducerOk(ProducerId),
     }
 }
 

@@ -593,5 +593,6 @@ fn is_mutation(payload: &Payload) -> bool {
             | Payload::Nack(_)
             | Payload::Redrive(_)
             | Payload::Processed(_)
+            | Payload::InitProducer(_)
     )
 }

@@ -138,6 +138,7 @@ impl Harness {
             id: id.map(Into::into),
             delay_ms: None,
             ttl_ms: None,
+            ..Default::default()
         };
         self.call(Payload::Enqueue(e))
             .expect("enqueue replies at once")
@@ -294,6 +295,7 @@ fn a_parked_dequeue_gets_the_enqueued_message() {
         id: None,
         delay_ms: None,
         ttl_ms: None,
+        ..Default::default()
     };
     let reply = h.call_as("c2", 1, Payload::Enqueue(e));
     assert!(matches!(reply, Some(Payload::EnqueueOk(_))), "{reply:?}");
@@ -336,6 +338,7 @@ fn delays_ttls_dedup_and_backpressure() {
         id: None,
         delay_ms: Some(200),
         ttl_ms: None,
+        ..Default::default()
     };
     h.ok(Payload::Enqueue(delayed));
     let short = Enqueue {
@@ -344,6 +347,7 @@ fn delays_ttls_dedup_and_backpressure() {
         id: None,
         delay_ms: None,
         ttl_ms: Some(100),
+        ..Default::default()
     };
     h.ok(Payload::Enqueue(short));
     assert_eq!(
@@ -457,6 +461,7 @@ fn group_members_that_stop_heartbeating_lose_their_partitions() {
             topic: "t".into(),
             key: None,
             msg: json!(i),
+            ..Default::default()
         }));
     }
     let fetch = |c: &str, generation| {
@@ -526,6 +531,7 @@ fn kafka_offsets_are_monotonic_and_limits_answer_11() {
         Payload::Send(Send {
             key: k.into(),
             msg: json!(v),
+            ..Default::default()
         })
     };
     for i in 0..3 {
@@ -601,10 +607,12 @@ fn replaying_the_records_rebuilds_the_same_state_and_receipts_still_work() {
         topic: "t".into(),
         key: Some("k".into()),
         msg: json!(1),
+        ..Default::default()
     }));
     h.ok(Payload::Send(Send {
         key: "1".into(),
         msg: json!("x"),
+        ..Default::default()
     }));
     h.stats("q"); // reads are not recorded
     assert!(h.records.iter().all(|r| !matches!(
@@ -640,4 +648,179 @@ fn replaying_the_records_rebuilds_the_same_state_and_receipts_still_work() {
         group_session_timeout_ms: 500,
         ..Config::default()
     });
+}
+
+fn init_producer(h: &mut Harness, name: Option<&str>) -> ProducerId {
+    let init = InitProducer {
+        name: name.map(str::to_owned),
+    };
+    match h.ok(Payload::InitProducer(init)) {
+        Payload::InitProducerOk(id) => id,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn publish_as(p: &ProducerId, seq: u64, msg: &str) -> Payload {
+    Payload::Publish(Publish {
+        topic: "t".into(),
+        msg: msg.into(),
+        producer: Some(p.producer),
+        epoch: Some(p.epoch),
+        seq: Some(seq),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn idempotent_producer_retries_gaps_and_zombies() {
+    let config = Config::default();
+    let mut h = Harness::new(config.clone());
+    h.ok(Payload::CreateTopic(CreateTopic {
+        topic: "t".into(),
+        partitions: 1,
+    }));
+    let p = init_producer(&mut h, Some("billing"));
+    let first = h.ok(publish_as(&p, 0, "a"));
+    let second = h.ok(publish_as(&p, 1, "b"));
+    assert_eq!(
+        second,
+        Payload::PublishOk(PublishOk {
+            partition: 0,
+            offset: 1,
+            duplicate: false
+        })
+    );
+    // A retry (a new msg_id, so the reply cache cannot help) gets the original offset.
+    let Payload::PublishOk(retried) = h.ok(publish_as(&p, 0, "a")) else {
+        panic!()
+    };
+    assert_eq!((retried.offset, retried.duplicate), (0, true));
+    assert_eq!(
+        h.ok(publish_as(&p, 1, "b")),
+        Payload::PublishOk(PublishOk {
+            partition: 0,
+            offset: 1,
+            duplicate: true
+        })
+    );
+    // A gap is refused and takes nothing.
+    assert_eq!(h.error(publish_as(&p, 5, "x")).code, 1006);
+    // The log holds each message once.
+    let fetched = |h: &mut Harness| {
+        let z = Membership {
+            topic: Some("t".into()),
+            group: "g".into(),
+            consumer: "z".into(),
+        };
+        let Payload::JoinOk(a) = h.ok(Payload::Join(z)) else {
+            panic!()
+        };
+        let fetch = Fetch {
+            group: "g".into(),
+            consumer: "z".into(),
+            generation: a.generation,
+            max: None,
+        };
+        let Payload::FetchOk(ok) = h.ok(Payload::Fetch(fetch)) else {
+            panic!()
+        };
+        ok.msgs.into_iter().map(|m| m.msg).collect::<Vec<_>>()
+    };
+    assert_eq!(fetched(&mut h), vec![json!("a"), json!("b")]);
+    assert!(matches!(
+        first,
+        Payload::PublishOk(PublishOk { offset: 0, .. })
+    ));
+
+    // The producer restarts under the same name: same id, next epoch, and the old
+    // instance is fenced.
+    let again = init_producer(&mut h, Some("billing"));
+    assert_eq!((again.producer, again.epoch), (p.producer, p.epoch + 1));
+    assert_eq!(h.error(publish_as(&p, 2, "zombie")).code, 1005);
+    assert!(matches!(
+        h.ok(publish_as(&again, 0, "c")),
+        Payload::PublishOk(PublishOk { offset: 2, .. })
+    ));
+    // Unknown producers and half-given fields.
+    let ghost = ProducerId {
+        producer: 99,
+        epoch: 0,
+    };
+    assert_eq!(h.error(publish_as(&ghost, 0, "x")).code, 1004);
+    let half = Publish {
+        topic: "t".into(),
+        msg: json!(1),
+        producer: Some(p.producer),
+        ..Default::default()
+    };
+    assert_eq!(h.error(Payload::Publish(half)).code, 12);
+    h.check_recovery(config);
+}
+
+#[test]
+fn idempotent_producers_cover_sends_and_enqueues_and_expire() {
+    let config = Config {
+        producer_expiry_ms: 1_000,
+        max_producers: 2,
+        max_producer_streams: 2,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config.clone());
+    h.ok(Payload::CreateQueue(CreateQueue {
+        queue: "q".into(),
+        ..CreateQueue::default()
+    }));
+    let p = init_producer(&mut h, None);
+    let send = |seq| {
+        Payload::Send(Send {
+            key: "k".into(),
+            msg: json!(seq),
+            producer: Some(p.producer),
+            epoch: Some(0),
+            seq: Some(seq),
+        })
+    };
+    let enqueue = |seq| {
+        Payload::Enqueue(Enqueue {
+            queue: "q".into(),
+            msg: json!(seq),
+            producer: Some(p.producer),
+            epoch: Some(0),
+            seq: Some(seq),
+            ..Default::default()
+        })
+    };
+    assert_eq!(h.ok(send(0)), Payload::SendOk(SendOk { offset: 0 }));
+    assert_eq!(h.ok(send(0)), Payload::SendOk(SendOk { offset: 0 }));
+    assert_eq!(h.ok(send(1)), Payload::SendOk(SendOk { offset: 1 }));
+    let Payload::EnqueueOk(first) = h.ok(enqueue(0)) else {
+        panic!()
+    };
+    let Payload::EnqueueOk(retry) = h.ok(enqueue(0)) else {
+        panic!()
+    };
+    assert_eq!((retry.id, retry.duplicate), (first.id, true));
+    // Limits: a third stream, a third producer.
+    let other_queue = Payload::Publish(Publish {
+        topic: "nope".into(),
+        producer: Some(p.producer),
+        epoch: Some(0),
+        seq: Some(0),
+        ..Default::default()
+    });
+    assert_eq!(h.error(other_queue).code, 11);
+    init_producer(&mut h, None);
+    assert_eq!(
+        h.error(Payload::InitProducer(InitProducer::default())).code,
+        11
+    );
+    // Activity keeps a producer alive; idleness past producer_expiry_ms forgets it.
+    h.advance_ms(800);
+    assert_eq!(h.ok(send(2)), Payload::SendOk(SendOk { offset: 2 }));
+    h.advance_ms(800);
+    assert_eq!(h.ok(send(3)), Payload::SendOk(SendOk { offset: 3 }));
+    h.advance_ms(1_001);
+    assert_eq!(h.error(send(4)).code, 1004);
+    init_producer(&mut h, None); // room again: both expired
+    h.check_recovery(config);
 }

@@ -252,6 +252,7 @@ fn a_queue_keeps_its_promises_through_crashes() {
                         id: Some(id.clone()),
                         delay_ms: None,
                         ttl_ms: None,
+                        ..Default::default()
                     };
                     match c.try_request(0, Payload::Enqueue(e), 500) {
                         Some(Payload::EnqueueOk(_)) => {

@@ -193,6 +193,7 @@ fn kafka_workload_through_crashes() {
                     let send = Send {
                         key: k.clone(),
                         msg: value.into(),
+                        ..Default::default()
                     };
                     match c.try_request(0, Payload::Send(send), 500) {
                         Some(Payload::SendOk(ok)) => {
@@ -513,6 +514,7 @@ fn consumer_groups_through_crashes_and_rebalances() {
                         topic: "t".into(),
                         key,
                         msg: value.into(),
+                        ..Default::default()
                     };
                     match c.try_request(0, Payload::Publish(publish), 500) {
                         Some(Payload::PublishOk(ok)) => {

@@ -157,6 +157,7 @@ impl Conn {
                     id: None,
                     delay_ms: None,
                     ttl_ms: None,
+                    ..Default::default()
                 }))
             }
             Target::RedisList => self.resp(&[b"LPUSH", queue.as_bytes(), payload]),

@@ -194,6 +194,12 @@ struct ServeArgs {
     max_waiters: usize,
     #[arg(long, default_value_t = Config::default().max_processed_ids)]
     max_processed_ids: usize,
+    #[arg(long, default_value_t = Config::default().max_producers)]
+    max_producers: usize,
+    #[arg(long, default_value_t = Config::default().max_producer_streams)]
+    max_producer_streams: usize,
+    #[arg(long, default_value_t = Config::default().producer_expiry_ms)]
+    producer_expiry_ms: u64,
 }
 
 impl ServeArgs {
@@ -222,6 +228,9 @@ impl ServeArgs {
             max_wait_ms: self.max_wait_ms,
             max_waiters: self.max_waiters,
             max_processed_ids: self.max_processed_ids,
+            max_producers: self.max_producers,
+            max_producer_streams: self.max_producer_streams,
+            producer_expiry_ms: self.producer_expiry_ms,
             ..Config::default()
         };
         Ok(ServerConfig {
@@ -359,6 +368,7 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
         Command::Send { key, msg } => Payload::Send(Send {
             key,
             msg: message(&msg),
+            ..Default::default()
         }),
         Command::Poll { key, from, max } => Payload::Poll(Poll {
             offsets: [(key, from)].into(),
@@ -393,6 +403,7 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
             id,
             delay_ms,
             ttl_ms,
+            ..Default::default()
         }),
         Command::Dequeue {
             queue,
@@ -437,6 +448,7 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
             topic,
             key,
             msg: message(&msg),
+            ..Default::default()
         }),
         Command::Request { body } => {
             let line = format!(r#"{{"src":"","dest":"","body":{body}}}"#);

@@ -108,6 +108,7 @@ fn enqueue(queue: &str, id: &str) -> Payload {
         id: Some(id.into()),
         delay_ms: None,
         ttl_ms: None,
+        ..Default::default()
     })
 }
 
@@ -509,6 +510,7 @@ fn compaction_keeps_disk_bounded_and_state_intact() {
                 id: Some(format!("r{round}-{i}")),
                 delay_ms: None,
                 ttl_ms: None,
+                ..Default::default()
             };
             ok(c.call(Payload::Enqueue(e)));
         }

@@ -143,6 +143,19 @@ pub enum Request {
     CreateTopic(u8),
     /// `publish` to `t`.
     Publish(Option<u8>),
+    /// `init_producer`, named `p<name % 2>` or unnamed.
+    InitProducer(Option<u8>),
+    /// An idempotent `send` (0), `publish` (1) or `enqueue` (else).
+    IdempotentWrite {
+        /// 0 send, 1 publish, else enqueue.
+        how: u8,
+        /// Producer id (mod 4).
+        producer: u8,
+        /// Epoch (mod 3).
+        epoch: u8,
+        /// Sequence number (mod 8).
+        seq: u8,
+    },
     /// `join` (0), `heartbeat` (1) or `leave` (2) group `g` as `c<consumer % 3>`.
     Member {
         /// 0 join, 1 heartbeat, else leave.
@@ -228,6 +241,7 @@ fn request_payload(request: Request) -> Payload {
         Request::Send { key, msg } => Payload::Send(Send {
             key: format!("k{}", key % 4),
             msg: msg.into(),
+            ..Default::default()
         }),
         Request::Poll { key, from } => Payload::Poll(Poll {
             offsets: [(format!("k{}", key % 4), u64::from(from % 8))].into(),
@@ -256,6 +270,7 @@ fn request_payload(request: Request) -> Payload {
             id: id.map(|i| format!("p{}", i % 4)),
             delay_ms: delay_ms.map(u64::from),
             ttl_ms: ttl_ms.map(u64::from),
+            ..Default::default()
         }),
         Request::Dequeue {
             queue,
@@ -301,7 +316,48 @@ fn request_payload(request: Request) -> Payload {
             topic: "t".into(),
             key: key.map(|k| format!("k{k}")),
             msg: 1.into(),
+            ..Default::default()
         }),
+        Request::InitProducer(name) => Payload::InitProducer(InitProducer {
+            name: name.map(|n| format!("p{}", n % 2)),
+        }),
+        Request::IdempotentWrite {
+            how,
+            producer,
+            epoch,
+            seq,
+        } => {
+            let (producer, epoch, seq) = (
+                Some(u64::from(producer % 4)),
+                Some(u64::from(epoch % 3)),
+                Some(u64::from(seq % 8)),
+            );
+            match how % 3 {
+                0 => Payload::Send(Send {
+                    key: "k0".into(),
+                    msg: 1.into(),
+                    producer,
+                    epoch,
+                    seq,
+                }),
+                1 => Payload::Publish(Publish {
+                    topic: "t".into(),
+                    msg: 1.into(),
+                    producer,
+                    epoch,
+                    seq,
+                    ..Default::default()
+                }),
+                _ => Payload::Enqueue(Enqueue {
+                    queue: queue_name(0),
+                    msg: 1.into(),
+                    producer,
+                    epoch,
+                    seq,
+                    ..Default::default()
+                }),
+            }
+        }
         Request::Member { how, consumer } => {
             let m = Membership {
                 topic: Some("t".into()),
@@ -358,6 +414,9 @@ pub fn run_ops(ops: &[Op]) {
         group_session_timeout_ms: 300,
         gossip_batch_max: 3,
         rpc_max_attempts: 3,
+        max_producers: 3,
+        max_producer_streams: 4,
+        producer_expiry_ms: 400,
         ..Config::default()
     };
     let mut node = Node::new(config.clone());

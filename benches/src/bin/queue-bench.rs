@@ -155,6 +155,7 @@ fn through_node(depth: usize) -> Row {
             id: None,
             delay_ms: None,
             ttl_ms: None,
+            ..Default::default()
         };
         request(&mut node, &mut out, Payload::Enqueue(e));
         out.clear();
