@@ -14,6 +14,9 @@ use crate::queue::{Queue, QueueConfig, QueueError};
 use crate::timer::{TimerId, Timers};
 use crate::{Config, Time};
 
+mod txn;
+use txn::Txns;
+
 /// A reply to a request that was parked (a long-polling `dequeue`), due now.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Completion {
@@ -52,6 +55,7 @@ pub struct Broker {
     next_waiter_id: u64,
     processed: DedupCache<(String, String), ()>,
     producers: Producers,
+    txns: Txns,
     /// Replies due; always empty between steps, so not part of a snapshot.
     #[serde(skip)]
     completions: Vec<Completion>,
@@ -101,6 +105,7 @@ impl Broker {
             next_waiter_id: 0,
             processed: DedupCache::new(config.max_processed_ids),
             producers: Producers::default(),
+            txns: Txns::new(config),
             completions: Vec::new(),
         }
     }
@@ -132,6 +137,11 @@ impl Broker {
                 | Payload::ListQueues
                 | Payload::Processed(_)
                 | Payload::InitProducer(_)
+                | Payload::Txn(_)
+                | Payload::Prepare(_)
+                | Payload::CommitTxn(_)
+                | Payload::AbortTxn(_)
+                | Payload::ListPrepared
         )
     }
 
@@ -176,6 +186,7 @@ impl Broker {
             }
             Payload::CommitOffsets(commit) => {
                 let group = commit.group.as_deref().unwrap_or("");
+                self.txns.check_log_offsets(group, commit.offsets.keys())?;
                 self.logs.commit(group, &commit.offsets).map_err(
                     |OffsetPastEnd { key, offset }| {
                         err(
@@ -244,8 +255,11 @@ impl Broker {
                 })
             }
             Payload::Commit(c) => {
-                self.topics
-                    .commit(&c.group, &c.consumer, c.generation, &c.offsets)?;
+                let parsed =
+                    self.topics
+                        .check_commit(&c.group, &c.consumer, c.generation, &c.offsets)?;
+                self.txns.check_partitions(&c.group, &parsed)?;
+                self.topics.apply_commit(&c.group, &parsed);
                 Payload::CommitOk
             }
             Payload::CreateQueue(create) => {
@@ -261,6 +275,17 @@ impl Broker {
                         .queues
                         .get_mut(&e.queue)
                         .ok_or_else(|| no_queue(&e.queue))?;
+                    // Room that prepared transactions set aside is not for others.
+                    let full = if q.room() <= b.txns.reserved_depth(&e.queue) {
+                        Some(QueueError::Full)
+                    } else if e.id.is_some() && q.dedup_room() <= b.txns.reserved_ids(&e.queue) {
+                        Some(QueueError::DedupFull)
+                    } else {
+                        None
+                    };
+                    if let Some(full) = full.filter(|_| b.txns.reserves(&e.queue)) {
+                        return Err(queue_error(&e.queue, full, q.config()));
+                    }
                     let (id, duplicate) = q
                         .enqueue(now, e.id, e.msg, e.delay_ms.unwrap_or(0), e.ttl_ms)
                         .map_err(|x| queue_error(&e.queue, x, q.config()))?;
@@ -271,6 +296,7 @@ impl Broker {
             }
             Payload::Dequeue(d) => return self.dequeue(now, config, client, msg_id, d),
             Payload::Ack(r) => {
+                self.txns.check_receipt(&r.queue, &r.receipt)?;
                 let q = self
                     .queues
                     .get_mut(&r.queue)
@@ -281,6 +307,7 @@ impl Broker {
                 Payload::AckOk
             }
             Payload::Nack(r) => {
+                self.txns.check_receipt(&r.queue, &r.receipt)?;
                 let q = self
                     .queues
                     .get_mut(&r.queue)
@@ -292,6 +319,7 @@ impl Broker {
                 Payload::NackOk
             }
             Payload::Extend(r) => {
+                self.txns.check_receipt(&r.queue, &r.receipt)?;
                 let q = self
                     .queues
                     .get_mut(&r.queue)
@@ -323,6 +351,11 @@ impl Broker {
                 }
                 Payload::ProcessedOk(ProcessedOk { first_time })
             }
+            Payload::Txn(t) => self.txn(now, config, t.ops)?,
+            Payload::Prepare(p) => self.prepare(now, config, p)?,
+            Payload::CommitTxn(t) => self.commit_txn(now, t.txid)?,
+            Payload::AbortTxn(t) => self.abort_txn(t.txid)?,
+            Payload::ListPrepared => self.list_prepared(now),
             Payload::InitProducer(init) => {
                 let (producer, epoch) = self.producers.register(now, config, init.name)?;
                 Payload::InitProducerOk(ProducerId { producer, epoch })
@@ -357,7 +390,7 @@ impl Broker {
     }
 
     fn reserve_record(&self, config: &Config) -> Result<(), ErrorBody> {
-        if self.records >= config.max_log_records {
+        if self.records + self.txns.reserved_records() >= config.max_log_records {
             let text = format!("logs are full (max_log_records={})", config.max_log_records);
             return Err(err(ErrorCode::TemporarilyUnavailable, text));
         }
@@ -592,6 +625,7 @@ impl Broker {
             });
         }
         self.producers.expire(now);
+        self.expire_prepared(now);
         self.topics.expire_sessions(now)
     }
 
@@ -607,6 +641,7 @@ impl Broker {
             self.topics.next_deadline(),
             self.waiter_deadlines.next_deadline(),
             self.producers.next_deadline(),
+            self.txns.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -618,6 +653,7 @@ impl Broker {
         self.topics.check_invariants();
         self.processed.check_invariants();
         self.producers.check_invariants();
+        self.txns.check_invariants();
         for (name, q) in &self.queues {
             q.check_invariants();
             assert_eq!(

@@ -71,6 +71,14 @@ pub struct Config {
     pub max_producer_streams: usize,
     /// A producer that writes nothing for this long is forgotten.
     pub producer_expiry_ms: u64,
+    /// Most operations in one `txn` or `prepare`.
+    pub max_txn_ops: usize,
+    /// Most transactions prepared at once (then `prepare` answers 11).
+    pub max_prepared: usize,
+    /// A prepared transaction neither committed nor aborted by then aborts itself.
+    pub prepared_timeout_ms: u64,
+    /// Finished two-phase transactions remembered for retried `commit_txn`/`abort_txn`.
+    pub max_txn_outcomes: usize,
 }
 
 impl Default for Config {
@@ -108,6 +116,10 @@ impl Default for Config {
             max_producers: 10_000,
             max_producer_streams: 100_000,
             producer_expiry_ms: 24 * 3_600_000,
+            max_txn_ops: 1_000,
+            max_prepared: 1_000,
+            prepared_timeout_ms: 60_000,
+            max_txn_outcomes: 10_000,
         }
     }
 }

@@ -101,6 +101,11 @@ impl Topics {
         }
     }
 
+    /// True if `topic` exists.
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic)
+    }
+
     /// Topic name → partition count.
     pub fn list(&self) -> BTreeMap<String, u32> {
         self.topics
@@ -312,8 +317,22 @@ impl Topics {
         generation: u64,
         offsets: &BTreeMap<String, u64>,
     ) -> Result<(), ErrorBody> {
+        let parsed = self.check_commit(group, consumer, generation, offsets)?;
+        self.apply_commit(group, &parsed);
+        Ok(())
+    }
+
+    /// What [`Topics::commit`] would commit, as (partition, next offset) pairs, or why
+    /// it would refuse; changes nothing.
+    pub fn check_commit(
+        &self,
+        group: &str,
+        consumer: &str,
+        generation: u64,
+        offsets: &BTreeMap<String, u64>,
+    ) -> Result<Vec<(u32, u64)>, ErrorBody> {
         let owned = self.owned(group, consumer, generation)?;
-        let g = self.groups.get_mut(group).expect("checked by owned()");
+        let g = &self.groups[group];
         let partitions = &self.topics[&g.topic].partitions;
         let mut parsed = Vec::with_capacity(offsets.len());
         for (p, &offset) in offsets {
@@ -337,11 +356,17 @@ impl Topics {
             }
             parsed.push((partition, offset));
         }
-        for (partition, offset) in parsed {
+        Ok(parsed)
+    }
+
+    /// Commits pairs that [`Topics::check_commit`] accepted (a prepared transaction
+    /// applies them later, whatever the generation is by then); never backwards.
+    pub fn apply_commit(&mut self, group: &str, parsed: &[(u32, u64)]) {
+        let g = self.groups.get_mut(group).expect("checked by check_commit");
+        for &(partition, offset) in parsed {
             let slot = g.committed.entry(partition).or_insert(offset);
             *slot = (*slot).max(offset);
         }
-        Ok(())
     }
 
     /// Panics if a partition has two owners or a member lacks its session timer.

@@ -118,6 +118,19 @@ impl KeyedLogs {
         group: &str,
         offsets: &BTreeMap<String, u64>,
     ) -> Result<(), OffsetPastEnd> {
+        self.check_commit(offsets)?;
+        for (key, &offset) in offsets {
+            let slot = self
+                .committed
+                .entry((group.to_owned(), key.clone()))
+                .or_insert(offset);
+            *slot = (*slot).max(offset);
+        }
+        Ok(())
+    }
+
+    /// Whether [`KeyedLogs::commit`] would accept `offsets`; changes nothing.
+    pub fn check_commit(&self, offsets: &BTreeMap<String, u64>) -> Result<(), OffsetPastEnd> {
         for (key, &offset) in offsets {
             let end = self.logs.get(key).map_or(0, PartitionLog::end_offset);
             if offset >= end {
@@ -127,14 +140,17 @@ impl KeyedLogs {
                 });
             }
         }
-        for (key, &offset) in offsets {
-            let slot = self
-                .committed
-                .entry((group.to_owned(), key.clone()))
-                .or_insert(offset);
-            *slot = (*slot).max(offset);
-        }
         Ok(())
+    }
+
+    /// True if `key` has a log.
+    pub fn has_key(&self, key: &str) -> bool {
+        self.logs.contains_key(key)
+    }
+
+    /// How many keys have a log.
+    pub fn key_count(&self) -> usize {
+        self.logs.len()
     }
 
     /// The committed offsets of `keys` for `group` (keys without one are left out).

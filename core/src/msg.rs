@@ -557,6 +557,56 @@ pub struct ProducerId {
     pub epoch: u64,
 }
 
+/// `txn`: writes, acks and offset commits applied atomically (all or none).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Txn {
+    /// The operations: `send`, `publish`, `enqueue`, `ack`, `commit_offsets` and
+    /// `commit` bodies, each with its `type` (no producer fields).
+    pub ops: Vec<Payload>,
+}
+
+/// `txn_ok`, `commit_txn_ok`: each operation's own reply, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct TxnOk {
+    /// The replies (`send_ok`, `publish_ok`, `enqueue_ok`, `ack_ok`, …).
+    pub results: Vec<Payload>,
+}
+
+/// `prepare`: phase one of two-phase commit: check `ops`, make them durable but
+/// invisible, and lock what they touch until `commit_txn` or `abort_txn`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Prepare {
+    /// The coordinator's transaction id.
+    pub txid: String,
+    /// The operations, as in `txn`.
+    pub ops: Vec<Payload>,
+}
+
+/// `commit_txn`, `abort_txn`: phase two of two-phase commit.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct TxnId {
+    /// The transaction id given to `prepare`.
+    pub txid: String,
+}
+
+/// One prepared transaction, as `list_prepared` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct PreparedTxn {
+    /// Its id.
+    pub txid: String,
+    /// How many operations it holds.
+    pub ops: usize,
+    /// Milliseconds until it aborts by itself.
+    pub expires_in_ms: u64,
+}
+
+/// `list_prepared_ok`: every prepared transaction, in txid order.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct PreparedList {
+    /// The transactions.
+    pub prepared: Vec<PreparedTxn>,
+}
+
 macro_rules! payloads {
     (
         units { $( $(#[$udoc:meta])* $ukind:literal => $uvar:ident, )* }
@@ -634,6 +684,12 @@ payloads! {
         "list_queues" => ListQueues,
         /// Reply to `ack`.
         "ack_ok" => AckOk,
+        /// Reply to `prepare`.
+        "prepare_ok" => PrepareOk,
+        /// Reply to `abort_txn`.
+        "abort_txn_ok" => AbortTxnOk,
+        /// List prepared transactions.
+        "list_prepared" => ListPrepared,
         /// Reply to `nack`.
         "nack_ok" => NackOk,
         /// Reply to `extend`.
@@ -738,6 +794,20 @@ payloads! {
         "init_producer" => InitProducer(InitProducer),
         /// Reply to `init_producer`.
         "init_producer_ok" => InitProducerOk(ProducerId),
+        /// Apply operations atomically.
+        "txn" => Txn(Txn),
+        /// Reply to `txn`.
+        "txn_ok" => TxnOk(TxnOk),
+        /// Two-phase commit, phase one.
+        "prepare" => Prepare(Prepare),
+        /// Commit a prepared transaction.
+        "commit_txn" => CommitTxn(TxnId),
+        /// Reply to `commit_txn`.
+        "commit_txn_ok" => CommitTxnOk(TxnOk),
+        /// Abort a prepared transaction.
+        "abort_txn" => AbortTxn(TxnId),
+        /// Reply to `list_prepared`.
+        "list_prepared_ok" => ListPreparedOk(PreparedList),
     }
 }
 

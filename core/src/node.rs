@@ -576,6 +576,7 @@ fn changes_state(msg: &Message) -> bool {
                 | Payload::ListTopics
                 | Payload::ListQueues
                 | Payload::Stats(_)
+                | Payload::ListPrepared
         )
 }
 
@@ -594,5 +595,9 @@ fn is_mutation(payload: &Payload) -> bool {
             | Payload::Redrive(_)
             | Payload::Processed(_)
             | Payload::InitProducer(_)
+            | Payload::Txn(_)
+            | Payload::Prepare(_)
+            | Payload::CommitTxn(_)
+            | Payload::AbortTxn(_)
     )
 }

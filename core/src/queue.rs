@@ -160,12 +160,31 @@ impl Queue {
             if self.dedup.contains_key(id) {
                 return Ok((id.clone(), true));
             }
-            if self.dedup.len() >= self.config.max_dedup_ids {
+            if self.dedup_room() == 0 {
                 return Err(QueueError::DedupFull);
             }
         }
-        if self.entries.len() >= self.config.max_depth {
+        if self.room() == 0 {
             return Err(QueueError::Full);
+        }
+        Ok(self.enqueue_reserved(now, id, msg, delay_ms, ttl_ms))
+    }
+
+    /// [`Queue::enqueue`] into room set aside earlier (by a prepared transaction):
+    /// the depth and dedup-id limits were checked then.
+    pub fn enqueue_reserved(
+        &mut self,
+        now: Time,
+        id: Option<String>,
+        msg: Value,
+        delay_ms: u64,
+        ttl_ms: Option<u64>,
+    ) -> (String, bool) {
+        self.forget_old_ids(now);
+        if let Some(id) = &id {
+            if self.dedup.contains_key(id) {
+                return (id.clone(), true);
+            }
         }
         if let Some(id) = &id {
             self.dedup.insert(id.clone(), now);
@@ -175,7 +194,7 @@ impl Queue {
         let expires_at = ttl_ms.map(|ms| now.plus_millis(ms));
         let seq = self.insert(now, id.clone(), msg, delay_ms, expires_at, None);
         self.counts.enqueued += 1;
-        Ok((id.unwrap_or_else(|| generated_id(seq)), false))
+        (id.unwrap_or_else(|| generated_id(seq)), false)
     }
 
     /// Adds a message without dedup checks (the caller checked room); returns its seq.
@@ -264,6 +283,16 @@ impl Queue {
             Some(State::InFlight { until, nonce: n }) if n == nonce => Ok((seq, until, nonce)),
             _ => Err(QueueError::InvalidReceipt),
         }
+    }
+
+    /// Whether `receipt` names a delivery in flight now (what `ack` needs).
+    pub fn check_receipt(&self, receipt: &str) -> Result<(), QueueError> {
+        self.in_flight_entry(receipt).map(|_| ())
+    }
+
+    /// Room for this many more producer ids in the dedup window.
+    pub fn dedup_room(&self) -> usize {
+        self.config.max_dedup_ids.saturating_sub(self.dedup.len())
     }
 
     /// The delivery is done: the message is removed for good.

@@ -824,3 +824,238 @@ fn idempotent_producers_cover_sends_and_enqueues_and_expire() {
     init_producer(&mut h, None); // room again: both expired
     h.check_recovery(config);
 }
+
+fn enqueue(queue: &str, msg: &str) -> Payload {
+    Payload::Enqueue(Enqueue {
+        queue: queue.into(),
+        msg: msg.into(),
+        ..Default::default()
+    })
+}
+
+fn ack(queue: &str, receipt: &str) -> Payload {
+    Payload::Ack(Receipt {
+        queue: queue.into(),
+        receipt: receipt.into(),
+        delay_ms: None,
+        visibility_ms: None,
+    })
+}
+
+/// Dequeues one message of `queue`: (msg, receipt).
+fn take_one(h: &mut Harness, queue: &str) -> Option<(serde_json::Value, String)> {
+    let d = Dequeue {
+        queue: queue.into(),
+        max: Some(1),
+        visibility_ms: None,
+        wait_ms: None,
+    };
+    let Payload::DequeueOk(ok) = h.ok(Payload::Dequeue(d)) else {
+        panic!()
+    };
+    ok.msgs.into_iter().next().map(|d| (d.msg, d.receipt))
+}
+
+fn depth(h: &mut Harness, queue: &str) -> usize {
+    let Payload::StatsOk(s) = h.ok(Payload::Stats(QueueName {
+        queue: queue.into(),
+    })) else {
+        panic!()
+    };
+    s.depth
+}
+
+fn queues(h: &mut Harness, names: &[&str], max_depth: Option<usize>) {
+    for name in names {
+        h.ok(Payload::CreateQueue(CreateQueue {
+            queue: (*name).into(),
+            max_depth,
+            ..CreateQueue::default()
+        }));
+    }
+}
+
+#[test]
+fn txn_consume_transform_produce_is_all_or_nothing() {
+    let config = Config::default();
+    let mut h = Harness::new(config.clone());
+    queues(&mut h, &["in", "out"], None);
+    h.ok(enqueue("in", "x"));
+    let (_, receipt) = take_one(&mut h, "in").unwrap();
+    // A failing operation anywhere refuses the whole transaction.
+    let bad = Txn {
+        ops: vec![
+            ack("in", &receipt),
+            enqueue("out", "X"),
+            enqueue("nope", "X"),
+        ],
+    };
+    assert_eq!(h.error(Payload::Txn(bad)).code, 20);
+    assert_eq!(depth(&mut h, "out"), 0);
+    // The ack did not happen either: the receipt still works, once.
+    let good = Txn {
+        ops: vec![ack("in", &receipt), enqueue("out", "X")],
+    };
+    let Payload::TxnOk(ok) = h.ok(Payload::Txn(good.clone())) else {
+        panic!()
+    };
+    assert_eq!(ok.results[0], Payload::AckOk);
+    assert!(matches!(ok.results[1], Payload::EnqueueOk(_)));
+    assert_eq!((depth(&mut h, "in"), depth(&mut h, "out")), (0, 1));
+    // Run again (a consumer retrying after a lost reply): the ack fails, so the
+    // output is not produced twice.
+    assert_eq!(h.error(Payload::Txn(good)).code, 1003);
+    assert_eq!(depth(&mut h, "out"), 1);
+    // Malformed transactions.
+    for ops in [
+        vec![],
+        vec![Payload::Read],
+        vec![ack("in", "0.1"), ack("in", "0.1")],
+        vec![Payload::Enqueue(Enqueue {
+            queue: "out".into(),
+            producer: Some(0),
+            epoch: Some(0),
+            seq: Some(0),
+            ..Default::default()
+        })],
+    ] {
+        let code = h.error(Payload::Txn(Txn { ops })).code;
+        assert!(code == 12 || code == 1003, "{code}");
+    }
+    assert_eq!(
+        h.error(Payload::Txn(Txn {
+            ops: vec![Payload::Read]
+        }))
+        .code,
+        12
+    );
+    h.check_recovery(config);
+}
+
+#[test]
+fn two_phase_commit_locks_reserves_commits_once_and_recovers() {
+    let config = Config {
+        prepared_timeout_ms: 5_000,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config.clone());
+    h.ok(Payload::CreateQueue(CreateQueue {
+        queue: "in".into(),
+        visibility_ms: Some(100),
+        ..CreateQueue::default()
+    }));
+    queues(&mut h, &["out"], Some(2));
+    h.ok(enqueue("in", "x"));
+    let (_, receipt) = take_one(&mut h, "in").unwrap();
+    let prepare = Prepare {
+        txid: "t1".into(),
+        ops: vec![
+            ack("in", &receipt),
+            enqueue("out", "a"),
+            enqueue("out", "b"),
+        ],
+    };
+    assert_eq!(h.ok(Payload::Prepare(prepare.clone())), Payload::PrepareOk);
+    // Prepared is invisible, locked and reserved.
+    assert_eq!(depth(&mut h, "out"), 0);
+    assert_eq!(h.error(ack("in", &receipt)).code, 30);
+    let other = Prepare {
+        txid: "t2".into(),
+        ops: vec![ack("in", &receipt)],
+    };
+    assert_eq!(h.error(Payload::Prepare(other)).code, 30);
+    assert_eq!(h.error(enqueue("out", "c")).code, 11, "room is set aside");
+    // The same prepare again is fine; a different one under the same id is not.
+    assert_eq!(h.ok(Payload::Prepare(prepare)), Payload::PrepareOk);
+    let clash = Prepare {
+        txid: "t1".into(),
+        ops: vec![enqueue("in", "z")],
+    };
+    assert_eq!(h.error(Payload::Prepare(clash)).code, 21);
+    // It outlives the visibility timeout of the delivery it acks, and a restart.
+    h.advance_ms(4_000);
+    assert_eq!(
+        take_one(&mut h, "in"),
+        None,
+        "the acked delivery stays invisible"
+    );
+    let Payload::ListPreparedOk(list) = h.ok(Payload::ListPrepared) else {
+        panic!()
+    };
+    assert_eq!(list.prepared.len(), 1);
+    assert_eq!(
+        (list.prepared[0].ops, list.prepared[0].expires_in_ms),
+        (3, 1_000)
+    );
+    h.check_recovery(config.clone());
+    let commit = Payload::CommitTxn(TxnId { txid: "t1".into() });
+    let Payload::CommitTxnOk(done) = h.ok(commit.clone()) else {
+        panic!()
+    };
+    assert_eq!(done.results.len(), 3);
+    assert_eq!((depth(&mut h, "in"), depth(&mut h, "out")), (0, 2));
+    // A coordinator retrying the commit gets the same answer; nothing is redone.
+    assert_eq!(h.ok(commit), Payload::CommitTxnOk(done));
+    assert_eq!(depth(&mut h, "out"), 2);
+    assert_eq!(
+        h.error(Payload::AbortTxn(TxnId { txid: "t1".into() })).code,
+        22
+    );
+    h.check_recovery(config);
+}
+
+#[test]
+fn two_phase_abort_and_timeout_release_everything() {
+    let config = Config {
+        prepared_timeout_ms: 1_000,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config.clone());
+    queues(&mut h, &["in", "out"], None);
+    h.ok(enqueue("in", "x"));
+    let (_, receipt) = take_one(&mut h, "in").unwrap();
+    let prepare = |txid: &str| {
+        Payload::Prepare(Prepare {
+            txid: txid.into(),
+            ops: vec![ack("in", &receipt), enqueue("out", "y")],
+        })
+    };
+    h.ok(prepare("a"));
+    assert_eq!(
+        h.ok(Payload::AbortTxn(TxnId { txid: "a".into() })),
+        Payload::AbortTxnOk
+    );
+    assert_eq!(
+        h.error(Payload::CommitTxn(TxnId { txid: "a".into() })).code,
+        14
+    );
+    assert_eq!(
+        h.error(prepare("a")).code,
+        22,
+        "an aborted txid stays aborted"
+    );
+    assert_eq!(depth(&mut h, "out"), 0);
+    // Released: the receipt can be prepared again, and then times out.
+    h.ok(prepare("b"));
+    h.advance_ms(1_000);
+    let Payload::ListPreparedOk(list) = h.ok(Payload::ListPrepared) else {
+        panic!()
+    };
+    assert!(list.prepared.is_empty());
+    assert_eq!(
+        h.error(Payload::CommitTxn(TxnId { txid: "b".into() })).code,
+        14
+    );
+    assert_eq!(
+        h.error(Payload::CommitTxn(TxnId {
+            txid: "never".into()
+        }))
+        .code,
+        20
+    );
+    // The timed-out transaction's ack never happened: the message comes back.
+    h.advance_ms(1);
+    assert_eq!(take_one(&mut h, "in").map(|m| m.0), Some(json!("x")));
+    assert_eq!(depth(&mut h, "out"), 0);
+    h.check_recovery(config);
+}

@@ -200,6 +200,14 @@ struct ServeArgs {
     max_producer_streams: usize,
     #[arg(long, default_value_t = Config::default().producer_expiry_ms)]
     producer_expiry_ms: u64,
+    #[arg(long, default_value_t = Config::default().max_txn_ops)]
+    max_txn_ops: usize,
+    #[arg(long, default_value_t = Config::default().max_prepared)]
+    max_prepared: usize,
+    #[arg(long, default_value_t = Config::default().prepared_timeout_ms)]
+    prepared_timeout_ms: u64,
+    #[arg(long, default_value_t = Config::default().max_txn_outcomes)]
+    max_txn_outcomes: usize,
 }
 
 impl ServeArgs {
@@ -231,6 +239,10 @@ impl ServeArgs {
             max_producers: self.max_producers,
             max_producer_streams: self.max_producer_streams,
             producer_expiry_ms: self.producer_expiry_ms,
+            max_txn_ops: self.max_txn_ops,
+            max_prepared: self.max_prepared,
+            prepared_timeout_ms: self.prepared_timeout_ms,
+            max_txn_outcomes: self.max_txn_outcomes,
             ..Config::default()
         };
         Ok(ServerConfig {
