@@ -55,6 +55,58 @@ pub enum Op {
     AdvanceMs(u16),
 }
 
+/// One operation inside a transaction.
+#[derive(Clone, Debug, TypeGenerator)]
+pub enum TxnOp {
+    /// `send` to key `k<key % 4>`.
+    Send(u8),
+    /// `publish` to `t`.
+    Publish(Option<u8>),
+    /// `enqueue` to queue `q<queue % 3>`, with producer id `p<id % 4>` or none.
+    Enqueue(u8, Option<u8>),
+    /// `ack` of receipt `<seq>.<nonce>` in queue `q<queue % 3>`.
+    Ack {
+        /// Queue index.
+        queue: u8,
+        /// Receipt's message sequence number.
+        seq: u8,
+        /// Receipt's delivery nonce.
+        nonce: u8,
+    },
+    /// `commit_offsets` of key `k<key % 4>`.
+    CommitOffsets(u8, u8),
+    /// group `commit` as `c<consumer % 3>` at `generation` of partition to offset.
+    Commit(u8, u8, u8, u8),
+}
+
+impl TxnOp {
+    /// The operation as the request it stands for.
+    fn request(self) -> Request {
+        match self {
+            TxnOp::Send(key) => Request::Send { key, msg: 7 },
+            TxnOp::Publish(key) => Request::Publish(key),
+            TxnOp::Enqueue(queue, id) => Request::Enqueue {
+                queue,
+                id,
+                delay_ms: None,
+                ttl_ms: None,
+            },
+            TxnOp::Ack { queue, seq, nonce } => Request::Settle {
+                queue,
+                how: 2,
+                seq,
+                nonce,
+            },
+            TxnOp::CommitOffsets(key, offset) => Request::CommitOffsets { key, offset },
+            TxnOp::Commit(consumer, generation, partition, offset) => Request::Consume {
+                consumer,
+                generation,
+                commit: Some((partition, offset)),
+            },
+        }
+    }
+}
+
 /// A client request of each workload.
 #[derive(Clone, Debug, TypeGenerator)]
 pub enum Request {
@@ -145,6 +197,16 @@ pub enum Request {
     Publish(Option<u8>),
     /// `init_producer`, named `p<name % 2>` or unnamed.
     InitProducer(Option<u8>),
+    /// `txn` (0), `prepare` (1), `commit_txn` (2), `abort_txn` (3) or `list_prepared`
+    /// (else) of transaction `x<txid % 3>`.
+    Txn {
+        /// Which request.
+        phase: u8,
+        /// Transaction id index.
+        txid: u8,
+        /// The operations of `txn` and `prepare`.
+        ops: Vec<TxnOp>,
+    },
     /// An idempotent `send` (0), `publish` (1) or `enqueue` (else).
     IdempotentWrite {
         /// 0 send, 1 publish, else enqueue.
@@ -321,6 +383,20 @@ fn request_payload(request: Request) -> Payload {
         Request::InitProducer(name) => Payload::InitProducer(InitProducer {
             name: name.map(|n| format!("p{}", n % 2)),
         }),
+        Request::Txn { phase, txid, ops } => {
+            let txid = format!("x{}", txid % 3);
+            let ops = ops
+                .into_iter()
+                .map(|op| request_payload(op.request()))
+                .collect();
+            match phase % 5 {
+                0 => Payload::Txn(Txn { ops }),
+                1 => Payload::Prepare(Prepare { txid, ops }),
+                2 => Payload::CommitTxn(TxnId { txid }),
+                3 => Payload::AbortTxn(TxnId { txid }),
+                _ => Payload::ListPrepared,
+            }
+        }
         Request::IdempotentWrite {
             how,
             producer,
@@ -417,6 +493,10 @@ pub fn run_ops(ops: &[Op]) {
         max_producers: 3,
         max_producer_streams: 4,
         producer_expiry_ms: 400,
+        max_txn_ops: 4,
+        max_prepared: 2,
+        prepared_timeout_ms: 300,
+        max_txn_outcomes: 4,
         ..Config::default()
     };
     let mut node = Node::new(config.clone());
