@@ -570,3 +570,67 @@ fn compaction_keeps_disk_bounded_and_state_intact() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_prepared_transaction_survives_kill_9_then_commits_once_or_aborts() {
+    let dir = data_dir("two-phase");
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    create_queue(&mut c, "in", 60_000);
+    create_queue(&mut c, "out", 60_000);
+    ok(c.call(enqueue("in", "job-1")));
+    ok(c.call(enqueue("in", "job-2")));
+    let held = dequeue(&mut c, "in", 2, 0);
+    let prepare = |txid: &str, receipt: &str, result: &str| {
+        Payload::Prepare(Prepare {
+            txid: txid.into(),
+            ops: vec![ack("in", receipt), enqueue("out", result)],
+        })
+    };
+    let txid = |t: &str| TxnId { txid: t.into() };
+    assert_eq!(
+        ok(c.call(prepare("t1", &held[0].receipt, "result-1"))),
+        Payload::PrepareOk
+    );
+    assert_eq!(
+        ok(c.call(prepare("t2", &held[1].receipt, "result-2"))),
+        Payload::PrepareOk
+    );
+    assert!(
+        dequeue(&mut c, "out", 10, 0).is_empty(),
+        "prepared is invisible"
+    );
+    drop(c);
+    server.kill9();
+
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    let Payload::ListPreparedOk(list) = ok(c.call(Payload::ListPrepared)) else {
+        panic!()
+    };
+    let txids: Vec<&str> = list.prepared.iter().map(|p| p.txid.as_str()).collect();
+    assert_eq!(txids, ["t1", "t2"], "prepared transactions survive kill -9");
+    let committed = ok(c.call(Payload::CommitTxn(txid("t1"))));
+    assert!(matches!(committed, Payload::CommitTxnOk(_)));
+    assert_eq!(
+        ok(c.call(Payload::AbortTxn(txid("t2")))),
+        Payload::AbortTxnOk
+    );
+    drop(c);
+    server.kill9();
+
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    // The coordinator retries its commit after the crash: same answer, not redone.
+    assert_eq!(ok(c.call(Payload::CommitTxn(txid("t1")))), committed);
+    assert_eq!(
+        drain(&mut c, "out"),
+        ["result-1"],
+        "committed once, aborted never"
+    );
+    let Payload::ListPreparedOk(list) = ok(c.call(Payload::ListPrepared)) else {
+        panic!()
+    };
+    assert!(list.prepared.is_empty());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
