@@ -15,3 +15,23 @@ fn harness_counts_every_echo_of_the_baseline() {
     let err = pipe_echo(Path::new("/bin/true"), &input, 1_000).unwrap_err();
     assert!(err.contains("0 echo_ok replies"), "{err}");
 }
+
+#[test]
+fn exactly_once_bench_runs_every_mode_without_errors() {
+    // The bench panics on any error reply, so a run is a check that every mode's
+    // requests are accepted; its figures are not looked at.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_exactly-once-bench"))
+        .args(["--messages", "500"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("idempotent") && stdout.contains("prepare+commit"),
+        "{stdout}"
+    );
+}
