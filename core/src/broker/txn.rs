@@ -28,6 +28,18 @@ enum Lock {
     Partition { group: String, partition: u32 },
 }
 
+impl std::fmt::Display for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lock::Receipt { queue, receipt } => write!(f, "delivery {receipt} of queue {queue:?}"),
+            Lock::LogOffset { group, key } => write!(f, "group {group:?}'s offset of key {key:?}"),
+            Lock::Partition { group, partition } => {
+                write!(f, "group {group:?}'s offset of partition {partition}")
+            }
+        }
+    }
+}
+
 /// What checking a transaction's operations found it needs.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct Claims {
@@ -75,7 +87,7 @@ pub(super) struct Txns {
 fn conflict(lock: &Lock, txid: &str) -> ErrorBody {
     err(
         ErrorCode::TxnConflict,
-        format!("{lock:?} is held by prepared transaction {txid:?}"),
+        format!("{lock} is held by prepared transaction {txid:?}"),
     )
 }
 
@@ -496,7 +508,7 @@ impl Broker {
     fn claim(&self, claims: &mut Claims, lock: Lock) -> Result<(), ErrorBody> {
         self.txns.check(&lock)?;
         if claims.locks.contains(&lock) {
-            let text = format!("the transaction touches {lock:?} twice");
+            let text = format!("the transaction touches {lock} twice");
             return Err(err(ErrorCode::MalformedRequest, text));
         }
         claims.locks.push(lock);
