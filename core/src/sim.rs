@@ -6,7 +6,7 @@
 //! Links between nodes can drop, duplicate and reorder messages (random latency) and
 //! be cut one way or both; whether a link is cut is decided when a message is
 //! delivered, not when it is sent (as in Maelstrom). Clients are never cut off and
-//! have no latency. Nodes crash (losing all memory) and restart from the records they
+//! have no latency, but their requests and replies can be lost. Nodes crash (losing all memory) and restart from the records they
 //! persisted, and a crash can fall between the effects of one step (its records
 //! persisted, its messages never sent).
 
@@ -30,6 +30,8 @@ pub struct NetConfig {
     pub loss_percent: u64,
     /// Percent (0–100) of node-to-node messages delivered twice.
     pub duplicate_percent: u64,
+    /// Percent (0–100) of client requests and replies lost on the way.
+    pub client_loss_percent: u64,
 }
 
 impl Default for NetConfig {
@@ -40,6 +42,7 @@ impl Default for NetConfig {
             max_latency_ms: 10,
             loss_percent: 0,
             duplicate_percent: 0,
+            client_loss_percent: 0,
         }
     }
 }
@@ -56,6 +59,7 @@ impl NetConfig {
             max_latency_ms: min_latency_ms + rng.between(0, 80),
             loss_percent: rng.between(0, 40),
             duplicate_percent: rng.between(0, 20),
+            client_loss_percent: 0,
         }
     }
 }
@@ -96,6 +100,8 @@ pub struct Cluster {
     /// Messages that reached clients, in arrival order.
     client_inbox: Vec<Message>,
     next_client_msg_id: u64,
+    /// The msg_id of the request (from [`Cluster::request`]) whose reply is never lost.
+    lossless_reply: Option<u64>,
     effects: Effects,
     trace: VecDeque<String>,
     trace_hash: u64,
@@ -122,6 +128,7 @@ impl Cluster {
             cut: BTreeSet::new(),
             client_inbox: Vec::new(),
             next_client_msg_id: 1,
+            lossless_reply: None,
             effects: Effects::new(),
             trace: VecDeque::new(),
             trace_hash: 0,
@@ -151,8 +158,10 @@ impl Cluster {
 
     /// Sends `payload` from client `c<i>` to node `i` and runs the cluster until the
     /// reply arrives; panics if none comes within 60 simulated seconds.
+    /// Neither the request nor its reply is lost (it stands for a client that retries
+    /// until it is answered).
     pub fn request(&mut self, node: usize, payload: Payload) -> Payload {
-        match self.try_request(node, payload, 60_000) {
+        match self.exchange(node, payload, 60_000, false) {
             Some(reply) => reply,
             None => panic!(
                 "no reply from n{node} within 60 s\n{}",
@@ -162,12 +171,23 @@ impl Cluster {
     }
 
     /// Like [`Cluster::request`], but gives up after `timeout_ms` (a crashed node, or
-    /// one that crashed before replying, never answers).
+    /// one that crashed before replying, never answers), and the request or its reply
+    /// may be lost (`client_loss_percent`).
     pub fn try_request(
         &mut self,
         node: usize,
         payload: Payload,
         timeout_ms: u64,
+    ) -> Option<Payload> {
+        self.exchange(node, payload, timeout_ms, true)
+    }
+
+    fn exchange(
+        &mut self,
+        node: usize,
+        payload: Payload,
+        timeout_ms: u64,
+        lossy: bool,
     ) -> Option<Payload> {
         let msg_id = self.next_client_msg_id;
         self.next_client_msg_id += 1;
@@ -181,7 +201,8 @@ impl Cluster {
                 in_reply_to: None,
             },
         };
-        if self.alive[node] {
+        self.lossless_reply = (!lossy).then_some(msg_id);
+        if self.alive[node] && !(lossy && self.lose_client_message()) {
             self.deliver(node, Event::Message(msg));
         }
         let give_up = self.now.plus_millis(timeout_ms);
@@ -360,9 +381,24 @@ impl Cluster {
         }
     }
 
+    /// True if a client's request or reply is lost (no draw when nothing is lost, so
+    /// runs without client loss keep their traces).
+    fn lose_client_message(&mut self) -> bool {
+        let lost =
+            self.net.client_loss_percent > 0 && self.rng.chance(self.net.client_loss_percent, 100);
+        if lost {
+            self.stats.dropped += 1;
+        }
+        lost
+    }
+
     fn route(&mut self, msg: Message) {
         if self.index_of(&msg.dest).is_none() {
-            self.client_inbox.push(msg);
+            let lossless =
+                msg.body.in_reply_to.is_some() && msg.body.in_reply_to == self.lossless_reply;
+            if lossless || !self.lose_client_message() {
+                self.client_inbox.push(msg);
+            }
             return;
         }
         if self.rng.chance(self.net.loss_percent, 100) {

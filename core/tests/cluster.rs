@@ -348,6 +348,7 @@ fn broadcast_gossip_does_not_flood() {
             max_latency_ms: 30,
             loss_percent: 20,
             duplicate_percent: 0,
+            client_loss_percent: 0,
         };
         let mut c = Cluster::new(5, net, |i| Config {
             seed: seed * 100 + i as u64,

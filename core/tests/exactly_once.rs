@@ -4,8 +4,9 @@
 //! - a producer sends values 0..N to queue `in` as an idempotent producer, retrying
 //!   each write until it is answered;
 //! - a consumer processes `in` into `out` (value × 10) with one `txn` per message:
-//!   the ack of the input and the enqueue of the output together; it drops replies,
-//!   forgets deliveries and retries transactions whose answer was lost;
+//!   the ack of the input and the enqueue of the output together; it forgets
+//!   deliveries and retries transactions whose answer was lost;
+//! - requests and replies are lost on the way (0, 10 or 20 %, by seed);
 //! - the checker: once everything is healed and drained, `out` holds each output
 //!   exactly once, and `in` is empty.
 //!
@@ -39,9 +40,8 @@ fn dequeue(queue: &str, max: usize) -> Payload {
     })
 }
 
-/// Processes one delivery of `in` into `out` in one transaction; `None` if the
-/// answer was lost (the transaction may or may not have happened).
-fn process(c: &mut Cluster, d: &Delivery) -> Option<Payload> {
+/// The transaction that processes one delivery of `in` into `out`.
+fn process(d: &Delivery) -> Payload {
     let value = d.msg.as_u64().expect("values are numbers");
     let ops = vec![
         Payload::Ack(Receipt {
@@ -56,7 +56,7 @@ fn process(c: &mut Cluster, d: &Delivery) -> Option<Payload> {
             ..Default::default()
         }),
     ];
-    c.try_request(0, Payload::Txn(Txn { ops }), 500)
+    Payload::Txn(Txn { ops })
 }
 
 #[test]
@@ -66,6 +66,8 @@ fn idempotent_producer_and_transactional_consumer_apply_each_message_once() {
             1,
             NetConfig {
                 seed,
+                // Lost requests and replies: none, 10 % or 20 %, by seed.
+                client_loss_percent: seed % 3 * 10,
                 ..NetConfig::default()
             },
             |_| Config {
@@ -121,7 +123,7 @@ fn idempotent_producer_and_transactional_consumer_apply_each_message_once() {
                         continue;
                     }
                     let d = held.swap_remove(rng.below(held.len() as u64) as usize);
-                    match process(&mut c, &d) {
+                    match c.try_request(0, process(&d), 500) {
                         Some(Payload::TxnOk(_)) => {}
                         // Lost: maybe done. Retrying is safe: if the first one happened,
                         // its ack makes this one fail as a whole.
@@ -149,7 +151,7 @@ fn idempotent_producer_and_transactional_consumer_apply_each_message_once() {
                 fail(&c, seed, "healed dequeue refused".into());
             };
             for d in ok.msgs {
-                if !matches!(process(&mut c, &d), Some(Payload::TxnOk(_))) {
+                if !matches!(c.request(0, process(&d)), Payload::TxnOk(_)) {
                     fail(&c, seed, format!("healed txn of {} refused", d.msg));
                 }
             }

@@ -6,6 +6,8 @@
 //!   for what Jepsen's kafka checker reports;
 //! - consumer groups on a partitioned topic, checked for at-least-once delivery.
 //!
+//! Client requests and replies are lost on the way too (0, 10 or 20 %, by seed).
+//!
 //! `SIM_SEED=<n>` replays one seed exactly, `SIM_SEEDS=<count>` runs a longer sweep.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -133,6 +135,8 @@ fn kafka_workload_through_crashes() {
             1,
             NetConfig {
                 seed,
+                // Lost requests and replies: none, 10 % or 20 %, by seed.
+                client_loss_percent: seed % 3 * 10,
                 ..NetConfig::default()
             },
             |_| Config {
@@ -483,6 +487,8 @@ fn consumer_groups_through_crashes_and_rebalances() {
             1,
             NetConfig {
                 seed,
+                // Lost requests and replies: none, 10 % or 20 %, by seed.
+                client_loss_percent: seed % 3 * 10,
                 ..NetConfig::default()
             },
             |_| config.clone(),
