@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_core::msg::{CreateQueue, Dequeue, Enqueue, Receipt};
+use herald_core::msg::{CreateQueue, Dequeue, Enqueue, InitProducer, ProducerId, Receipt};
 use herald_core::wire;
 use herald_core::Payload;
 
@@ -23,6 +23,9 @@ use herald_core::Payload;
 pub enum Target {
     /// Herald: `enqueue`, then `dequeue` + `ack`.
     Herald,
+    /// Herald with an idempotent producer per connection: each `enqueue` carries
+    /// producer id, epoch and sequence number.
+    HeraldIdempotent,
     /// redis lists: `LPUSH`, then `RPOP`.
     RedisList,
     /// redis streams: `XADD`, then `XREADGROUP` + `XACK`.
@@ -34,10 +37,11 @@ impl std::str::FromStr for Target {
     fn from_str(s: &str) -> Result<Target, String> {
         match s {
             "herald" => Ok(Target::Herald),
+            "herald-idempotent" => Ok(Target::HeraldIdempotent),
             "redis-list" => Ok(Target::RedisList),
             "redis-stream" => Ok(Target::RedisStream),
             other => Err(format!(
-                "--target is herald, redis-list or redis-stream, not {other:?}"
+                "--target is herald, herald-idempotent, redis-list or redis-stream, not {other:?}"
             )),
         }
     }
@@ -100,6 +104,8 @@ struct Conn {
     next_msg_id: u64,
     line: Vec<u8>,
     consumer: String,
+    /// HeraldIdempotent: this connection's producer and its next sequence number.
+    producer: Option<(ProducerId, u64)>,
 }
 
 /// A reply, reduced to what the harness needs.
@@ -127,6 +133,20 @@ impl Conn {
             next_msg_id: 1,
             line: Vec::new(),
             consumer: format!("c{index}"),
+            producer: None,
+        })
+        .and_then(|mut conn| {
+            if conn.target == Target::HeraldIdempotent {
+                conn.herald(Payload::InitProducer(InitProducer::default()))?;
+                conn.writer.flush()?;
+                conn.line.clear();
+                conn.reader.read_until(b'\n', &mut conn.line)?;
+                match wire::decode(conn.line.trim_ascii_end()).map(|m| m.body.payload) {
+                    Ok(Payload::InitProducerOk(id)) => conn.producer = Some((id, 0)),
+                    other => return Err(io::Error::other(format!("init_producer: {other:?}"))),
+                }
+            }
+            Ok(conn)
         })
     }
 
@@ -149,14 +169,21 @@ impl Conn {
 
     fn produce(&mut self, queue: &str, payload: &[u8]) -> io::Result<()> {
         match self.target {
-            Target::Herald => {
+            Target::Herald | Target::HeraldIdempotent => {
                 let msg = serde_json::Value::String(String::from_utf8_lossy(payload).into_owned());
+                let (producer, epoch, seq) = match &mut self.producer {
+                    Some((id, next_seq)) => {
+                        *next_seq += 1;
+                        (Some(id.producer), Some(id.epoch), Some(*next_seq - 1))
+                    }
+                    None => (None, None, None),
+                };
                 self.herald(Payload::Enqueue(Enqueue {
                     queue: queue.into(),
                     msg,
-                    id: None,
-                    delay_ms: None,
-                    ttl_ms: None,
+                    producer,
+                    epoch,
+                    seq,
                     ..Default::default()
                 }))
             }
@@ -167,7 +194,7 @@ impl Conn {
 
     fn consume(&mut self, queue: &str) -> io::Result<()> {
         match self.target {
-            Target::Herald => self.herald(Payload::Dequeue(Dequeue {
+            Target::Herald | Target::HeraldIdempotent => self.herald(Payload::Dequeue(Dequeue {
                 queue: queue.into(),
                 max: Some(1),
                 visibility_ms: None,
@@ -193,7 +220,7 @@ impl Conn {
 
     fn acknowledge(&mut self, queue: &str, token: &str) -> io::Result<()> {
         match self.target {
-            Target::Herald => self.herald(Payload::Ack(Receipt {
+            Target::Herald | Target::HeraldIdempotent => self.herald(Payload::Ack(Receipt {
                 queue: queue.into(),
                 receipt: token.into(),
                 delay_ms: None,
@@ -208,7 +235,7 @@ impl Conn {
 
     fn read_reply(&mut self) -> io::Result<Reply> {
         match self.target {
-            Target::Herald => {
+            Target::Herald | Target::HeraldIdempotent => {
                 self.line.clear();
                 if self.reader.read_until(b'\n', &mut self.line)? == 0 {
                     return Err(io::Error::new(
@@ -319,7 +346,7 @@ fn read_resp(reader: &mut impl BufRead) -> io::Result<Resp> {
 fn prepare(config: &BenchConfig) -> io::Result<()> {
     let mut conn = Conn::open(config, 0)?;
     match config.target {
-        Target::Herald => {
+        Target::Herald | Target::HeraldIdempotent => {
             let q = CreateQueue {
                 queue: config.queue.clone(),
                 max_depth: Some(1_000_000),

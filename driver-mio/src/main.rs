@@ -115,7 +115,8 @@ enum Command {
     Request { body: String },
     /// Load-test a server: produce to a queue, then consume + ack it.
     Bench {
-        /// herald, redis-list (LPUSH/RPOP) or redis-stream (XADD/XREADGROUP/XACK).
+        /// herald, herald-idempotent (enqueues with producer id and sequence), redis-list
+        /// (LPUSH/RPOP) or redis-stream (XADD/XREADGROUP/XACK).
         #[arg(long, default_value = "herald")]
         target: herald_mio::bench::Target,
         #[arg(long, default_value_t = 4)]

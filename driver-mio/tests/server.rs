@@ -443,38 +443,45 @@ fn the_bench_produces_and_consumes_against_a_live_server() {
     use herald_mio::bench::{report, run, BenchConfig, Target};
     let dir = data_dir("bench");
     let server = start(&dir, &["--fsync", "never"]);
-    let config = BenchConfig {
-        addr: server.addr.clone(),
-        target: Target::Herald,
-        connections: 2,
-        pipeline: 4,
-        size: 32,
-        duration: Duration::from_millis(300),
-        queue: "b".into(),
-    };
-    let results = run(&config).unwrap();
-    let (produced, consumed) = (&results[0], &results[1]);
-    assert!(
-        produced.ops > 0 && consumed.ops > 0,
-        "{}",
-        report(&config, &results)
-    );
-    assert!(
-        consumed.ops <= produced.ops,
-        "cannot consume more than was produced"
-    );
-    assert_eq!(
-        produced.latencies_us.len() as u64,
-        produced.ops,
-        "one latency per enqueue"
-    );
-    let mut c = server.client();
-    let Payload::StatsOk(stats) = ok(c.call(Payload::Stats(QueueName { queue: "b".into() })))
-    else {
-        panic!()
-    };
-    assert_eq!(stats.acked, consumed.ops);
-    assert_eq!(stats.enqueued, produced.ops);
+    for (target, queue) in [(Target::Herald, "b"), (Target::HeraldIdempotent, "bi")] {
+        let config = BenchConfig {
+            addr: server.addr.clone(),
+            target,
+            connections: 2,
+            pipeline: 4,
+            size: 32,
+            duration: Duration::from_millis(300),
+            queue: queue.into(),
+        };
+        let results = run(&config).unwrap();
+        let (produced, consumed) = (&results[0], &results[1]);
+        assert!(
+            produced.ops > 0 && consumed.ops > 0,
+            "{}",
+            report(&config, &results)
+        );
+        assert!(
+            consumed.ops <= produced.ops,
+            "cannot consume more than was produced"
+        );
+        assert_eq!(
+            produced.latencies_us.len() as u64,
+            produced.ops,
+            "one latency per enqueue"
+        );
+        let mut c = server.client();
+        let stats = Payload::Stats(QueueName {
+            queue: queue.into(),
+        });
+        let Payload::StatsOk(stats) = ok(c.call(stats)) else {
+            panic!()
+        };
+        assert_eq!(stats.acked, consumed.ops);
+        assert_eq!(
+            stats.enqueued, produced.ops,
+            "{target:?}: no write refused or doubled"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
