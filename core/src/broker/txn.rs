@@ -28,6 +28,23 @@ enum Lock {
     Partition { group: String, partition: u32 },
 }
 
+impl Lock {
+    /// The lock on a delivery, whatever way its receipt is spelled (`"01.1"` and
+    /// `"1.1"` name one delivery).
+    fn receipt(queue: &str, receipt: &str) -> Lock {
+        let parsed = receipt
+            .split_once('.')
+            .and_then(|(seq, nonce)| Some((seq.parse::<u64>().ok()?, nonce.parse::<u64>().ok()?)));
+        Lock::Receipt {
+            queue: queue.to_owned(),
+            receipt: match parsed {
+                Some((seq, nonce)) => format!("{seq}.{nonce}"),
+                None => receipt.to_owned(),
+            },
+        }
+    }
+}
+
 impl std::fmt::Display for Lock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -131,10 +148,7 @@ impl Txns {
 
     /// Refuses with 30 if a prepared transaction holds this delivery.
     pub(super) fn check_receipt(&self, queue: &str, receipt: &str) -> Result<(), ErrorBody> {
-        self.check(&Lock::Receipt {
-            queue: queue.to_owned(),
-            receipt: receipt.to_owned(),
-        })
+        self.check(&Lock::receipt(queue, receipt))
     }
 
     /// Refuses with 30 if a prepared transaction holds a group's offset of one of `keys`.
@@ -459,13 +473,7 @@ impl Broker {
                     .ok_or_else(|| no_queue(&r.queue))?;
                 q.check_receipt(&r.receipt)
                     .map_err(|x| queue_error(&r.queue, x, q.config()))?;
-                self.claim(
-                    claims,
-                    Lock::Receipt {
-                        queue: r.queue.clone(),
-                        receipt: r.receipt.clone(),
-                    },
-                )?;
+                self.claim(claims, Lock::receipt(&r.queue, &r.receipt))?;
             }
             Payload::CommitOffsets(c) => {
                 let group = c.group.clone().unwrap_or_default();
