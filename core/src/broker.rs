@@ -142,6 +142,7 @@ impl Broker {
                 | Payload::CommitTxn(_)
                 | Payload::AbortTxn(_)
                 | Payload::ListPrepared
+                | Payload::CancelWaits
         )
     }
 
@@ -351,6 +352,9 @@ impl Broker {
                 }
                 Payload::ProcessedOk(ProcessedOk { first_time })
             }
+            Payload::CancelWaits => Payload::CancelWaitsOk(Cancelled {
+                cancelled: self.cancel_waits(client),
+            }),
             Payload::Txn(t) => self.txn(now, config, t.ops)?,
             Payload::Prepare(p) => self.prepare(now, config, p)?,
             Payload::CommitTxn(t) => self.commit_txn(now, t.txid)?,
@@ -561,6 +565,25 @@ impl Broker {
         }
         self.serve_waiters(now, name);
         self.rewake(name);
+    }
+
+    /// Drops every waiting dequeue of `client` (it went away, or gave up); returns how
+    /// many. Their messages stay visible for others.
+    fn cancel_waits(&mut self, client: &str) -> usize {
+        let mut cancelled = 0;
+        for waiters in self.waiters.values_mut() {
+            waiters.retain(|w| {
+                let keep = w.client != client;
+                if !keep {
+                    self.waiter_deadlines.cancel(w.timer);
+                    cancelled += 1;
+                }
+                keep
+            });
+        }
+        self.waiters.retain(|_, waiters| !waiters.is_empty());
+        self.waiter_count -= cancelled;
+        cancelled
     }
 
     fn serve_waiters(&mut self, now: Time, name: &str) {

@@ -557,6 +557,13 @@ pub struct ProducerId {
     pub epoch: u64,
 }
 
+/// `cancel_waits_ok`: how many waiting dequeues were cancelled.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct Cancelled {
+    /// The count.
+    pub cancelled: usize,
+}
+
 /// `txn`: writes, acks and offset commits applied atomically (all or none).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Txn {
@@ -690,6 +697,8 @@ payloads! {
         "abort_txn_ok" => AbortTxnOk,
         /// List prepared transactions.
         "list_prepared" => ListPrepared,
+        /// Cancel the sender's waiting (long-poll) dequeues.
+        "cancel_waits" => CancelWaits,
         /// Reply to `nack`.
         "nack_ok" => NackOk,
         /// Reply to `extend`.
@@ -808,6 +817,8 @@ payloads! {
         "abort_txn" => AbortTxn(TxnId),
         /// Reply to `list_prepared`.
         "list_prepared_ok" => ListPreparedOk(PreparedList),
+        /// Reply to `cancel_waits`.
+        "cancel_waits_ok" => CancelWaitsOk(Cancelled),
     }
 }
 

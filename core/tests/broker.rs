@@ -960,7 +960,11 @@ fn two_phase_commit_locks_reserves_commits_once_and_recovers() {
     assert_eq!(depth(&mut h, "out"), 0);
     assert_eq!(h.error(ack("in", &receipt)).code, 30);
     let respelled = format!("0{receipt}");
-    assert_eq!(h.error(ack("in", &respelled)).code, 30, "one delivery, two spellings");
+    assert_eq!(
+        h.error(ack("in", &respelled)).code,
+        30,
+        "one delivery, two spellings"
+    );
     let other = Prepare {
         txid: "t2".into(),
         ops: vec![ack("in", &receipt)],

@@ -90,6 +90,9 @@ struct Conn {
     /// edge-triggered, so no new event will say the waiting data is there: reading
     /// resumes explicitly once the buffer drains.
     throttled: bool,
+    /// It sent a long-polling dequeue: when it closes, its waits are cancelled so no
+    /// message is handed to a connection that is gone.
+    long_polls: bool,
     last_active: Instant,
     interest: Interest,
 }
@@ -380,6 +383,7 @@ impl Server {
                 broken: false,
                 more_to_read: true,
                 throttled: false,
+                long_polls: false,
                 last_active: Instant::now(),
                 interest: Interest::READABLE,
             });
@@ -462,7 +466,13 @@ impl Server {
                 return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
             }
             Ok(line) => match wire::decode_from(&line, name, SERVER_NAME) {
-                Ok(msg) => Event::Message(msg),
+                Ok(msg) => {
+                    if matches!(&msg.body.payload, Payload::Dequeue(d) if d.wait_ms.unwrap_or(0) > 0)
+                    {
+                        self.conns[key].long_polls = true;
+                    }
+                    Event::Message(msg)
+                }
                 Err(DecodeError::Invalid(bad)) if bad.msg_id.is_some() => Event::Invalid(bad),
                 Err(err) => {
                     log(Level::Warn, self.log_level, || {
@@ -567,6 +577,20 @@ impl Server {
         let mut conn = self.conns.remove(key);
         self.by_name.remove(&conn.name);
         let _ = poll.registry().deregister(&mut conn.stream);
+        if conn.long_polls {
+            // Through the node like any request, so the log replays it too.
+            let cancel = Message {
+                src: conn.name.clone(),
+                dest: SERVER_NAME.into(),
+                body: Body {
+                    payload: Payload::CancelWaits,
+                    msg_id: None,
+                    in_reply_to: None,
+                },
+            };
+            let now = self.clock.now();
+            self.step(now, Event::Message(cancel));
+        }
         log(Level::Debug, self.log_level, || {
             format!("event=closed conn={}", conn.id)
         });

@@ -641,3 +641,34 @@ fn a_prepared_transaction_survives_kill_9_then_commits_once_or_aborts() {
     assert!(list.prepared.is_empty());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn a_long_poll_from_a_closed_connection_takes_no_message() {
+    let dir = data_dir("long-poll-closed");
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    create_queue(&mut c, "q", 60_000);
+    // A consumer parks a 10 s dequeue, then goes away before anything arrives.
+    let mut gone = server.client();
+    let wait = Dequeue {
+        queue: "q".into(),
+        max: Some(1),
+        visibility_ms: None,
+        wait_ms: Some(10_000),
+    };
+    gone.send(Payload::Dequeue(wait)).unwrap();
+    gone.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(100));
+    ok(c.call(enqueue("q", "m")));
+    // Without cancelling the closed connection's wait, the message would be handed
+    // to it and stay invisible for 60 s.
+    let got = dequeue(&mut c, "q", 1, 0);
+    assert_eq!(got.len(), 1, "the message is still visible");
+    assert_eq!(
+        got[0].deliveries, 1,
+        "nobody else was counted as receiving it"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
