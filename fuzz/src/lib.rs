@@ -195,6 +195,8 @@ pub enum Request {
     CreateTopic(u8),
     /// `publish` to `t`.
     Publish(Option<u8>),
+    /// `cancel_waits`.
+    CancelWaits,
     /// `init_producer`, named `p<name % 2>` or unnamed.
     InitProducer(Option<u8>),
     /// `txn` (0), `prepare` (1), `commit_txn` (2), `abort_txn` (3) or `list_prepared`
@@ -380,6 +382,7 @@ fn request_payload(request: Request) -> Payload {
             msg: 1.into(),
             ..Default::default()
         }),
+        Request::CancelWaits => Payload::CancelWaits,
         Request::InitProducer(name) => Payload::InitProducer(InitProducer {
             name: name.map(|n| format!("p{}", n % 2)),
         }),
