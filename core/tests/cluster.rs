@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use herald_core::msg::*;
 use herald_core::sim::{Cluster, NetConfig};
-use herald_core::{Config, Rng};
+use herald_core::{Config, Rng, Time};
 
 mod common;
 use common::{fail, seeds};
@@ -183,10 +183,13 @@ fn a_seed_replays_exactly() {
 }
 
 /// A work queue on a node that crashes (sometimes between persisting a step and
-/// sending its replies) and restarts from its records. The checker: no message is
-/// delivered again after an ack was acknowledged; every acknowledged enqueue ends
-/// acked or dead-lettered (or had an ack whose reply was lost to a crash); dead letters carry exactly `max_deliveries`; delivery
-/// counts only grow; nothing is invented.
+/// sending its replies) and restarts from its records, with requests and replies lost
+/// on the way. The checker: no message is delivered again after an ack was
+/// acknowledged, nor after its TTL; every acknowledged enqueue ends acked,
+/// dead-lettered or expired by its TTL (or had an ack whose reply was lost); dead
+/// letters carry exactly `max_deliveries`; delivery counts are exact (each delivery
+/// adds one, and a count never exceeds the deliveries seen plus the dequeues whose
+/// reply was lost); nothing is invented.
 #[test]
 fn a_queue_keeps_its_promises_through_crashes() {
     const MAX_DELIVERIES: u32 = 3;
@@ -195,6 +198,7 @@ fn a_queue_keeps_its_promises_through_crashes() {
             1,
             NetConfig {
                 seed,
+                client_loss_percent: seed % 3 * 10,
                 ..NetConfig::default()
             },
             |_| Config::default(),
@@ -216,14 +220,24 @@ fn a_queue_keeps_its_promises_through_crashes() {
         let mut acked: BTreeSet<String> = BTreeSet::new();
         let mut maybe_acked: BTreeSet<String> = BTreeSet::new(); // acks with no reply
         let mut last_count: BTreeMap<String, u32> = BTreeMap::new();
+        let mut observed: BTreeMap<String, u32> = BTreeMap::new(); // deliveries seen
+        let mut unanswered_dequeues = 0; // each may have delivered a message unseen
+        let mut expires: BTreeMap<String, Time> = BTreeMap::new(); // enqueues with a TTL
         let mut held: Vec<(String, String)> = Vec::new(); // (id, receipt)
-        let mut check_delivery = |c: &Cluster, d: &Delivery, acked: &BTreeSet<String>| {
+        let mut check_delivery = |c: &Cluster,
+                                  d: &Delivery,
+                                  acked: &BTreeSet<String>,
+                                  expires: &BTreeMap<String, Time>,
+                                  unanswered: u32| {
             if acked.contains(&d.id) {
                 fail(
                     c,
                     seed,
                     format!("{} delivered again after its ack was acknowledged", d.id),
                 );
+            }
+            if expires.get(&d.id).is_some_and(|&at| c.now() >= at) {
+                fail(c, seed, format!("{} delivered after its TTL", d.id));
             }
             let last = last_count.insert(d.id.clone(), d.deliveries).unwrap_or(0);
             if d.deliveries <= last {
@@ -233,6 +247,18 @@ fn a_queue_keeps_its_promises_through_crashes() {
                     format!(
                         "{} delivery count went from {last} to {}",
                         d.id, d.deliveries
+                    ),
+                );
+            }
+            let seen = observed.entry(d.id.clone()).or_default();
+            *seen += 1;
+            if d.deliveries > *seen + unanswered {
+                fail(
+                    c,
+                    seed,
+                    format!(
+                        "{} counted {} deliveries: {} seen, {unanswered} dequeues unanswered",
+                        d.id, d.deliveries, *seen
                     ),
                 );
             }
@@ -246,12 +272,16 @@ fn a_queue_keeps_its_promises_through_crashes() {
                 1 => c.crash_during_next_step(0),
                 2..=5 => {
                     let id = format!("m{step}");
+                    let ttl_ms = rng.chance(1, 4).then(|| rng.between(200, 2_000));
+                    if let Some(ms) = ttl_ms {
+                        expires.insert(id.clone(), c.now().plus_millis(ms));
+                    }
                     let e = Enqueue {
                         queue: "q".into(),
                         msg: step.into(),
                         id: Some(id.clone()),
                         delay_ms: None,
-                        ttl_ms: None,
+                        ttl_ms,
                         ..Default::default()
                     };
                     match c.try_request(0, Payload::Enqueue(e), 500) {
@@ -270,12 +300,15 @@ fn a_queue_keeps_its_promises_through_crashes() {
                         visibility_ms: None,
                         wait_ms: None,
                     };
-                    if let Some(Payload::DequeueOk(ok)) = c.try_request(0, Payload::Dequeue(d), 500)
-                    {
-                        for d in ok.msgs {
-                            check_delivery(&c, &d, &acked);
-                            held.push((d.id, d.receipt));
+                    match c.try_request(0, Payload::Dequeue(d), 500) {
+                        Some(Payload::DequeueOk(ok)) => {
+                            for d in ok.msgs {
+                                check_delivery(&c, &d, &acked, &expires, unanswered_dequeues);
+                                held.push((d.id, d.receipt));
+                            }
                         }
+                        Some(other) => fail(&c, seed, format!("dequeue answered {other:?}")),
+                        None => unanswered_dequeues += 1,
                     }
                 }
                 _ => {
@@ -307,7 +340,7 @@ fn a_queue_keeps_its_promises_through_crashes() {
         for _ in 0..(MAX_DELIVERIES + 2) {
             c.run_for_ms(300);
             for d in drain(&mut c, "q") {
-                check_delivery(&c, &d, &acked);
+                check_delivery(&c, &d, &acked, &expires, unanswered_dequeues);
                 acked.insert(d.id);
             }
         }
@@ -327,7 +360,12 @@ fn a_queue_keeps_its_promises_through_crashes() {
             dead.insert(d.id, letter.deliveries);
         }
         for id in &enqueued {
-            if !acked.contains(id) && !dead.contains_key(id) && !maybe_acked.contains(id) {
+            let expired = expires.get(id).is_some_and(|&at| c.now() >= at);
+            if !acked.contains(id)
+                && !dead.contains_key(id)
+                && !maybe_acked.contains(id)
+                && !expired
+            {
                 fail(&c, seed, format!("acknowledged enqueue {id} was lost"));
             }
         }
