@@ -119,7 +119,7 @@ impl Default for Config {
             max_txn_ops: 1_000,
             max_prepared: 1_000,
             prepared_timeout_ms: 60_000,
-            max_txn_outcomes: 10_000,
+            max_txn_outcomes: 1_000,
         }
     }
 }
