@@ -672,3 +672,51 @@ fn a_long_poll_from_a_closed_connection_takes_no_message() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn an_idempotent_producer_is_recognised_after_kill_9() {
+    let dir = data_dir("producer");
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    ok(c.call(Payload::CreateTopic(CreateTopic {
+        topic: "t".into(),
+        partitions: 1,
+    })));
+    let Payload::InitProducerOk(p) = ok(c.call(Payload::InitProducer(InitProducer {
+        name: Some("relay".into()),
+    }))) else {
+        panic!()
+    };
+    let publish = |seq: u64| {
+        Payload::Publish(Publish {
+            topic: "t".into(),
+            msg: json!(seq),
+            producer: Some(p.producer),
+            epoch: Some(p.epoch),
+            seq: Some(seq),
+            ..Default::default()
+        })
+    };
+    let first = ok(c.call(publish(0)));
+    drop(c);
+    server.kill9();
+    let server = start(&dir, &[]);
+    let mut c = server.client();
+    // The producer retries after the crash: recognised, same offset, not written again.
+    let Payload::PublishOk(retried) = ok(c.call(publish(0))) else {
+        panic!()
+    };
+    let Payload::PublishOk(first) = first else {
+        panic!()
+    };
+    assert_eq!((retried.offset, retried.duplicate), (first.offset, true));
+    let Payload::PublishOk(next) = ok(c.call(publish(1))) else {
+        panic!()
+    };
+    assert_eq!(
+        next.offset,
+        first.offset + 1,
+        "the log holds the first write once"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
