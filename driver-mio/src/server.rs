@@ -288,6 +288,11 @@ impl Server {
             if self.wal.wants_compaction(self.config.compact_after_bytes) {
                 self.compact()?;
             }
+            if let Some(bytes) = self.wal.finish_compaction(false)? {
+                log(Level::Info, self.log_level, || {
+                    format!("event=compacted snapshot_bytes={bytes}")
+                });
+            }
             if self
                 .wal
                 .sync_deadline()
@@ -306,16 +311,16 @@ impl Server {
         }
     }
 
-    /// Replaces the log so far with a snapshot of the node (stop-the-world: the loop
-    /// waits while it is written).
+    /// Starts replacing the log so far with a snapshot of the node. The loop waits
+    /// while the state is serialized; a background thread writes and syncs it.
     fn compact(&mut self) -> io::Result<()> {
         let started = Instant::now();
         let snapshot = self.node.snapshot();
-        self.wal.compact(&snapshot)?;
+        let bytes = snapshot.len();
+        self.wal.start_compaction(snapshot)?;
         log(Level::Info, self.log_level, || {
             format!(
-                "event=compacted snapshot_bytes={} ms={}",
-                snapshot.len(),
+                "event=compacting snapshot_bytes={bytes} loop_paused_ms={}",
                 started.elapsed().as_millis()
             )
         });
@@ -613,6 +618,7 @@ impl Server {
         let _ = poll.registry().deregister(listener);
         self.wal.commit()?;
         self.wal.sync()?;
+        self.wal.finish_compaction(true)?;
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline
             && self

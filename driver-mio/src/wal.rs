@@ -21,6 +21,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use herald_core::Record;
@@ -117,6 +118,8 @@ pub struct Wal {
     /// Log bytes written since the last snapshot (or since the start of the log).
     bytes_since_snapshot: u64,
     last_snapshot_bytes: u64,
+    /// A snapshot being written by a background thread, and its size.
+    compacting: Option<(JoinHandle<io::Result<()>>, u64)>,
 }
 
 fn segment_path(dir: &Path, index: u64) -> PathBuf {
@@ -125,6 +128,26 @@ fn segment_path(dir: &Path, index: u64) -> PathBuf {
 
 fn snapshot_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("snapshot-{index:010}.bin"))
+}
+
+/// Writes snapshot `index` (tmp file, sync, rename, sync the directory), then deletes
+/// the segments and snapshots older than it.
+fn write_snapshot(dir: &Path, index: u64, snapshot: &[u8]) -> io::Result<()> {
+    let tmp = dir.join(format!("snapshot-{index:010}.tmp"));
+    let mut bytes = Vec::with_capacity(snapshot.len() + HEADER_BYTES);
+    frame(snapshot, &mut bytes);
+    let mut file = File::create(&tmp)?;
+    file.write_all(&bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, snapshot_path(dir, index))?;
+    File::open(dir)?.sync_all()?;
+    let old_snapshots = numbered(dir, "snapshot-", ".bin")?;
+    for (old, path) in segments(dir)?.into_iter().chain(old_snapshots) {
+        if old < index {
+            fs::remove_file(path)?;
+        }
+    }
+    Ok(())
 }
 
 fn segments(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
@@ -265,6 +288,7 @@ impl Wal {
             last_sync: Instant::now(),
             bytes_since_snapshot: total,
             last_snapshot_bytes: report.snapshot_bytes,
+            compacting: None,
         };
         Ok((
             wal,
@@ -277,38 +301,53 @@ impl Wal {
     }
 
     /// True when the log since the last snapshot outgrew `min_bytes` and twice the
-    /// last snapshot: time to [`Wal::compact`] (so snapshots of a large state are not
-    /// taken over and over).
+    /// last snapshot, and no snapshot is being written: time to compact (so snapshots
+    /// of a large state are not taken over and over).
     pub fn wants_compaction(&self, min_bytes: u64) -> bool {
-        self.bytes_since_snapshot > min_bytes.max(2 * self.last_snapshot_bytes)
+        self.compacting.is_none()
+            && self.bytes_since_snapshot > min_bytes.max(2 * self.last_snapshot_bytes)
     }
 
     /// Makes `snapshot` (the node's state after every record appended so far) durable,
-    /// then deletes the segments and snapshots it replaces.
-    pub fn compact(&mut self, snapshot: &[u8]) -> io::Result<()> {
+    /// then deletes the segments and snapshots it replaces; returns when done.
+    pub fn compact(&mut self, snapshot: Vec<u8>) -> io::Result<()> {
+        self.start_compaction(snapshot)?;
+        self.finish_compaction(true).map(|_| ())
+    }
+
+    /// Like [`Wal::compact`], but the snapshot is written, synced and put in place by
+    /// a background thread while the log goes on in a new segment; the old segments
+    /// stay until it is done. A crash at any point recovers from the old snapshot and
+    /// segments or from the new snapshot. [`Wal::finish_compaction`] collects it.
+    pub fn start_compaction(&mut self, snapshot: Vec<u8>) -> io::Result<()> {
+        assert!(self.compacting.is_none(), "one compaction at a time");
         self.commit()?;
         self.sync()?;
         if self.segment_bytes > 0 {
             self.rotate()?;
         }
-        let index = self.index;
-        let tmp = self.dir.join(format!("snapshot-{index:010}.tmp"));
-        let mut bytes = Vec::with_capacity(snapshot.len() + HEADER_BYTES);
-        frame(snapshot, &mut bytes);
-        let mut file = File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, snapshot_path(&self.dir, index))?;
-        File::open(&self.dir)?.sync_all()?;
-        let old_snapshots = numbered(&self.dir, "snapshot-", ".bin")?;
-        for (old, path) in segments(&self.dir)?.into_iter().chain(old_snapshots) {
-            if old < index {
-                fs::remove_file(path)?;
-            }
-        }
+        let (dir, index, len) = (self.dir.clone(), self.index, snapshot.len() as u64);
+        let handle = std::thread::Builder::new()
+            .name("herald-snapshot".into())
+            .spawn(move || write_snapshot(&dir, index, &snapshot))?;
+        self.compacting = Some((handle, len));
         self.bytes_since_snapshot = 0;
-        self.last_snapshot_bytes = snapshot.len() as u64;
         Ok(())
+    }
+
+    /// If a background compaction ended (or, with `wait`, once it ends): its result,
+    /// and the snapshot's size. `None`: none running, or still running.
+    pub fn finish_compaction(&mut self, wait: bool) -> io::Result<Option<u64>> {
+        match &self.compacting {
+            Some((handle, _)) if wait || handle.is_finished() => {}
+            _ => return Ok(None),
+        }
+        let (handle, len) = self.compacting.take().expect("matched above");
+        handle
+            .join()
+            .map_err(|_| io::Error::other("the snapshot thread panicked"))??;
+        self.last_snapshot_bytes = len;
+        Ok(Some(len))
     }
 
     /// Buffers a record; it is written by the next [`Wal::commit`].
@@ -538,7 +577,7 @@ mod tests {
         }
         wal.commit().unwrap();
         assert!(wal.wants_compaction(10));
-        wal.compact(b"state after 20").unwrap();
+        wal.compact(b"state after 20".to_vec()).unwrap();
         assert!(
             !wal.wants_compaction(10),
             "the log since the snapshot is empty"
