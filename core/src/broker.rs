@@ -162,16 +162,17 @@ impl Broker {
                 let stream = format!("log/{}", send.key);
                 self.idempotent(now, config, idempotence, &stream, |b| {
                     b.reserve_record(config)?;
-                    let offset = b
+                    let keep = config.max_records_per_log;
+                    let (offset, dropped) = b
                         .logs
-                        .send(&send.key, send.msg, config.max_log_keys)
+                        .send(&send.key, send.msg, config.max_log_keys, keep)
                         .map_err(|_| {
                             err(
                                 ErrorCode::TemporarilyUnavailable,
                                 format!("too many keys (max_log_keys={})", config.max_log_keys),
                             )
                         })?;
-                    b.records += 1;
+                    b.records = b.records + 1 - dropped;
                     Ok(Payload::SendOk(SendOk { offset }))
                 })?
             }
@@ -214,9 +215,11 @@ impl Broker {
                 let stream = format!("topic/{}", publish.topic);
                 self.idempotent(now, config, idempotence, &stream, |b| {
                     b.reserve_record(config)?;
-                    let (partition, offset) =
-                        b.topics.publish(&publish.topic, publish.key, publish.msg)?;
-                    b.records += 1;
+                    let keep = config.max_records_per_log;
+                    let (partition, offset, dropped) =
+                        b.topics
+                            .publish(&publish.topic, publish.key, publish.msg, keep)?;
+                    b.records = b.records + 1 - dropped;
                     Ok(Payload::PublishOk(PublishOk {
                         partition,
                         offset,
@@ -357,7 +360,7 @@ impl Broker {
             }),
             Payload::Txn(t) => self.txn(now, config, t.ops)?,
             Payload::Prepare(p) => self.prepare(now, config, p)?,
-            Payload::CommitTxn(t) => self.commit_txn(now, t.txid)?,
+            Payload::CommitTxn(t) => self.commit_txn(now, config, t.txid)?,
             Payload::AbortTxn(t) => self.abort_txn(t.txid)?,
             Payload::ListPrepared => self.list_prepared(now),
             Payload::InitProducer(init) => {
@@ -676,6 +679,11 @@ impl Broker {
         self.topics.check_invariants();
         self.processed.check_invariants();
         self.producers.check_invariants();
+        assert_eq!(
+            self.records,
+            self.logs.record_count() + self.topics.record_count(),
+            "log record count"
+        );
         self.txns.check_invariants();
         for (name, q) in &self.queues {
             q.check_invariants();

@@ -37,6 +37,9 @@ pub struct Config {
     pub max_log_keys: usize,
     /// Most records held in all logs and topic partitions together.
     pub max_log_records: usize,
+    /// Retention: each topic partition and keyed log keeps its newest this many
+    /// records; older ones are dropped (offsets are never reused).
+    pub max_records_per_log: usize,
     /// Most topics.
     pub max_topics: usize,
     /// Most partitions in one topic.
@@ -99,6 +102,7 @@ impl Default for Config {
             max_poll_messages: 10_000,
             max_log_keys: 100_000,
             max_log_records: 10_000_000,
+            max_records_per_log: 1_000_000,
             max_topics: 1_024,
             max_partitions: 256,
             max_groups: 1_024,

@@ -106,6 +106,15 @@ impl Topics {
         self.topics.contains_key(topic)
     }
 
+    /// Records kept in all partitions of all topics.
+    pub fn record_count(&self) -> usize {
+        self.topics
+            .values()
+            .flat_map(|t| &t.partitions)
+            .map(PartitionLog::len)
+            .sum()
+    }
+
     /// Topic name → partition count.
     pub fn list(&self) -> BTreeMap<String, u32> {
         self.topics
@@ -114,13 +123,15 @@ impl Topics {
             .collect()
     }
 
-    /// Appends to a topic; returns (partition, offset).
+    /// Appends to a topic, keeping each partition's last `keep` records; returns
+    /// (partition, offset, old records dropped).
     pub fn publish(
         &mut self,
         topic: &str,
         key: Option<String>,
         msg: serde_json::Value,
-    ) -> Result<(u32, u64), ErrorBody> {
+        keep: usize,
+    ) -> Result<(u32, u64, usize), ErrorBody> {
         let t = self.topics.get_mut(topic).ok_or_else(|| no_topic(topic))?;
         let count = t.partitions.len() as u32;
         let partition = match &key {
@@ -130,8 +141,8 @@ impl Topics {
                 t.next_round_robin
             }
         };
-        let offset = t.partitions[partition as usize].append(key, msg);
-        Ok((partition, offset))
+        let (offset, dropped) = t.partitions[partition as usize].append(key, msg, keep);
+        Ok((partition, offset, dropped))
     }
 
     /// Adds `consumer` to `group` on `topic` and rebalances; a member that joins again
@@ -620,8 +631,8 @@ mod tests {
                         assert_eq!(got, want);
                     }
                     Op::Publish(key) => {
-                        let (p, offset) = topics
-                            .publish("t", Some(format!("k{key}")), key.into())
+                        let (p, offset, _) = topics
+                            .publish("t", Some(format!("k{key}")), key.into(), usize::MAX)
                             .unwrap();
                         assert_eq!(
                             p as u64,
@@ -667,23 +678,26 @@ mod tests {
             topics.create(&config, "u", 0).unwrap_err().code,
             ErrorCode::MalformedRequest.code()
         );
-        let (p, _) = topics
-            .publish("t", Some("user-7".into()), 1.into())
+        let (p, _, _) = topics
+            .publish("t", Some("user-7".into()), 1.into(), usize::MAX)
             .unwrap();
         for i in 1..20 {
             assert_eq!(
                 topics
-                    .publish("t", Some("user-7".into()), i.into())
+                    .publish("t", Some("user-7".into()), i.into(), usize::MAX)
                     .unwrap(),
-                (p, i as u64)
+                (p, i as u64, 0)
             );
         }
         let spread: std::collections::BTreeSet<u32> = (0..8)
-            .map(|_| topics.publish("t", None, 0.into()).unwrap().0)
+            .map(|_| topics.publish("t", None, 0.into(), usize::MAX).unwrap().0)
             .collect();
         assert_eq!(spread.len(), 4, "unkeyed publishes go round robin");
         assert_eq!(
-            topics.publish("nope", None, 0.into()).unwrap_err().code,
+            topics
+                .publish("nope", None, 0.into(), usize::MAX)
+                .unwrap_err()
+                .code,
             ErrorCode::KeyDoesNotExist.code()
         );
         let other = topics.join(Time::ZERO, &config, "u", "g", "c").unwrap_err();

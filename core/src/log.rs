@@ -1,7 +1,7 @@
 //! Append-only logs: a topic partition, or one of the Maelstrom kafka workload's keyed
 //! logs, plus the keyed logs' committed offsets per consumer group.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
 
@@ -14,35 +14,56 @@ pub struct Record {
     pub msg: Value,
 }
 
-/// An append-only log; a record's offset is its index, so offsets are dense, start at
-/// 0, and are never reused.
+/// An append-only log. Offsets are dense, start at 0 and are never reused; retention
+/// drops the oldest records, so the log holds offsets `start..end`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionLog {
-    records: Vec<Record>,
+    /// The offset of the oldest record kept.
+    #[serde(default)]
+    start: u64,
+    records: VecDeque<Record>,
 }
 
 impl PartitionLog {
-    /// Appends a record; returns its offset.
-    pub fn append(&mut self, key: Option<String>, msg: Value) -> u64 {
-        self.records.push(Record { key, msg });
-        self.records.len() as u64 - 1
+    /// Appends a record, then drops the oldest ones beyond `keep` (retention).
+    /// Returns its offset and how many records were dropped.
+    pub fn append(&mut self, key: Option<String>, msg: Value, keep: usize) -> (u64, usize) {
+        self.records.push_back(Record { key, msg });
+        let offset = self.end_offset() - 1;
+        let dropped = self.records.len().saturating_sub(keep.max(1));
+        self.records.drain(..dropped);
+        self.start += dropped as u64;
+        (offset, dropped)
     }
 
-    /// Up to `max` records from offset `from` on, with their offsets.
+    /// Up to `max` records from offset `from` on (from the oldest kept, if `from` was
+    /// dropped), with their offsets.
     pub fn read(&self, from: u64, max: usize) -> impl Iterator<Item = (u64, &Record)> {
-        let start = usize::try_from(from)
+        let from = from.max(self.start);
+        let skip = usize::try_from(from - self.start)
             .unwrap_or(usize::MAX)
             .min(self.records.len());
-        self.records[start..]
+        self.records
             .iter()
+            .skip(skip)
             .take(max)
             .enumerate()
-            .map(move |(i, r)| (start as u64 + i as u64, r))
+            .map(move |(i, r)| (from + i as u64, r))
     }
 
     /// The offset the next record will get.
     pub fn end_offset(&self) -> u64 {
-        self.records.len() as u64
+        self.start + self.records.len() as u64
+    }
+
+    /// Records kept.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True if no record is kept.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
 }
 
@@ -69,19 +90,28 @@ pub struct OffsetPastEnd {
 }
 
 impl KeyedLogs {
-    /// Appends `msg` to `key`'s log (creating it, up to `max_keys` logs).
-    pub fn send(&mut self, key: &str, msg: Value, max_keys: usize) -> Result<u64, TooManyKeys> {
-        if let Some(log) = self.logs.get_mut(key) {
-            return Ok(log.append(None, msg));
-        }
-        if self.logs.len() >= max_keys {
+    /// Appends `msg` to `key`'s log (creating it, up to `max_keys` logs), keeping its
+    /// last `keep` records. Returns the offset and how many old records were dropped.
+    pub fn send(
+        &mut self,
+        key: &str,
+        msg: Value,
+        max_keys: usize,
+        keep: usize,
+    ) -> Result<(u64, usize), TooManyKeys> {
+        if !self.logs.contains_key(key) && self.logs.len() >= max_keys {
             return Err(TooManyKeys);
         }
         Ok(self
             .logs
             .entry(key.to_owned())
             .or_default()
-            .append(None, msg))
+            .append(None, msg, keep))
+    }
+
+    /// Records kept in all logs.
+    pub fn record_count(&self) -> usize {
+        self.logs.values().map(PartitionLog::len).sum()
     }
 
     /// For each key: up to `max_per_key` `(offset, msg)` pairs from its offset on, and at
@@ -168,14 +198,55 @@ impl KeyedLogs {
 mod tests {
     use super::*;
 
+    /// Retention against a model that keeps everything: a log holds exactly the newest
+    /// `keep` records, at their original offsets, and reads start at the oldest kept.
+    #[test]
+    fn retention_keeps_the_newest_records_at_their_offsets() {
+        bolero::check!()
+            .with_type::<(u8, Vec<(bool, u8, u8)>)>()
+            .for_each(|(keep, ops)| {
+                let keep = usize::from(*keep % 6) + 1;
+                let mut log = PartitionLog::default();
+                let mut all: Vec<u64> = Vec::new();
+                for &(append, from, max) in ops {
+                    if append {
+                        let value = all.len() as u64;
+                        let (offset, dropped) = log.append(None, value.into(), keep);
+                        assert_eq!(offset, value);
+                        all.push(value);
+                        assert_eq!(dropped, usize::from(all.len() > keep));
+                    } else {
+                        let first = all.len().saturating_sub(keep) as u64;
+                        let from = u64::from(from % 12);
+                        let want: Vec<u64> = all
+                            .iter()
+                            .copied()
+                            .filter(|&o| o >= from.max(first))
+                            .take(usize::from(max % 4))
+                            .collect();
+                        let got: Vec<u64> = log
+                            .read(from, usize::from(max % 4))
+                            .map(|(o, r)| {
+                                assert_eq!(r.msg, serde_json::json!(o), "record at its offset");
+                                o
+                            })
+                            .collect();
+                        assert_eq!(got, want);
+                    }
+                    assert_eq!(log.end_offset(), all.len() as u64);
+                    assert_eq!(log.len(), all.len().min(keep));
+                }
+            });
+    }
+
     #[test]
     fn offsets_are_dense_and_polls_are_ordered_and_bounded() {
         let mut logs = KeyedLogs::default();
         for i in 0..5 {
-            assert_eq!(logs.send("a", i.into(), 10), Ok(i));
+            assert_eq!(logs.send("a", i.into(), 10, 100), Ok((i, 0)));
         }
-        assert_eq!(logs.send("b", "x".into(), 10), Ok(0));
-        assert_eq!(logs.send("c", 1.into(), 2), Err(TooManyKeys));
+        assert_eq!(logs.send("b", "x".into(), 10, 100), Ok((0, 0)));
+        assert_eq!(logs.send("c", 1.into(), 2, 100), Err(TooManyKeys));
         let ask = BTreeMap::from([
             ("a".to_owned(), 2),
             ("b".to_owned(), 5),
@@ -207,7 +278,7 @@ mod tests {
                         Some(msg) => {
                             let log = model.entry(key.clone()).or_default();
                             assert_eq!(
-                                logs.send(&key, msg.into(), 100),
+                                logs.send(&key, msg.into(), 100, usize::MAX).map(|(o, _)| o),
                                 Ok(log.len() as u64),
                                 "dense offsets"
                             );
@@ -257,7 +328,7 @@ mod tests {
     fn commits_never_go_backwards_and_refuse_past_the_end() {
         let mut logs = KeyedLogs::default();
         for i in 0..3 {
-            logs.send("k", i.into(), 10).unwrap();
+            logs.send("k", i.into(), 10, usize::MAX).unwrap();
         }
         let one = |o| BTreeMap::from([("k".to_owned(), o)]);
         logs.commit("", &one(2)).unwrap();

@@ -1065,3 +1065,44 @@ fn two_phase_abort_and_timeout_release_everything() {
     assert_eq!(depth(&mut h, "out"), 0);
     h.check_recovery(config);
 }
+
+#[test]
+fn retention_drops_the_oldest_records_and_frees_their_room() {
+    let config = Config {
+        max_records_per_log: 3,
+        max_log_records: 4,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config.clone());
+    for i in 0..10u64 {
+        let send = Payload::Send(Send {
+            key: "k".into(),
+            msg: json!(i),
+            ..Default::default()
+        });
+        // Retention frees room: the global record limit (4) is never reached.
+        assert_eq!(h.ok(send), Payload::SendOk(SendOk { offset: i }));
+    }
+    let poll = Payload::Poll(Poll {
+        offsets: [("k".to_owned(), 0)].into(),
+        max: None,
+    });
+    let Payload::PollOk(ok) = h.ok(poll) else {
+        panic!()
+    };
+    let want: Vec<(u64, serde_json::Value)> = (7..10).map(|o| (o, json!(o))).collect();
+    assert_eq!(
+        ok.msgs["k"], want,
+        "a poll from a dropped offset starts at the oldest kept"
+    );
+    // Committing a dropped offset is fine; one never written is not.
+    let commit = |offset| {
+        Payload::CommitOffsets(CommitOffsets {
+            offsets: [("k".to_owned(), offset)].into(),
+            group: None,
+        })
+    };
+    assert_eq!(h.ok(commit(2)), Payload::CommitOffsetsOk);
+    assert_eq!(h.error(commit(10)).code, 22);
+    h.check_recovery(config);
+}

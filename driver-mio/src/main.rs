@@ -195,6 +195,8 @@ struct ServeArgs {
     max_waiters: usize,
     #[arg(long, default_value_t = Config::default().max_processed_ids)]
     max_processed_ids: usize,
+    #[arg(long, default_value_t = Config::default().max_records_per_log)]
+    max_records_per_log: usize,
     #[arg(long, default_value_t = Config::default().max_producers)]
     max_producers: usize,
     #[arg(long, default_value_t = Config::default().max_producer_streams)]
@@ -237,6 +239,7 @@ impl ServeArgs {
             max_wait_ms: self.max_wait_ms,
             max_waiters: self.max_waiters,
             max_processed_ids: self.max_processed_ids,
+            max_records_per_log: self.max_records_per_log,
             max_producers: self.max_producers,
             max_producer_streams: self.max_producer_streams,
             producer_expiry_ms: self.producer_expiry_ms,

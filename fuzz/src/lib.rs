@@ -489,6 +489,7 @@ pub fn run_ops(ops: &[Op]) {
         dedup_capacity: 8,
         max_broadcast_values: 16,
         max_log_records: 20,
+        max_records_per_log: 4,
         max_waiters: 2,
         group_session_timeout_ms: 300,
         gossip_batch_max: 3,

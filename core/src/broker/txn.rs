@@ -255,7 +255,7 @@ impl Broker {
         ops: Vec<Payload>,
     ) -> Result<Payload, ErrorBody> {
         self.check_ops(config, &ops)?;
-        let results = self.apply_ops(now, ops);
+        let results = self.apply_ops(now, config, ops);
         Ok(Payload::TxnOk(TxnOk { results }))
     }
 
@@ -321,10 +321,15 @@ impl Broker {
     }
 
     /// `commit_txn`: applies a prepared transaction (or repeats how it ended).
-    pub(super) fn commit_txn(&mut self, now: Time, txid: String) -> Result<Payload, ErrorBody> {
+    pub(super) fn commit_txn(
+        &mut self,
+        now: Time,
+        config: &Config,
+        txid: String,
+    ) -> Result<Payload, ErrorBody> {
         if let Some(prepared) = self.txns.prepared.remove(&txid) {
             self.txns.release(&prepared);
-            let results = self.apply_ops(now, prepared.ops);
+            let results = self.apply_ops(now, config, prepared.ops);
             self.txns
                 .outcomes
                 .insert(txid, Outcome::Committed(results.clone()));
@@ -524,25 +529,25 @@ impl Broker {
     }
 
     /// Applies operations that [`Broker::check_ops`] accepted (then, or at prepare).
-    fn apply_ops(&mut self, now: Time, ops: Vec<Payload>) -> Vec<Payload> {
+    fn apply_ops(&mut self, now: Time, config: &Config, ops: Vec<Payload>) -> Vec<Payload> {
         let mut results = Vec::with_capacity(ops.len());
         for op in ops {
             let result = match op {
                 Payload::Send(s) => {
                     // The key limit was checked (and reserved for) with the operations.
-                    let offset = self
+                    let (offset, dropped) = self
                         .logs
-                        .send(&s.key, s.msg, usize::MAX)
+                        .send(&s.key, s.msg, usize::MAX, config.max_records_per_log)
                         .expect("no key limit");
-                    self.records += 1;
+                    self.records = self.records + 1 - dropped;
                     Payload::SendOk(SendOk { offset })
                 }
                 Payload::Publish(p) => {
-                    let (partition, offset) = self
+                    let (partition, offset, dropped) = self
                         .topics
-                        .publish(&p.topic, p.key, p.msg)
+                        .publish(&p.topic, p.key, p.msg, config.max_records_per_log)
                         .expect("checked: the topic exists, and topics are never deleted");
-                    self.records += 1;
+                    self.records = self.records + 1 - dropped;
                     Payload::PublishOk(PublishOk {
                         partition,
                         offset,
