@@ -305,7 +305,7 @@ impl Topics {
         let mut msgs = Vec::new();
         for p in owned {
             let from = *g.positions.get(&p).or(g.committed.get(&p)).unwrap_or(&0);
-            let before = msgs.len();
+            let mut next = from;
             for (offset, record) in topic.partitions[p as usize].read(from, max - msgs.len()) {
                 msgs.push(Fetched {
                     partition: p,
@@ -313,8 +313,10 @@ impl Topics {
                     key: record.key.clone(),
                     msg: record.msg.clone(),
                 });
+                // Past the last returned: retention may have skipped dropped offsets.
+                next = offset + 1;
             }
-            g.positions.insert(p, from + (msgs.len() - before) as u64);
+            g.positions.insert(p, next);
         }
         Ok(msgs)
     }

@@ -1106,3 +1106,46 @@ fn retention_drops_the_oldest_records_and_frees_their_room() {
     assert_eq!(h.error(commit(10)).code, 22);
     h.check_recovery(config);
 }
+
+#[test]
+fn a_group_fetching_past_retention_moves_on_without_repeats() {
+    let config = Config {
+        max_records_per_log: 3,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config.clone());
+    h.ok(Payload::CreateTopic(CreateTopic {
+        topic: "t".into(),
+        partitions: 1,
+    }));
+    for i in 0..10u64 {
+        h.ok(Payload::Publish(Publish {
+            topic: "t".into(),
+            msg: json!(i),
+            ..Default::default()
+        }));
+    }
+    let m = Membership {
+        topic: Some("t".into()),
+        group: "g".into(),
+        consumer: "c".into(),
+    };
+    let Payload::JoinOk(a) = h.ok(Payload::Join(m)) else {
+        panic!()
+    };
+    let mut fetch = || {
+        let f = Fetch {
+            group: "g".into(),
+            consumer: "c".into(),
+            generation: a.generation,
+            max: Some(2),
+        };
+        let Payload::FetchOk(ok) = h.ok(Payload::Fetch(f)) else {
+            panic!()
+        };
+        ok.msgs.into_iter().map(|m| m.offset).collect::<Vec<_>>()
+    };
+    assert_eq!(fetch(), [7, 8], "from the oldest record kept");
+    assert_eq!(fetch(), [9]);
+    assert_eq!(fetch(), Vec::<u64>::new());
+}
