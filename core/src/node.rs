@@ -403,6 +403,15 @@ impl Node {
             });
             return Some(Ok(cached));
         }
+        let cluster = self.identity.as_ref().map_or(1, |me| me.node_ids.len());
+        if cluster > 1 && Broker::handles(&payload) {
+            // Each node would keep its own logs and queues and hand out the same offsets:
+            // refuse rather than answer inconsistently, until replication exists.
+            let text = format!(
+                "the broker API runs on a single node until replication lands; this cluster has {cluster}"
+            );
+            return Some(Err(ErrorBody::new(ErrorCode::NotSupported, text)));
+        }
         let reply = if Broker::handles(&payload) {
             self.broker
                 .handle(self.now, &self.config, src, msg_id, payload)
