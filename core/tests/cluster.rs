@@ -10,7 +10,7 @@ use herald_core::sim::{Cluster, NetConfig};
 use herald_core::{Config, Rng, Time};
 
 mod common;
-use common::{fail, seeds};
+use common::{fail, lossy_clients, seeds};
 
 fn read(cluster: &mut Cluster, node: usize) -> ReadOk {
     match cluster.request(node, Payload::Read) {
@@ -194,15 +194,7 @@ fn a_seed_replays_exactly() {
 fn a_queue_keeps_its_promises_through_crashes() {
     const MAX_DELIVERIES: u32 = 3;
     for seed in seeds(500) {
-        let mut c = Cluster::new(
-            1,
-            NetConfig {
-                seed,
-                client_loss_percent: seed % 3 * 10,
-                ..NetConfig::default()
-            },
-            |_| Config::default(),
-        );
+        let mut c = Cluster::new(1, lossy_clients(seed), |_| Config::default());
         let mut rng = Rng::new(seed);
         let create = CreateQueue {
             queue: "q".into(),

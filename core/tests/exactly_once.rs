@@ -15,11 +15,11 @@
 use std::collections::BTreeMap;
 
 use herald_core::msg::*;
-use herald_core::sim::{Cluster, NetConfig};
+use herald_core::sim::Cluster;
 use herald_core::{Config, Rng};
 
 mod common;
-use common::{fail, seeds};
+use common::{fail, lossy_clients, seeds};
 
 const VALUES: u64 = 30;
 
@@ -62,19 +62,10 @@ fn process(d: &Delivery) -> Payload {
 #[test]
 fn idempotent_producer_and_transactional_consumer_apply_each_message_once() {
     for seed in seeds(300) {
-        let mut c = Cluster::new(
-            1,
-            NetConfig {
-                seed,
-                // Lost requests and replies: none, 10 % or 20 %, by seed.
-                client_loss_percent: seed % 3 * 10,
-                ..NetConfig::default()
-            },
-            |_| Config {
-                seed,
-                ..Config::default()
-            },
-        );
+        let mut c = Cluster::new(1, lossy_clients(seed), |_| Config {
+            seed,
+            ..Config::default()
+        });
         let mut rng = Rng::new(seed);
         c.request(0, queue("in"));
         c.request(0, queue("out"));

@@ -13,11 +13,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use herald_core::msg::*;
-use herald_core::sim::{Cluster, NetConfig};
+use herald_core::sim::Cluster;
 use herald_core::{Config, Rng};
 
 mod common;
-use common::{fail, seeds};
+use common::{fail, lossy_clients, seeds};
 
 /// Keys (or partitions) the workloads use.
 const KEYS: u64 = 5;
@@ -131,19 +131,10 @@ fn key(i: u64) -> String {
 #[test]
 fn kafka_workload_through_crashes() {
     for seed in seeds(500) {
-        let mut c = Cluster::new(
-            1,
-            NetConfig {
-                seed,
-                // Lost requests and replies: none, 10 % or 20 %, by seed.
-                client_loss_percent: seed % 3 * 10,
-                ..NetConfig::default()
-            },
-            |_| Config {
-                seed,
-                ..Config::default()
-            },
-        );
+        let mut c = Cluster::new(1, lossy_clients(seed), |_| Config {
+            seed,
+            ..Config::default()
+        });
         let mut rng = Rng::new(seed);
         let mut clients: Vec<KafkaClient> =
             (0..PROCESSES).map(|_| KafkaClient::default()).collect();
@@ -483,16 +474,7 @@ fn consumer_groups_through_crashes_and_rebalances() {
             ..Config::default()
         };
         let session_ms = config.group_session_timeout_ms;
-        let mut c = Cluster::new(
-            1,
-            NetConfig {
-                seed,
-                // Lost requests and replies: none, 10 % or 20 %, by seed.
-                client_loss_percent: seed % 3 * 10,
-                ..NetConfig::default()
-            },
-            |_| config.clone(),
-        );
+        let mut c = Cluster::new(1, lossy_clients(seed), |_| config.clone());
         let mut rng = Rng::new(seed);
         let create = CreateTopic {
             topic: "t".into(),

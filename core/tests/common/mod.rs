@@ -1,6 +1,6 @@
 //! Helpers shared by the simulation tests: which seeds to run and how to fail.
 
-use herald_core::sim::Cluster;
+use herald_core::sim::{Cluster, NetConfig};
 
 /// The seeds to run: `SIM_SEED`, else `0..SIM_SEEDS`, else `0..default`.
 pub fn seeds(default: u64) -> Vec<u64> {
@@ -20,4 +20,14 @@ pub fn fail(cluster: &Cluster, seed: u64, what: String) -> ! {
         "seed {seed}: {what}\nreproduce: SIM_SEED={seed} cargo test\nlast events:\n{}",
         tail.join("\n")
     );
+}
+
+/// The network of the single-node broker workloads: client requests and replies are
+/// lost at 0, 10 or 20 %, by seed.
+pub fn lossy_clients(seed: u64) -> NetConfig {
+    NetConfig {
+        seed,
+        client_loss_percent: seed % 3 * 10,
+        ..NetConfig::default()
+    }
 }
