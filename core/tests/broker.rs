@@ -1149,3 +1149,34 @@ fn a_group_fetching_past_retention_moves_on_without_repeats() {
     assert_eq!(fetch(), [9]);
     assert_eq!(fetch(), Vec::<u64>::new());
 }
+
+#[test]
+fn transaction_limits_are_clear_errors() {
+    let config = Config {
+        max_txn_ops: 2,
+        max_prepared: 1,
+        ..Config::default()
+    };
+    let mut h = Harness::new(config.clone());
+    queues(&mut h, &["out"], None);
+    let three = Txn {
+        ops: vec![
+            enqueue("out", "a"),
+            enqueue("out", "b"),
+            enqueue("out", "c"),
+        ],
+    };
+    assert_eq!(h.error(Payload::Txn(three)).code, 12, "over max_txn_ops");
+    assert_eq!(depth(&mut h, "out"), 0);
+    let prepare = |txid: &str| {
+        Payload::Prepare(Prepare {
+            txid: txid.into(),
+            ops: vec![enqueue("out", txid)],
+        })
+    };
+    assert_eq!(h.ok(prepare("a")), Payload::PrepareOk);
+    assert_eq!(h.error(prepare("b")).code, 11, "over max_prepared");
+    h.ok(Payload::AbortTxn(TxnId { txid: "a".into() }));
+    assert_eq!(h.ok(prepare("b")), Payload::PrepareOk, "room again");
+    h.check_recovery(config);
+}
