@@ -111,6 +111,12 @@ enum Command {
         #[arg(long)]
         key: Option<String>,
     },
+    /// List prepared (two-phase) transactions: `txid<TAB>ops<TAB>expires_in_ms` lines.
+    Prepared,
+    /// Commit a prepared transaction (as its coordinator would).
+    CommitTxn { txid: String },
+    /// Abort a prepared transaction (as its coordinator would).
+    AbortTxn { txid: String },
     /// Send any request body (JSON) and print the reply as JSON.
     Request { body: String },
     /// Load-test a server: produce to a queue, then consume + ack it.
@@ -457,6 +463,9 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
         }),
         Command::Stats { queue } => Payload::Stats(QueueName { queue }),
         Command::Queues => Payload::ListQueues,
+        Command::Prepared => Payload::ListPrepared,
+        Command::CommitTxn { txid } => Payload::CommitTxn(TxnId { txid }),
+        Command::AbortTxn { txid } => Payload::AbortTxn(TxnId { txid }),
         Command::CreateTopic { topic, partitions } => {
             Payload::CreateTopic(CreateTopic { topic, partitions })
         }
@@ -508,6 +517,12 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
         Payload::ListQueuesOk(r) => r.queues.iter().for_each(|q| println!("{q}")),
         Payload::CreateTopicOk(r) => println!("topic {} with {} partitions", r.topic, r.partitions),
         Payload::PublishOk(r) => println!("partition {} offset {}", r.partition, r.offset),
+        Payload::ListPreparedOk(r) => r
+            .prepared
+            .iter()
+            .for_each(|t| println!("{}\t{}\t{}", t.txid, t.ops, t.expires_in_ms)),
+        Payload::CommitTxnOk(r) => println!("committed: {} operations applied", r.results.len()),
+        Payload::AbortTxnOk => println!("aborted"),
         other => println!("{}", other.kind()),
     }
     Ok(())

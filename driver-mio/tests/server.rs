@@ -749,3 +749,50 @@ fn an_idempotent_producer_is_recognised_after_kill_9() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Runs the `herald` command-line client against `server`; returns its stdout.
+fn cli(server: &Server, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--addr", &server.addr])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "herald {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn an_operator_finishes_prepared_transactions_from_the_cli() {
+    let dir = data_dir("cli-2pc");
+    let server = start(&dir, &[]);
+    cli(&server, &["create-queue", "q"]);
+    for txid in ["t1", "t2"] {
+        let body = json!({"type": "prepare", "txid": txid,
+                          "ops": [{"type": "enqueue", "queue": "q", "msg": txid}]});
+        cli(&server, &["request", &body.to_string()]);
+    }
+    let listed = cli(&server, &["prepared"]);
+    let txids: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split('\t').next())
+        .collect();
+    assert_eq!(txids, ["t1", "t2"], "{listed}");
+    assert!(listed.starts_with("t1\t1\t"), "{listed}");
+    assert_eq!(
+        cli(&server, &["commit-txn", "t1"]),
+        "committed: 1 operations applied\n"
+    );
+    assert_eq!(cli(&server, &["abort-txn", "t2"]), "aborted\n");
+    assert_eq!(cli(&server, &["prepared"]), "");
+    let mut c = server.client();
+    let got: Vec<serde_json::Value> = dequeue(&mut c, "q", 10, 0)
+        .into_iter()
+        .map(|d| d.msg)
+        .collect();
+    assert_eq!(got, [json!("t1")]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
