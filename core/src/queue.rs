@@ -155,19 +155,16 @@ impl Queue {
         delay_ms: u64,
         ttl_ms: Option<u64>,
     ) -> Result<(String, bool), QueueError> {
-        self.forget_old_ids(now);
-        if let Some(id) = &id {
-            if self.dedup.contains_key(id) {
-                return Ok((id.clone(), true));
-            }
-            if self.dedup_room() == 0 {
-                return Err(QueueError::DedupFull);
-            }
+        if let Some(repeat) = self.repeat(now, id.as_deref()) {
+            return Ok(repeat);
+        }
+        if id.is_some() && self.dedup_room() == 0 {
+            return Err(QueueError::DedupFull);
         }
         if self.room() == 0 {
             return Err(QueueError::Full);
         }
-        Ok(self.enqueue_reserved(now, id, msg, delay_ms, ttl_ms))
+        Ok(self.add(now, id, msg, delay_ms, ttl_ms))
     }
 
     /// [`Queue::enqueue`] into room set aside earlier (by a prepared transaction):
@@ -180,12 +177,28 @@ impl Queue {
         delay_ms: u64,
         ttl_ms: Option<u64>,
     ) -> (String, bool) {
-        self.forget_old_ids(now);
-        if let Some(id) = &id {
-            if self.dedup.contains_key(id) {
-                return (id.clone(), true);
-            }
+        match self.repeat(now, id.as_deref()) {
+            Some(repeat) => repeat,
+            None => self.add(now, id, msg, delay_ms, ttl_ms),
         }
+    }
+
+    /// Forgets producer ids past the dedup window; `(id, true)` if `id` is in it.
+    fn repeat(&mut self, now: Time, id: Option<&str>) -> Option<(String, bool)> {
+        self.forget_old_ids(now);
+        let id = id?;
+        self.dedup.contains_key(id).then(|| (id.to_owned(), true))
+    }
+
+    /// Adds a new message (limits and repeats already checked): `(its id, false)`.
+    fn add(
+        &mut self,
+        now: Time,
+        id: Option<String>,
+        msg: Value,
+        delay_ms: u64,
+        ttl_ms: Option<u64>,
+    ) -> (String, bool) {
         if let Some(id) = &id {
             self.dedup.insert(id.clone(), now);
             self.dedup_by_age.insert((now, id.clone()));
