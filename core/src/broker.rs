@@ -10,7 +10,7 @@ use crate::group::Topics;
 use crate::log::{KeyedLogs, OffsetPastEnd};
 use crate::msg::*;
 use crate::producer::{Admit, Idempotence, Producers};
-use crate::queue::{Queue, QueueConfig, QueueError};
+use crate::queue::{Queue, QueueConfig, QueueError, SetAside};
 use crate::timer::{TimerId, Timers};
 use crate::{Config, Time};
 
@@ -280,18 +280,19 @@ impl Broker {
                         .get_mut(&e.queue)
                         .ok_or_else(|| no_queue(&e.queue))?;
                     // Room that prepared transactions set aside is not for others.
-                    let full = if q.room() <= b.txns.reserved_depth(&e.queue) {
-                        Some(QueueError::Full)
-                    } else if e.id.is_some() && q.dedup_room() <= b.txns.reserved_ids(&e.queue) {
-                        Some(QueueError::DedupFull)
-                    } else {
-                        None
+                    let set_aside = SetAside {
+                        depth: b.txns.reserved_depth(&e.queue),
+                        ids: b.txns.reserved_ids(&e.queue),
                     };
-                    if let Some(full) = full.filter(|_| b.txns.reserves(&e.queue)) {
-                        return Err(queue_error(&e.queue, full, q.config()));
-                    }
                     let (id, duplicate) = q
-                        .enqueue(now, e.id, e.msg, e.delay_ms.unwrap_or(0), e.ttl_ms)
+                        .enqueue(
+                            now,
+                            e.id,
+                            e.msg,
+                            e.delay_ms.unwrap_or(0),
+                            e.ttl_ms,
+                            set_aside,
+                        )
                         .map_err(|x| queue_error(&e.queue, x, q.config()))?;
                     b.serve_waiters(now, &e.queue);
                     b.rewake(&e.queue);

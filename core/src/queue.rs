@@ -105,6 +105,16 @@ pub struct Queue {
     counts: QueueStats,
 }
 
+/// Room in a queue that others hold (prepared transactions): an enqueue must leave
+/// it free.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAside {
+    /// Messages.
+    pub depth: usize,
+    /// Producer ids in the dedup window.
+    pub ids: usize,
+}
+
 impl Queue {
     /// An empty queue.
     pub fn new(name: String, config: QueueConfig) -> Queue {
@@ -145,8 +155,8 @@ impl Queue {
         !self.ready.is_empty()
     }
 
-    /// Adds a message. A producer `id` seen within the dedup window returns
-    /// `(id, true)` and adds nothing.
+    /// Adds a message, leaving the room in `set_aside` free. A producer `id` seen
+    /// within the dedup window returns `(id, true)` and adds nothing.
     pub fn enqueue(
         &mut self,
         now: Time,
@@ -154,14 +164,15 @@ impl Queue {
         msg: Value,
         delay_ms: u64,
         ttl_ms: Option<u64>,
+        set_aside: SetAside,
     ) -> Result<(String, bool), QueueError> {
         if let Some(repeat) = self.repeat(now, id.as_deref()) {
             return Ok(repeat);
         }
-        if id.is_some() && self.dedup_room() == 0 {
+        if id.is_some() && self.dedup_room() <= set_aside.ids {
             return Err(QueueError::DedupFull);
         }
-        if self.room() == 0 {
+        if self.room() <= set_aside.depth {
             return Err(QueueError::Full);
         }
         Ok(self.add(now, id, msg, delay_ms, ttl_ms))
@@ -679,7 +690,14 @@ mod tests {
                         let id = id.map(|i| format!("p{}", i % 8));
                         let ttl_ms = ttl_ms.map(|t| u64::from(t) + 1);
                         let delay = u64::from(delay_ms % 50);
-                        let got = queue.enqueue(now, id.clone(), body.into(), delay, ttl_ms);
+                        let got = queue.enqueue(
+                            now,
+                            id.clone(),
+                            body.into(),
+                            delay,
+                            ttl_ms,
+                            SetAside::default(),
+                        );
                         let want = match &id {
                             Some(id) if model.ids.iter().any(|(i, _)| i == id) => {
                                 Ok((id.clone(), true))
@@ -843,7 +861,8 @@ mod tests {
     #[test]
     fn a_receipt_is_only_good_for_the_latest_delivery() {
         let mut q = Queue::new("q".into(), config());
-        q.enqueue(Time::ZERO, None, 1.into(), 0, None).unwrap();
+        q.enqueue(Time::ZERO, None, 1.into(), 0, None, SetAside::default())
+            .unwrap();
         let first = q.dequeue(Time::ZERO, 1, Some(10)).remove(0);
         q.process_due(Time::from_millis(10), 0);
         let second = q.dequeue(Time::from_millis(10), 1, Some(10)).remove(0);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use herald_core::msg::{Dequeue, DequeueOk, Enqueue, Init, Receipt};
-use herald_core::queue::{Queue, QueueConfig};
+use herald_core::queue::{Queue, QueueConfig, SetAside};
 use herald_core::wire::Body;
 use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Time};
 use serde_json::Value;
@@ -68,7 +68,8 @@ fn herald_queue(depth: usize) -> Row {
     let before = ALLOCATED.load(Ordering::Relaxed);
     let start = Instant::now();
     for i in 0..depth {
-        q.enqueue(Time::ZERO, None, body(i), 0, None).expect("room");
+        q.enqueue(Time::ZERO, None, body(i), 0, None, SetAside::default())
+            .expect("room");
     }
     let enqueue = start.elapsed();
     let bytes = ALLOCATED.load(Ordering::Relaxed) - before;

@@ -136,11 +136,6 @@ impl Txns {
         self.reserved_depth.get(queue).copied().unwrap_or(0)
     }
 
-    /// True if prepared transactions set room aside in `queue`.
-    pub(super) fn reserves(&self, queue: &str) -> bool {
-        self.reserved_depth.contains_key(queue) || self.reserved_ids.contains_key(queue)
-    }
-
     /// Dedup ids of `queue` set aside for prepared transactions.
     pub(super) fn reserved_ids(&self, queue: &str) -> usize {
         self.reserved_ids.get(queue).copied().unwrap_or(0)
