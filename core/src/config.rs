@@ -82,6 +82,20 @@ pub struct Config {
     pub prepared_timeout_ms: u64,
     /// Finished two-phase transactions remembered for retried `commit_txn`/`abort_txn`.
     pub max_txn_outcomes: usize,
+    /// Raft (clusters of more than one node): a follower that hears from no leader for
+    /// this long (plus a random part up to as much again) starts an election; a leader
+    /// answers reads only while a majority answered it within this long.
+    pub election_timeout_ms: u64,
+    /// Raft: how often a leader sends heartbeats (and resends unacknowledged entries).
+    pub heartbeat_interval_ms: u64,
+    /// Raft: most entries in one append message.
+    pub max_append_entries: usize,
+    /// Raft: a leader refuses new requests (11) while this many entries are not
+    /// committed yet.
+    pub max_uncommitted_entries: usize,
+    /// Raft: the log keeps at most about this many entries; older applied ones are
+    /// dropped, and a follower that still needs them gets a snapshot instead.
+    pub max_raft_log_entries: usize,
 }
 
 impl Default for Config {
@@ -124,6 +138,11 @@ impl Default for Config {
             max_prepared: 1_000,
             prepared_timeout_ms: 60_000,
             max_txn_outcomes: 1_000,
+            election_timeout_ms: 500,
+            heartbeat_interval_ms: 100,
+            max_append_entries: 256,
+            max_uncommitted_entries: 10_000,
+            max_raft_log_entries: 100_000,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
+use crate::raft::RaftRecord;
 use crate::wire::{Invalid, Message};
 use crate::Time;
 
@@ -43,6 +44,10 @@ pub struct Record {
     /// The request, or `None` for a step in which only timers ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub msg: Option<Message>,
+    /// In a cluster: a change to the Raft state (term and vote, log, snapshot), which
+    /// is restored as is rather than replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raft: Option<RaftRecord>,
 }
 
 impl Record {

@@ -40,6 +40,7 @@ pub mod msg;
 mod node;
 pub mod producer;
 pub mod queue;
+pub mod raft;
 mod rng;
 
 /// Serde for maps whose keys are not strings (tuples, structs): as a list of pairs,

@@ -10,6 +10,8 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::Time;
+
 /// Maelstrom's error codes (0–999 are Maelstrom's; Herald's own start at 1000).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -50,6 +52,9 @@ pub enum ErrorCode {
     ProducerFenced = 1005,
     /// Herald: a producer's `seq` skipped ahead of the next expected one.
     OutOfOrderSequence = 1006,
+    /// Herald, between nodes: this node is not the leader, so it did not take the
+    /// forwarded request (the forwarding node tells its client the outcome is unknown).
+    NotLeader = 1007,
 }
 
 impl ErrorCode {
@@ -564,6 +569,76 @@ pub struct Cancelled {
     pub cancelled: usize,
 }
 
+/// `raft_vote`: a (pre-)candidate asks for a vote.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct RaftVote {
+    /// The term the vote is for (for a pre-vote, the term the candidate would take).
+    pub term: u64,
+    /// Index of the candidate's last log entry.
+    pub last_index: u64,
+    /// Term of the candidate's last log entry.
+    pub last_term: u64,
+    /// A pre-vote: would a vote be granted? Changes no state.
+    pub pre: bool,
+}
+
+/// `raft_vote_result`: the answer to `raft_vote`.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct RaftVoteResult {
+    /// The voter's term, or the asked term if granted.
+    pub term: u64,
+    /// True if the vote is granted.
+    pub granted: bool,
+    /// Answers a pre-vote.
+    pub pre: bool,
+}
+
+/// `raft_append`: the leader replicates entries after `prev_index` (or heartbeats).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct RaftAppend {
+    /// The leader's term.
+    pub term: u64,
+    /// Index of the entry before `entries`.
+    pub prev_index: u64,
+    /// Its term.
+    pub prev_term: u64,
+    /// Entries to append (empty for a heartbeat).
+    pub entries: Vec<crate::raft::Entry>,
+    /// The leader's commit index.
+    pub commit: u64,
+    /// The leader's clock when it sent this (echoed back, for the read lease).
+    pub sent_at: Time,
+}
+
+/// `raft_append_result`: the answer to `raft_append` or `raft_snapshot`.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct RaftAppendResult {
+    /// The follower's term.
+    pub term: u64,
+    /// True if the entries (or snapshot) were taken.
+    pub success: bool,
+    /// On success, the last index now known to match; on failure, where the follower
+    /// suggests the leader go back to.
+    pub index: u64,
+    /// `sent_at` of the request answered.
+    pub sent_at: Time,
+}
+
+/// `raft_snapshot`: the leader sends its state machine to a follower too far behind.
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct RaftSnapshot {
+    /// The leader's term.
+    pub term: u64,
+    /// Last index the snapshot covers.
+    pub index: u64,
+    /// Term of that entry.
+    pub snapshot_term: u64,
+    /// The replicated state machine.
+    pub machine: Value,
+    /// The leader's clock when it sent this.
+    pub sent_at: Time,
+}
+
 /// `txn`: writes, acks and offset commits applied atomically (all or none).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Txn {
@@ -819,6 +894,16 @@ payloads! {
         "list_prepared_ok" => ListPreparedOk(PreparedList),
         /// Reply to `cancel_waits`.
         "cancel_waits_ok" => CancelWaitsOk(Cancelled),
+        /// Raft, between nodes: a vote request.
+        "raft_vote" => RaftVote(RaftVote),
+        /// Raft, between nodes: a vote answer.
+        "raft_vote_result" => RaftVoteResult(RaftVoteResult),
+        /// Raft, between nodes: replicate entries.
+        "raft_append" => RaftAppend(RaftAppend),
+        /// Raft, between nodes: an append or snapshot answer.
+        "raft_append_result" => RaftAppendResult(RaftAppendResult),
+        /// Raft, between nodes: install a state machine snapshot.
+        "raft_snapshot" => RaftSnapshot(RaftSnapshot),
     }
 }
 

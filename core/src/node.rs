@@ -12,13 +12,34 @@ use crate::timer::Periodic;
 use crate::wire::{Body, Invalid, Message};
 use crate::{Config, Effect, Effects, Event, Level, LogRecord, Record, Rng, Time};
 
+mod cluster;
+use cluster::Replication;
+
 /// What a pending request to a peer is for: the callback, as data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 enum Purpose {
     /// A gossip batch to broadcast target `target`.
     Gossip { target: usize },
     /// Counter state of `version` to counter peer `peer`.
     Merge { peer: usize, version: u64 },
+    /// A client's broker request, forwarded to the leader; its reply is relayed.
+    Forward {
+        client: String,
+        msg_id: Option<u64>,
+        /// A read: if it fails, the client may simply try again (11), whereas a write's
+        /// outcome is unknown (0).
+        read: bool,
+    },
+}
+
+/// The replicated state machine: the broker and the replies to its mutating requests
+/// (so a retried request gets its first reply on every replica alike).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Machine {
+    broker: Broker,
+    replies: DedupCache<(String, u64), Payload>,
+    /// The latest time applied: entries' times never go back.
+    time: Time,
 }
 
 /// Who this node is, once `init` has said so.
@@ -42,16 +63,22 @@ pub struct Node {
     next_msg_id: u64,
     next_unique_id: u64,
     rpc: RpcTable<Purpose>,
-    /// Replies to mutating client requests, by (client, msg_id).
+    /// Replies to mutating requests the node answers itself (not the broker's), by
+    /// (client, msg_id).
     replies: DedupCache<(String, u64), Payload>,
     broadcast: BroadcastSet,
     counter: Counter,
     gossip: Periodic,
-    broker: Broker,
+    machine: Machine,
+    /// Raft replication of `machine`, on a cluster of more than one node.
+    cluster: Option<Replication>,
     /// Set by recovery: the next step raises `next_msg_id` past every id the node may
     /// have used before it crashed (see [`Node::step`]).
     #[serde(skip)]
     restarted: bool,
+    /// True while records are replayed: no elections, no proposals.
+    #[serde(skip)]
+    replaying: bool,
 }
 
 /// The reply a request gets: an `*_ok` payload or an error.
@@ -90,11 +117,17 @@ impl Node {
 
     fn replay(&mut self, records: impl IntoIterator<Item = Record>) {
         let mut scratch = Effects::new();
+        self.replaying = true;
         for record in records {
+            if let Some(raft) = record.raft {
+                self.restore_raft(record.at, raft);
+                continue;
+            }
             let event = record.msg.map_or(Event::Tick, Event::Message);
             self.step(record.at, event, &mut scratch);
             scratch.clear();
         }
+        self.replaying = false;
     }
 
     /// The latest time the node has seen.
@@ -104,7 +137,7 @@ impl Node {
 
     /// The broker's state (for inspection and tests).
     pub fn broker(&self) -> &Broker {
-        &self.broker
+        &self.machine.broker
     }
 
     /// A node waiting for `init`.
@@ -120,8 +153,14 @@ impl Node {
             broadcast: BroadcastSet::default(),
             counter: Counter::default(),
             gossip: Periodic::new(config.gossip_interval_ms),
-            broker: Broker::new(&config),
+            machine: Machine {
+                broker: Broker::new(&config),
+                replies: DedupCache::new(config.dedup_capacity),
+                time: Time::ZERO,
+            },
+            cluster: None,
             restarted: false,
+            replaying: false,
             config,
         }
     }
@@ -152,17 +191,28 @@ impl Node {
             // past every id used so far unless the node averaged over one message
             // per µs since its start.
             self.next_msg_id = self.next_msg_id.max(self.now.as_micros().saturating_add(1));
+            if let Some(c) = &mut self.cluster {
+                c.raft.restarted(self.now, &self.config, &mut self.rng);
+            }
         }
         let first_effect = out.len();
-        let timers_due = self.broker.next_deadline().is_some_and(|t| t <= self.now);
+        let clustered = self.cluster.is_some();
+        // On a cluster, broker timers run when the leader's time-only entries apply.
+        let timers_due = !clustered
+            && self
+                .machine
+                .broker
+                .next_deadline()
+                .is_some_and(|t| t <= self.now);
         let durable = match &event {
-            Event::Message(msg) if changes_state(msg) => Some(msg.clone()),
+            Event::Message(msg) if changes_state(msg, clustered) => Some(msg.clone()),
             _ => None,
         };
         if durable.is_some() || timers_due {
             let record = Record {
                 at: self.now,
                 msg: durable,
+                raft: None,
             };
             out.insert(first_effect, Effect::Persist(record));
         }
@@ -172,7 +222,16 @@ impl Node {
             Event::Invalid(bad) => self.on_invalid(bad, out),
             Event::Tick => {}
         }
-        for done in self.broker.take_completions() {
+        if clustered {
+            self.drive_cluster(out);
+        } else {
+            self.send_completions(out);
+        }
+    }
+
+    /// Answers parked requests whose replies became due.
+    fn send_completions(&mut self, out: &mut Effects) {
+        for done in self.machine.broker.take_completions() {
             let src = self.id().unwrap_or_default().to_owned();
             let msg = self.message(src, done.client, done.reply, Some(done.msg_id));
             out.push(Effect::Send(msg));
@@ -184,7 +243,10 @@ impl Node {
         [
             self.rpc.next_deadline(),
             self.gossip.next_deadline(),
-            self.broker.next_deadline(),
+            match &self.cluster {
+                Some(c) => c.next_deadline(&self.machine.broker),
+                None => self.machine.broker.next_deadline(),
+            },
         ]
         .into_iter()
         .flatten()
@@ -197,13 +259,18 @@ impl Node {
         self.replies.check_invariants();
         self.broadcast
             .check_invariants(self.config.max_broadcast_values);
-        self.broker.check_invariants();
+        self.machine.broker.check_invariants();
+        self.machine.replies.check_invariants();
+        if let Some(c) = &self.cluster {
+            c.check_invariants();
+        }
         let mut gossips = Vec::new();
         let mut merges = Vec::new();
         for purpose in self.rpc.purposes() {
             match *purpose {
                 Purpose::Gossip { target } => gossips.push(target),
                 Purpose::Merge { peer, .. } => merges.push(peer),
+                Purpose::Forward { .. } => {}
             }
         }
         gossips.sort_unstable();
@@ -236,14 +303,23 @@ impl Node {
                     self.log(Level::Info, "rpc_gave_up", out, || {
                         format!("to={} type={}", request.dest, request.body.payload.kind())
                     });
-                    self.rpc_failed(purpose);
+                    self.rpc_failed(purpose, out);
                 }
             }
         }
         if self.gossip.fire_if_due(self.now) {
             self.gossip_round(out);
         }
-        for (group, consumer) in self.broker.on_time(self.now) {
+        match &mut self.cluster {
+            Some(_) if self.replaying => {}
+            Some(c) => c.tick(self.now, &self.config, &mut self.rng),
+            None => self.run_broker_timers(self.now, out),
+        }
+    }
+
+    /// Runs the broker's due timers (visibility timeouts, sessions, long polls, ...).
+    fn run_broker_timers(&mut self, now: Time, out: &mut Effects) {
+        for (group, consumer) in self.machine.broker.on_time(now) {
             self.log(Level::Info, "group_session_expired", out, || {
                 format!("group={group} consumer={consumer}")
             });
@@ -297,10 +373,18 @@ impl Node {
         }
     }
 
-    fn rpc_failed(&mut self, purpose: Purpose) {
+    fn rpc_failed(&mut self, purpose: Purpose, out: &mut Effects) {
         match purpose {
             Purpose::Gossip { target } => self.broadcast.failed(target),
             Purpose::Merge { peer, .. } => self.counter.synced(peer, None),
+            Purpose::Forward {
+                client,
+                msg_id,
+                read,
+            } => {
+                let err = cluster::forward_failed(read, "the leader did not answer in time");
+                self.answer(&client, "", msg_id, Err(err), out);
+            }
         }
     }
 
@@ -386,11 +470,20 @@ impl Node {
         if let Payload::Init(init) = payload {
             return Some(self.init(init));
         }
+        if is_raft(&payload) {
+            return self.on_raft(src, payload, out);
+        }
         if self.identity.is_none() {
             return Some(Err(ErrorBody::new(
                 ErrorCode::TemporarilyUnavailable,
                 format!("not initialised: got {:?} before init", payload.kind()),
             )));
+        }
+        if Broker::handles(&payload) {
+            if self.cluster.is_some() {
+                return self.cluster_request(src, msg_id, payload, out);
+            }
+            return self.run_broker(self.now, src, msg_id, payload);
         }
         // A mutating request retried with the same (client, msg_id) gets the first reply.
         let key = msg_id
@@ -403,24 +496,35 @@ impl Node {
             });
             return Some(Ok(cached));
         }
-        let cluster = self.identity.as_ref().map_or(1, |me| me.node_ids.len());
-        if cluster > 1 && Broker::handles(&payload) {
-            // Each node would keep its own logs and queues and hand out the same offsets:
-            // refuse rather than answer inconsistently, until replication exists.
-            let text = format!(
-                "the broker API runs on a single node until replication lands; this cluster has {cluster}"
-            );
-            return Some(Err(ErrorBody::new(ErrorCode::NotSupported, text)));
-        }
-        let reply = if Broker::handles(&payload) {
-            self.broker
-                .handle(self.now, &self.config, src, msg_id, payload)
-                .transpose()?
-        } else {
-            self.handle(src, payload)
-        };
+        let reply = self.handle(src, payload);
         if let (Some(key), Ok(ok)) = (key, &reply) {
             self.replies.insert(key, ok.clone());
+        }
+        Some(reply)
+    }
+
+    /// Runs a broker request on the state machine at time `now`; a mutating request
+    /// retried with the same (client, msg_id) gets its first reply. `None`: parked.
+    fn run_broker(
+        &mut self,
+        now: Time,
+        src: &str,
+        msg_id: Option<u64>,
+        payload: Payload,
+    ) -> Option<Reply> {
+        let key = msg_id
+            .filter(|_| is_mutation(&payload))
+            .map(|id| (src.to_owned(), id));
+        if let Some(cached) = key.as_ref().and_then(|k| self.machine.replies.get(k)) {
+            return Some(Ok(cached.clone()));
+        }
+        let reply = self
+            .machine
+            .broker
+            .handle(now, &self.config, src, msg_id, payload)
+            .transpose()?;
+        if let (Some(key), Ok(ok)) = (key, &reply) {
+            self.machine.replies.insert(key, ok.clone());
         }
         Some(reply)
     }
@@ -450,6 +554,9 @@ impl Node {
         self.broadcast.set_peers(peers.clone());
         self.counter.set_peers(peers);
         self.gossip.start(self.now);
+        if init.node_ids.len() > 1 {
+            self.start_cluster(&init.node_id, init.node_ids.clone());
+        }
         self.identity = Some(Identity {
             id: init.node_id,
             node_ids: init.node_ids,
@@ -530,7 +637,10 @@ impl Node {
     }
 
     fn on_reply(&mut self, src: &str, request_id: u64, payload: Payload, out: &mut Effects) {
-        let transient = matches!(&payload, Payload::Error(e) if e.code == ErrorCode::TemporarilyUnavailable.code());
+        // A forwarded request is not retried on 11: the leader meant it.
+        let forwarded = matches!(self.rpc.purpose(request_id), Some(Purpose::Forward { .. }));
+        let transient = !forwarded
+            && matches!(&payload, Payload::Error(e) if e.code == ErrorCode::TemporarilyUnavailable.code());
         let Some((request, purpose)) =
             self.rpc
                 .on_reply(self.now, &self.config, &mut self.rng, request_id, transient)
@@ -547,11 +657,29 @@ impl Node {
             (Purpose::Merge { peer, version }, Payload::MergeOk, _) => {
                 self.counter.synced(peer, Some(version));
             }
+            (
+                Purpose::Forward {
+                    client,
+                    msg_id,
+                    read,
+                },
+                reply,
+                _,
+            ) => {
+                let reply = match reply {
+                    Payload::Error(e) if e.code == ErrorCode::NotLeader.code() => {
+                        Err(cluster::forward_failed(read, &e.text))
+                    }
+                    Payload::Error(e) => Err(e),
+                    ok => Ok(ok),
+                };
+                self.answer(&client, "", msg_id, reply, out);
+            }
             (purpose, reply, _) => {
                 self.log(Level::Info, "rpc_failed", out, || {
                     format!("src={src} reply={reply:?}")
                 });
-                self.rpc_failed(purpose);
+                self.rpc_failed(purpose, out);
             }
         }
     }
@@ -573,20 +701,41 @@ impl Node {
     }
 }
 
-/// Requests that can change durable state (everything but replies and pure reads).
-fn changes_state(msg: &Message) -> bool {
+/// Requests that can change durable state and are persisted as they are: everything
+/// but replies, pure reads and Raft messages (which persist their own records), and on
+/// a cluster (`clustered`) broker requests too, which the Raft log holds.
+fn changes_state(msg: &Message, clustered: bool) -> bool {
+    let payload = &msg.body.payload;
     msg.body.in_reply_to.is_none()
-        && !matches!(
-            msg.body.payload,
-            Payload::Echo(_)
-                | Payload::Read
-                | Payload::Poll(_)
-                | Payload::ListCommittedOffsets(_)
-                | Payload::ListTopics
-                | Payload::ListQueues
-                | Payload::Stats(_)
-                | Payload::ListPrepared
-        )
+        && !is_read(payload)
+        && !matches!(payload, Payload::Echo(_) | Payload::Read)
+        && !is_raft(payload)
+        && !(clustered && Broker::handles(payload))
+}
+
+/// Broker requests that only read.
+fn is_read(payload: &Payload) -> bool {
+    matches!(
+        payload,
+        Payload::Poll(_)
+            | Payload::ListCommittedOffsets(_)
+            | Payload::ListTopics
+            | Payload::ListQueues
+            | Payload::Stats(_)
+            | Payload::ListPrepared
+    )
+}
+
+/// Raft's node-to-node messages.
+fn is_raft(payload: &Payload) -> bool {
+    matches!(
+        payload,
+        Payload::RaftVote(_)
+            | Payload::RaftVoteResult(_)
+            | Payload::RaftAppend(_)
+            | Payload::RaftAppendResult(_)
+            | Payload::RaftSnapshot(_)
+    )
 }
 
 /// Requests whose repetition would do something twice; their replies are cached.

@@ -169,6 +169,11 @@ impl<P> RpcTable<P> {
         None
     }
 
+    /// What the pending request `msg_id` is for, if it is pending.
+    pub fn purpose(&self, msg_id: u64) -> Option<&P> {
+        self.entries.get(&msg_id).map(|p| &p.purpose)
+    }
+
     /// When the next timer is due.
     pub fn next_deadline(&self) -> Option<Time> {
         self.timers.next_deadline()

@@ -278,6 +278,11 @@ impl Cluster {
         }
     }
 
+    /// How many nodes the cluster has.
+    pub fn size(&self) -> usize {
+        self.nodes.len()
+    }
+
     /// True if node `i` is up.
     pub fn is_alive(&self, i: usize) -> bool {
         self.alive[i]

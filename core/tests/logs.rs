@@ -17,7 +17,7 @@ use herald_core::sim::Cluster;
 use herald_core::{Config, Rng};
 
 mod common;
-use common::{fail, lossy_clients, seeds};
+use common::{cluster_net, definite, fail, lossy_clients, nemesis, seeds, settled};
 
 /// Keys (or partitions) the workloads use.
 const KEYS: u64 = 5;
@@ -131,23 +131,70 @@ fn key(i: u64) -> String {
 #[test]
 fn kafka_workload_through_crashes() {
     for seed in seeds(500) {
-        let mut c = Cluster::new(1, lossy_clients(seed), |_| Config {
-            seed,
+        kafka_workload(seed, 1);
+    }
+}
+
+/// The kafka workload on a 3-node Raft cluster whose nodes crash, restart and are
+/// partitioned (one node, a minority, a majorities ring, one-way cuts) while the
+/// links between them lose and duplicate messages.
+#[test]
+fn kafka_workload_on_3_nodes_through_partitions_and_crashes() {
+    let (mut ok, mut all) = (0, 0);
+    for seed in seeds(150) {
+        let (o, a) = kafka_workload(seed, 3);
+        (ok, all) = (ok + o, all + a);
+    }
+    eprintln!("3 nodes: {ok} of {all} client operations succeeded");
+}
+
+/// The same on 5 nodes.
+#[test]
+fn kafka_workload_on_5_nodes_through_partitions_and_crashes() {
+    let (mut ok, mut all) = (0, 0);
+    for seed in seeds(80) {
+        let (o, a) = kafka_workload(seed, 5);
+        (ok, all) = (ok + o, all + a);
+    }
+    eprintln!("5 nodes: {ok} of {all} client operations succeeded");
+}
+
+/// Runs the kafka workload on `nodes` nodes with one seed; panics on an anomaly.
+/// Returns (operations that succeeded, operations tried) before the final reads.
+fn kafka_workload(seed: u64, nodes: usize) -> (u64, u64) {
+    {
+        let net = if nodes == 1 {
+            lossy_clients(seed)
+        } else {
+            cluster_net(seed)
+        };
+        let mut c = Cluster::new(nodes, net, |i| Config {
+            seed: seed * 100 + i as u64,
             ..Config::default()
         });
+        let timeout_ms = if nodes == 1 { 500 } else { 1_000 };
         let mut rng = Rng::new(seed);
         let mut clients: Vec<KafkaClient> =
             (0..PROCESSES).map(|_| KafkaClient::default()).collect();
         let mut h = KafkaHistory::default();
         let mut next_value = 0i64;
+        let (mut ok_ops, mut all_ops) = (0u64, 0u64);
         for _ in 0..200 {
-            if !c.is_alive(0) && rng.chance(1, 3) {
+            if nodes > 1 {
+                nemesis(&mut c, &mut rng, nodes);
+            } else if !c.is_alive(0) && rng.chance(1, 3) {
                 c.restart(0);
             }
+            let n = if nodes == 1 {
+                0
+            } else {
+                rng.below(nodes as u64) as usize
+            };
             let p = rng.below(PROCESSES as u64) as usize;
             match rng.below(40) {
-                0 => c.crash(0),
-                1 => c.crash_during_next_step(0),
+                0 if nodes == 1 => c.crash(0),
+                1 if nodes == 1 => c.crash_during_next_step(0),
+                0 | 1 => {}
                 2 => clients[p] = KafkaClient::default(),
                 3..=6 => {
                     // assign: a new key set, each key resuming where this client was,
@@ -158,9 +205,11 @@ fn kafka_workload_through_crashes() {
                         keys: keys.clone(),
                         group: None,
                     };
+                    all_ops += 1;
                     if let Some(Payload::ListCommittedOffsetsOk(ok)) =
-                        c.try_request(0, Payload::ListCommittedOffsets(list), 500)
+                        c.try_request(n, Payload::ListCommittedOffsets(list), timeout_ms)
                     {
+                        ok_ops += 1;
                         for (k, &offset) in &ok.offsets {
                             if let Err(e) = h.check_listed(k, offset) {
                                 fail(&c, seed, e);
@@ -190,8 +239,10 @@ fn kafka_workload_through_crashes() {
                         msg: value.into(),
                         ..Default::default()
                     };
-                    match c.try_request(0, Payload::Send(send), 500) {
+                    all_ops += 1;
+                    match c.try_request(n, Payload::Send(send), timeout_ms) {
                         Some(Payload::SendOk(ok)) => {
+                            ok_ops += 1;
                             if let Err(e) = h.observe(&k, ok.offset, value) {
                                 fail(&c, seed, e);
                             }
@@ -208,13 +259,13 @@ fn kafka_workload_through_crashes() {
                             }
                             h.acked.insert((k, value));
                         }
-                        Some(Payload::Error(_)) => {
+                        Some(Payload::Error(e)) if definite(e.code) => {
                             h.refused.insert((k, value));
                         }
-                        Some(other) => fail(&c, seed, format!("send answered {other:?}")),
-                        None => {
+                        Some(Payload::Error(_)) | None => {
                             h.unsure.insert((k, value));
                         }
+                        Some(other) => fail(&c, seed, format!("send answered {other:?}")),
                     }
                 }
                 _ => {
@@ -224,10 +275,13 @@ fn kafka_workload_through_crashes() {
                         offsets: asked.clone(),
                         max: Some(rng.between(1, 6) as usize),
                     };
-                    let Some(Payload::PollOk(ok)) = c.try_request(0, Payload::Poll(poll), 500)
+                    all_ops += 1;
+                    let Some(Payload::PollOk(ok)) =
+                        c.try_request(n, Payload::Poll(poll), timeout_ms)
                     else {
                         continue;
                     };
+                    ok_ops += 1;
                     let mut commit = BTreeMap::new();
                     for (k, pairs) in &ok.msgs {
                         let Some(&from) = asked.get(k) else {
@@ -256,14 +310,23 @@ fn kafka_workload_through_crashes() {
                         offsets: commit.clone(),
                         group: None,
                     };
-                    match c.try_request(0, Payload::CommitOffsets(request), 500) {
+                    all_ops += 1;
+                    let n = if nodes == 1 {
+                        0
+                    } else {
+                        rng.below(nodes as u64) as usize
+                    };
+                    match c.try_request(n, Payload::CommitOffsets(request), timeout_ms) {
                         Some(Payload::CommitOffsetsOk) => {
+                            ok_ops += 1;
                             for (k, offset) in commit {
                                 let slot = h.committed.entry(k).or_insert(offset);
                                 *slot = (*slot).max(offset);
                             }
                         }
                         None => {}
+                        // A cluster without a reachable leader refuses commits.
+                        Some(Payload::Error(_)) if nodes > 1 => {}
                         Some(other) => fail(&c, seed, format!("commit_offsets answered {other:?}")),
                     }
                 }
@@ -272,8 +335,9 @@ fn kafka_workload_through_crashes() {
         }
 
         // Healed: every node up; read every key from the start.
+        c.heal();
         c.restart_all();
-        c.run_for_ms(1_000);
+        c.run_for_ms(if nodes == 1 { 1_000 } else { 3_000 });
         let mut ends = BTreeMap::new();
         for k in (0..KEYS).map(key) {
             let mut from = 0;
@@ -282,7 +346,7 @@ fn kafka_workload_through_crashes() {
                     offsets: [(k.clone(), from)].into(),
                     max: Some(100),
                 };
-                let Payload::PollOk(ok) = c.request(0, Payload::Poll(poll)) else {
+                let Payload::PollOk(ok) = settled(&mut c, Payload::Poll(poll)) else {
                     fail(&c, seed, "final poll refused".into());
                 };
                 let pairs = ok.msgs.get(&k).cloned().unwrap_or_default();
@@ -322,7 +386,8 @@ fn kafka_workload_through_crashes() {
         }
         let keys: Vec<String> = (0..KEYS).map(key).collect();
         let list = ListCommittedOffsets { keys, group: None };
-        let Payload::ListCommittedOffsetsOk(ok) = c.request(0, Payload::ListCommittedOffsets(list))
+        let Payload::ListCommittedOffsetsOk(ok) =
+            settled(&mut c, Payload::ListCommittedOffsets(list))
         else {
             fail(&c, seed, "final list_committed_offsets refused".into());
         };
@@ -343,6 +408,7 @@ fn kafka_workload_through_crashes() {
                 fail(&c, seed, format!("the acknowledged commit of {k} was lost"));
             }
         }
+        (ok_ops, all_ops)
     }
 }
 

@@ -485,6 +485,7 @@ mod tests {
         Record {
             at: Time::from_micros(i),
             msg: None,
+            raft: None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Helpers shared by the simulation tests: which seeds to run and how to fail.
 
+use herald_core::msg::Payload;
 use herald_core::sim::{Cluster, NetConfig};
+use herald_core::Rng;
 
 /// The seeds to run: `SIM_SEED`, else `0..SIM_SEEDS`, else `0..default`.
 pub fn seeds(default: u64) -> Vec<u64> {
@@ -30,4 +32,96 @@ pub fn lossy_clients(seed: u64) -> NetConfig {
         client_loss_percent: seed % 3 * 10,
         ..NetConfig::default()
     }
+}
+
+/// The network of the cluster workloads: links between nodes lose 0–15 % and
+/// duplicate 0–10 % of messages with 1–20 ms latency, and clients lose 0, 10 or 20 %.
+pub fn cluster_net(seed: u64) -> NetConfig {
+    NetConfig {
+        seed,
+        min_latency_ms: 1,
+        max_latency_ms: 20,
+        loss_percent: seed % 4 * 5,
+        duplicate_percent: seed % 3 * 5,
+        client_loss_percent: seed % 3 * 10,
+    }
+}
+
+/// Maelstrom's rule: an error code is definite (the operation did not and will not
+/// happen) unless it is 0 (timeout), 13 (crash) or a custom code (1000 and up).
+pub fn definite(code: u32) -> bool {
+    !matches!(code, 0 | 13) && code < 1000
+}
+
+/// One random fault (or none) on a cluster of `nodes`: a crash (also between a
+/// step's records and its messages), a restart, a partition (one node or a minority
+/// against the rest, a majorities ring, a one-way cut), or a heal.
+pub fn nemesis(c: &mut Cluster, rng: &mut Rng, nodes: usize) {
+    let pick = |rng: &mut Rng| rng.below(nodes as u64) as usize;
+    match rng.below(40) {
+        0 => {
+            let n = pick(rng);
+            if c.is_alive(n) {
+                c.crash(n);
+            }
+        }
+        1 => c.crash_during_next_step(pick(rng)),
+        2..=5 => {
+            let n = pick(rng);
+            if !c.is_alive(n) {
+                c.restart(n);
+            }
+        }
+        6 | 7 => c.heal(),
+        8 => {
+            // A minority (one node up to half) against the rest.
+            let mut order: Vec<usize> = (0..nodes).collect();
+            for i in (1..nodes).rev() {
+                order.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let k = rng.between(1, (nodes as u64 - 1) / 2 + 1) as usize;
+            c.heal();
+            c.partition(&order[..k], &order[k..]);
+        }
+        9 => {
+            // Majorities ring: each node hears only its ring neighbours.
+            c.heal();
+            for a in 0..nodes {
+                for b in 0..nodes {
+                    let d = (a + nodes - b) % nodes;
+                    if a != b && d != 1 && d != nodes - 1 {
+                        c.cut_one_way(a, b);
+                    }
+                }
+            }
+        }
+        10 => {
+            let (a, b) = (pick(rng), pick(rng));
+            if a != b {
+                c.cut_one_way(a, b);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Asks the nodes in turn (reliably) until one answers without an error: on a healed
+/// cluster, some node leads or knows the leader soon.
+pub fn settled(c: &mut Cluster, payload: Payload) -> Payload {
+    for round in 0..50 {
+        for node in 0..c.size() {
+            match c.request(node, payload.clone()) {
+                Payload::Error(_) => {}
+                reply => return reply,
+            }
+        }
+        if round == 49 {
+            break;
+        }
+        c.run_for_ms(200);
+    }
+    panic!(
+        "no node answered {payload:?} on a healed cluster\n{}",
+        c.trace_tail().join("\n")
+    );
 }

@@ -1,0 +1,416 @@
+//! The broker replicated over Raft, on a cluster of more than one node.
+//!
+//! One Raft group holds the whole broker ([`super::Machine`]): its leader owns every
+//! key, partition and queue. A broker request that reaches a follower is forwarded to
+//! the leader through the RPC table and the reply relayed. The leader appends a
+//! mutating request to the log and answers once a majority has it and it is applied;
+//! reads are answered from the leader's applied state while its lease holds. Broker
+//! timers run when the leader's time-only entries apply, so every replica sees them at
+//! the same point of the log.
+//!
+//! What a client hears when things go wrong: 11 (definitely not done) when no leader is
+//! known, the log is full, or a read cannot be served; 0 (unknown) when the request
+//! was handed to a leader that lost its leadership or stopped answering, since the
+//! entry may still commit.
+
+use std::collections::BTreeMap;
+
+use super::{is_read, Machine, Node, Purpose, Reply};
+use crate::msg::{ErrorBody, ErrorCode, Payload};
+use crate::raft::{Entry, Raft, RaftMessage, RaftOut, RaftRecord, Refused};
+use crate::wire::{Body, Message};
+use crate::{Config, Effect, Effects, Level, Record, Rng, Time};
+
+/// A node's replication state.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(super) struct Replication {
+    pub(super) raft: Raft,
+    /// Raft runs (elections, heartbeats) once the broker API is used on the cluster, so
+    /// the gossip workloads carry no Raft traffic.
+    active: bool,
+    /// Entries up to here are applied to the machine.
+    applied: u64,
+    /// The term this node leads (it answers the entries of that term as they apply).
+    leading: Option<u64>,
+    /// Requests proposed while leading and not applied yet, by (client, msg_id): a
+    /// retry that arrives meanwhile is not proposed twice.
+    #[serde(with = "crate::pairs")]
+    proposed: BTreeMap<(String, u64), u64>,
+    /// A time-only entry proposed to run due broker timers, not applied yet.
+    tick_proposed: Option<u64>,
+    /// Raft's output in this step; drained at the end of every step.
+    #[serde(skip)]
+    out: RaftOut,
+}
+
+/// The error a forwarded request's client gets when the leader did not take it or did
+/// not answer: a read can simply be retried (11); a write may have happened (0).
+pub(super) fn forward_failed(read: bool, why: &str) -> ErrorBody {
+    if read {
+        ErrorBody::new(ErrorCode::TemporarilyUnavailable, why)
+    } else {
+        ErrorBody::new(
+            ErrorCode::Timeout,
+            format!("{why}; the request may or may not have taken effect"),
+        )
+    }
+}
+
+fn unavailable(text: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::TemporarilyUnavailable, text)
+}
+
+impl Replication {
+    pub(super) fn tick(&mut self, now: Time, config: &Config, rng: &mut Rng) {
+        if self.active && now >= self.raft.next_deadline() {
+            self.raft.tick(now, config, rng, &mut self.out);
+        }
+    }
+
+    /// When the node needs a tick: Raft's timer, or a due broker timer the leader
+    /// must propose a time-only entry for.
+    pub(super) fn next_deadline(&self, broker: &crate::broker::Broker) -> Option<Time> {
+        if !self.active {
+            return None;
+        }
+        let broker_due = broker
+            .next_deadline()
+            .filter(|_| self.leading.is_some() && self.tick_proposed.is_none());
+        Some(match broker_due {
+            Some(t) => t.min(self.raft.next_deadline()),
+            None => self.raft.next_deadline(),
+        })
+    }
+
+    /// Starts elections and heartbeats, if not yet running.
+    fn activate(&mut self, now: Time, config: &Config, rng: &mut Rng) {
+        if !self.active {
+            self.active = true;
+            self.raft.activated(now, config, rng);
+        }
+    }
+
+    pub(super) fn check_invariants(&self) {
+        self.raft.check_invariants();
+        assert!(
+            self.applied <= self.raft.commit_index(),
+            "applied past commit"
+        );
+        assert!(self.out.is_empty(), "raft output left between steps");
+        if self.leading.is_none() {
+            assert!(self.proposed.is_empty(), "proposals kept without leading");
+        }
+        for &index in self.proposed.values() {
+            assert!(index > self.applied, "an applied proposal is still pending");
+        }
+    }
+}
+
+impl Node {
+    /// Starts Raft for a cluster of `nodes` (more than one), this node being `me`.
+    pub(super) fn start_cluster(&mut self, me: &str, nodes: Vec<String>) {
+        let index = nodes.iter().position(|n| n == me).expect("me is in nodes");
+        let raft = Raft::new(self.now, index, nodes, &self.config, &mut self.rng);
+        self.cluster = Some(Replication {
+            raft,
+            active: false,
+            applied: 0,
+            leading: None,
+            proposed: BTreeMap::new(),
+            tick_proposed: None,
+            out: RaftOut::default(),
+        });
+    }
+
+    /// A broker request on a cluster: proposed (leader), answered from the applied
+    /// state (a read on the leader), or forwarded (follower). `None`: answered later.
+    pub(super) fn cluster_request(
+        &mut self,
+        src: &str,
+        msg_id: Option<u64>,
+        payload: Payload,
+        out: &mut Effects,
+    ) -> Option<Reply> {
+        let me = self.id().unwrap_or_default().to_owned();
+        let c = self.cluster.as_mut().expect("clustered");
+        c.activate(self.now, &self.config, &mut self.rng);
+        let read = is_read(&payload);
+        if c.raft.is_leader() {
+            if read {
+                if !c.raft.can_read(self.now, &self.config) {
+                    return Some(Err(unavailable(
+                        "the leader has not confirmed its lease yet; retry",
+                    )));
+                }
+                let time = self.machine.time;
+                return self.run_broker(time, src, msg_id, payload);
+            }
+            if payload == Payload::CancelWaits && c.raft.nodes().iter().any(|n| n == src) {
+                return Some(Err(unavailable("cancel_waits is not forwarded")));
+            }
+            let key = msg_id.map(|id| (src.to_owned(), id));
+            if key.as_ref().is_some_and(|k| c.proposed.contains_key(k)) {
+                return None; // a retry of a proposal in flight: its reply will come
+            }
+            let msg = Message {
+                src: src.to_owned(),
+                dest: me,
+                body: Body {
+                    payload,
+                    msg_id,
+                    in_reply_to: None,
+                },
+            };
+            return match c
+                .raft
+                .propose(self.now, Some(msg), &self.config, &mut c.out)
+            {
+                Ok(index) => {
+                    if let Some(key) = key {
+                        c.proposed.insert(key, index);
+                    }
+                    None
+                }
+                Err(Refused::Full) => Some(Err(unavailable(format!(
+                    "{} entries await commitment (max_uncommitted_entries); retry",
+                    c.raft.uncommitted()
+                )))),
+                Err(Refused::NotLeader) => unreachable!("checked above"),
+            };
+        }
+        let leader = c.raft.leader().map(|i| c.raft.nodes()[i].clone());
+        if c.raft.nodes().iter().any(|n| n == src) {
+            // Forwarded by a node that thinks this one leads: never forward twice.
+            let text = format!("{me} is not the leader (leader: {leader:?})");
+            return Some(Err(ErrorBody::new(ErrorCode::NotLeader, text)));
+        }
+        if payload == Payload::CancelWaits {
+            // Long polls forwarded by this node are parked under this node's name.
+            return Some(Ok(Payload::CancelWaitsOk(crate::msg::Cancelled {
+                cancelled: 0,
+            })));
+        }
+        let Some(leader) = leader else {
+            return Some(Err(unavailable(
+                "no leader is known (an election is under way); retry",
+            )));
+        };
+        let purpose = Purpose::Forward {
+            client: src.to_owned(),
+            msg_id,
+            read,
+        };
+        if self.call(leader, payload, purpose, out) {
+            None
+        } else {
+            Some(Err(unavailable(
+                "too many requests in flight to the leader",
+            )))
+        }
+    }
+
+    /// A Raft message from `src`. Raft messages get no direct reply.
+    pub(super) fn on_raft(
+        &mut self,
+        src: &str,
+        payload: Payload,
+        out: &mut Effects,
+    ) -> Option<Reply> {
+        let Some(c) = self.cluster.as_mut() else {
+            let text = "raft messages need a cluster of more than one node";
+            return Some(Err(ErrorBody::new(ErrorCode::NotSupported, text)));
+        };
+        let Some(from) = c.raft.nodes().iter().position(|n| n == src) else {
+            self.log(Level::Warn, "raft_from_stranger", out, || {
+                format!("src={src}")
+            });
+            return None;
+        };
+        c.activate(self.now, &self.config, &mut self.rng);
+        let (now, config, rng, o) = (self.now, &self.config, &mut self.rng, &mut c.out);
+        match payload {
+            Payload::RaftVote(m) => c.raft.on_vote(now, from, m, config, rng, o),
+            Payload::RaftVoteResult(m) => c.raft.on_vote_result(now, from, m, config, rng, o),
+            Payload::RaftAppend(m) => c.raft.on_append(now, from, m, config, rng, o),
+            Payload::RaftAppendResult(m) => c.raft.on_append_result(now, from, m, config, rng, o),
+            Payload::RaftSnapshot(m) => {
+                let index = m.index;
+                let machine: Machine = match serde_json::from_value(m.machine.clone()) {
+                    Ok(machine) => machine,
+                    Err(e) => {
+                        self.log(Level::Warn, "raft_bad_snapshot", out, || {
+                            format!("src={src} error={e:?}")
+                        });
+                        return None;
+                    }
+                };
+                if c.raft.on_snapshot(now, from, m, config, rng, o).is_some() {
+                    self.machine = machine;
+                    c.applied = index;
+                    c.tick_proposed = None;
+                }
+            }
+            _ => unreachable!("only raft payloads come here"),
+        }
+        None
+    }
+
+    /// Replays a persisted Raft record (recovery).
+    pub(super) fn restore_raft(&mut self, at: Time, record: RaftRecord) {
+        self.now = self.now.max(at);
+        let Some(c) = self.cluster.as_mut() else {
+            return; // written before init cannot happen; ignore
+        };
+        c.active = true;
+        c.raft.restore(&record);
+        if let RaftRecord::Snapshot { index, machine, .. } = record {
+            self.machine = serde_json::from_value(machine).expect("a persisted snapshot reads");
+            c.applied = index;
+        }
+    }
+
+    /// The end of every step on a cluster: propose a time-only entry if broker timers
+    /// are due, persist Raft's records, apply what committed (answering clients), then
+    /// send Raft's messages.
+    pub(super) fn drive_cluster(&mut self, out: &mut Effects) {
+        if self.replaying {
+            return;
+        }
+        let c = self.cluster.as_mut().expect("clustered");
+        if c.raft.is_leader() && c.leading != Some(c.raft.term()) {
+            c.leading = Some(c.raft.term());
+            self.log(Level::Info, "raft_leader", out, || String::new());
+        }
+        let c = self.cluster.as_mut().expect("clustered");
+        let timers_due = self
+            .machine
+            .broker
+            .next_deadline()
+            .is_some_and(|t| t <= self.now);
+        if c.leading.is_some() && c.tick_proposed.is_none() && timers_due {
+            if let Ok(index) = c.raft.propose(self.now, None, &self.config, &mut c.out) {
+                c.tick_proposed = Some(index);
+            }
+        }
+        let raft_out = std::mem::take(&mut c.out);
+        for record in raft_out.records {
+            out.push(Effect::Persist(Record {
+                at: self.now,
+                msg: None,
+                raft: Some(record),
+            }));
+        }
+        self.apply_committed(out);
+        if let Some(term) = raft_out.lost_leadership {
+            self.leadership_lost(term, out);
+        }
+        let c = self.cluster.as_mut().expect("clustered");
+        let nodes = c.raft.nodes().to_vec();
+        let me = self.id().unwrap_or_default().to_owned();
+        for (peer, message) in raft_out.messages {
+            let payload = match message {
+                RaftMessage::Vote(m) => Payload::RaftVote(m),
+                RaftMessage::VoteResult(m) => Payload::RaftVoteResult(m),
+                RaftMessage::Append(m) => Payload::RaftAppend(m),
+                RaftMessage::AppendResult(m) => Payload::RaftAppendResult(m),
+            };
+            let msg = self.message(me.clone(), nodes[peer].clone(), payload, None);
+            out.push(Effect::Send(msg));
+        }
+        for peer in raft_out.snapshot_to {
+            let c = self.cluster.as_mut().expect("clustered");
+            let index = c.applied;
+            let snapshot = crate::msg::RaftSnapshot {
+                term: c.raft.term(),
+                index,
+                snapshot_term: c.raft.term_at(index).expect("applied entries are known"),
+                machine: serde_json::to_value(&self.machine).expect("the machine serializes"),
+                sent_at: self.now,
+            };
+            c.raft.snapshot_sent(peer, index);
+            self.log(Level::Info, "raft_snapshot_sent", out, || {
+                format!("to={} index={index}", nodes[peer])
+            });
+            let msg = self.message(
+                me.clone(),
+                nodes[peer].clone(),
+                Payload::RaftSnapshot(snapshot),
+                None,
+            );
+            out.push(Effect::Send(msg));
+        }
+        let c = self.cluster.as_mut().expect("clustered");
+        c.raft.compact(c.applied, &self.config);
+        debug_assert!(c.out.is_empty());
+    }
+
+    /// Applies committed entries to the machine; the leader answers its own.
+    fn apply_committed(&mut self, out: &mut Effects) {
+        loop {
+            let c = self.cluster.as_mut().expect("clustered");
+            if c.applied >= c.raft.commit_index() {
+                return;
+            }
+            let index = c.applied + 1;
+            let entry = c
+                .raft
+                .entry(index)
+                .expect("committed entries are in the log")
+                .clone();
+            c.applied = index;
+            if c.tick_proposed.is_some_and(|t| t <= index) {
+                c.tick_proposed = None;
+            }
+            let mine = c.leading == Some(entry.term);
+            self.apply(entry, mine, out);
+        }
+    }
+
+    fn apply(&mut self, entry: Entry, mine: bool, out: &mut Effects) {
+        let at = self.machine.time.max(entry.at);
+        self.machine.time = at;
+        self.run_broker_timers(at, out);
+        if let Some(msg) = entry.msg {
+            let Message { src, dest, body } = msg;
+            let reply = self.run_broker(at, &src, body.msg_id, body.payload);
+            if mine {
+                let c = self.cluster.as_mut().expect("clustered");
+                if let Some(id) = body.msg_id {
+                    c.proposed.remove(&(src.clone(), id));
+                }
+                if let Some(reply) = reply {
+                    self.answer(&src, &dest, body.msg_id, reply, out);
+                }
+            }
+        }
+        if self.cluster.as_ref().is_some_and(|c| c.leading.is_some()) {
+            self.send_completions(out);
+        } else {
+            self.machine.broker.take_completions(); // the leader answers them
+        }
+    }
+
+    /// This node led `term` and no longer does: its proposals not applied yet may or
+    /// may not commit under the next leader, so their clients hear "unknown".
+    fn leadership_lost(&mut self, term: u64, out: &mut Effects) {
+        self.log(Level::Info, "raft_leadership_lost", out, || {
+            format!("term={term}")
+        });
+        let c = self.cluster.as_mut().expect("clustered");
+        let pending: Vec<Message> = (c.applied + 1..=c.raft.last_index())
+            .filter_map(|i| c.raft.entry(i))
+            .filter(|e| e.term == term)
+            .filter_map(|e| e.msg.clone())
+            .collect();
+        c.leading = None;
+        c.proposed.clear();
+        c.tick_proposed = None;
+        for msg in pending {
+            let err = ErrorBody::new(
+                ErrorCode::Timeout,
+                "leadership changed before the request committed; it may or may not take effect",
+            );
+            self.answer(&msg.src, &msg.dest, msg.body.msg_id, Err(err), out);
+        }
+    }
+}
