@@ -78,7 +78,7 @@ pub mod wire;
 pub use config::Config;
 pub use event::{Effect, Effects, Event, Level, LogRecord, Record};
 pub use msg::{ErrorCode, Payload};
-pub use node::Node;
+pub use node::{ClusterStatus, Node};
 pub use rng::Rng;
 pub use time::Time;
 pub use wire::Message;

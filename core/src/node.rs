@@ -13,6 +13,7 @@ use crate::wire::{Body, Invalid, Message};
 use crate::{Config, Effect, Effects, Event, Level, LogRecord, Record, Rng, Time};
 
 mod cluster;
+pub use cluster::ClusterStatus;
 use cluster::Replication;
 
 /// What a pending request to a peer is for: the callback, as data.

@@ -43,6 +43,21 @@ pub(super) struct Replication {
     out: RaftOut,
 }
 
+/// Where a node stands in its cluster (for operators and tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterStatus {
+    /// The node's current Raft term.
+    pub term: u64,
+    /// The leader it knows of (itself included), if any.
+    pub leader: Option<String>,
+    /// Entries up to here are committed.
+    pub commit_index: u64,
+    /// Entries up to here are applied to this node's broker.
+    pub applied_index: u64,
+    /// The last entry in its log.
+    pub last_index: u64,
+}
+
 /// The error a forwarded request's client gets when the leader did not take it or did
 /// not answer: a read can simply be retried (11); a write may have happened (0).
 pub(super) fn forward_failed(read: bool, why: &str) -> ErrorBody {
@@ -107,6 +122,19 @@ impl Replication {
 }
 
 impl Node {
+    /// The node's place in its cluster; `None` on a single node (or before the broker
+    /// API was first used on a cluster).
+    pub fn cluster_status(&self) -> Option<ClusterStatus> {
+        let c = self.cluster.as_ref().filter(|c| c.active)?;
+        Some(ClusterStatus {
+            term: c.raft.term(),
+            leader: c.raft.leader().map(|i| c.raft.nodes()[i].clone()),
+            commit_index: c.raft.commit_index(),
+            applied_index: c.applied,
+            last_index: c.raft.last_index(),
+        })
+    }
+
     /// Starts Raft for a cluster of `nodes` (more than one), this node being `me`.
     pub(super) fn start_cluster(&mut self, me: &str, nodes: Vec<String>) {
         let index = nodes.iter().position(|n| n == me).expect("me is in nodes");

@@ -1,0 +1,184 @@
+//! Scenarios of the Raft-replicated broker on a simulated 3-node cluster that random
+//! sweeps reach only rarely: a deposed leader's reads, a one-way cut that must not
+//! depose a healthy leader, a follower too far behind for the log, a whole-cluster
+//! restart.
+
+use herald_core::msg::*;
+use herald_core::sim::{Cluster, NetConfig};
+use herald_core::{Config, Time};
+
+fn cluster(seed: u64, config: Config) -> Cluster {
+    let net = NetConfig {
+        seed,
+        ..NetConfig::default()
+    };
+    Cluster::new(3, net, |i| Config {
+        seed: seed * 10 + i as u64,
+        ..config.clone()
+    })
+}
+
+/// The node that believes it leads, among `among`.
+fn leader_among(c: &Cluster, among: &[usize]) -> Option<usize> {
+    among.iter().copied().find(|&i| {
+        c.is_alive(i)
+            && c.node(i)
+                .cluster_status()
+                .is_some_and(|s| s.leader == Some(format!("n{i}")))
+    })
+}
+
+/// Uses the broker once (which starts Raft) and waits for a leader.
+fn elect(c: &mut Cluster) -> usize {
+    for _ in 0..100 {
+        if let Payload::ListTopicsOk(_) = c.request(0, Payload::ListTopics) {
+            if let Some(l) = leader_among(c, &[0, 1, 2]) {
+                return l;
+            }
+        }
+        c.run_for_ms(50);
+    }
+    panic!("no leader after 5 s");
+}
+
+fn send(key: &str, msg: i64) -> Payload {
+    Payload::Send(Send {
+        key: key.into(),
+        msg: msg.into(),
+        ..Default::default()
+    })
+}
+
+fn commit(key: &str, offset: u64) -> Payload {
+    Payload::CommitOffsets(CommitOffsets {
+        offsets: [(key.to_owned(), offset)].into(),
+        group: None,
+    })
+}
+
+#[test]
+fn a_deposed_leader_answers_no_stale_read_and_acknowledges_no_write() {
+    for seed in 0..20 {
+        let mut c = cluster(seed, Config::default());
+        let old = elect(&mut c);
+        assert!(matches!(c.request(old, send("k", 1)), Payload::SendOk(_)));
+        assert_eq!(c.request(old, commit("k", 0)), Payload::CommitOffsetsOk);
+        let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+        c.partition(&[old], &others);
+        // The majority elects a new leader and commits a newer offset through it...
+        let new = loop {
+            c.run_for_ms(5);
+            if let Some(l) = leader_among(&c, &others) {
+                break l;
+            }
+            assert!(c.now() < Time::from_millis(20_000), "seed {seed}: no new leader");
+        };
+        assert!(matches!(c.request(new, send("k", 2)), Payload::SendOk(_)));
+        assert_eq!(c.request(new, commit("k", 1)), Payload::CommitOffsetsOk);
+        // ...so the old leader, which may still think it leads, must not answer a read
+        // from its stale state, nor acknowledge a write.
+        let list = ListCommittedOffsets {
+            keys: vec!["k".into()],
+            group: None,
+        };
+        match c.request(old, Payload::ListCommittedOffsets(list)) {
+            Payload::Error(e) => assert_eq!(e.code, 11, "seed {seed}: {e:?}"),
+            other => panic!("seed {seed}: the cut-off old leader answered {other:?}"),
+        }
+        match c.try_request(old, send("k", 3), 5_000) {
+            None => {}
+            Some(Payload::Error(e)) => assert!(e.code == 0 || e.code == 11, "{e:?}"),
+            Some(other) => panic!("seed {seed}: the cut-off old leader answered {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_node_that_stops_hearing_the_leader_cannot_depose_it() {
+    for seed in 0..20 {
+        let mut c = cluster(seed, Config::default());
+        let leader = elect(&mut c);
+        let term = c.node(leader).cluster_status().unwrap().term;
+        let deaf = (leader + 1) % 3;
+        c.cut_one_way(leader, deaf);
+        c.run_for_ms(5_000);
+        // The third node still hears the leader, so it disregards the deaf node's
+        // (pre-)votes: no election, and the leader's read lease stays sound.
+        let status = c.node(leader).cluster_status().unwrap();
+        assert_eq!(
+            (status.leader, status.term),
+            (Some(format!("n{leader}")), term),
+            "seed {seed}: the leader was deposed"
+        );
+        assert!(matches!(c.request(deaf, send("k", 1)), Payload::Error(_) | Payload::SendOk(_)));
+    }
+}
+
+#[test]
+fn a_follower_too_far_behind_gets_a_snapshot_and_keeps_it_through_a_restart() {
+    let config = Config {
+        max_raft_log_entries: 16,
+        ..Config::default()
+    };
+    for seed in 0..10 {
+        let mut c = cluster(seed, config.clone());
+        let leader = elect(&mut c);
+        let behind = (leader + 1) % 3;
+        let third = (leader + 2) % 3;
+        c.partition(&[behind], &[leader, third]);
+        for i in 0..100 {
+            assert!(matches!(c.request(leader, send(&format!("k{}", i % 7), i)), Payload::SendOk(_)));
+        }
+        c.heal();
+        c.run_for_ms(2_000);
+        let state = |c: &Cluster, i: usize| serde_json::to_value(c.node(i).broker()).unwrap();
+        let want = state(&c, leader);
+        assert_eq!(state(&c, behind), want, "seed {seed}: the follower did not catch up");
+        let status = c.node(behind).cluster_status().unwrap();
+        assert!(
+            status.last_index - status.commit_index < 16,
+            "seed {seed}: {status:?}"
+        );
+        // The installed snapshot was persisted: a restart comes back to the same state
+        // once it hears the leader again.
+        c.crash(behind);
+        c.restart(behind);
+        c.run_for_ms(2_000);
+        assert_eq!(state(&c, behind), want, "seed {seed}: lost after a restart");
+    }
+}
+
+#[test]
+fn a_whole_cluster_restart_keeps_every_acknowledged_write() {
+    for seed in 0..20 {
+        let mut c = cluster(seed, Config::default());
+        let leader = elect(&mut c);
+        let mut acked = Vec::new();
+        for i in 0..20 {
+            if let Payload::SendOk(ok) = c.request((leader + i as usize) % 3, send("k", i)) {
+                acked.push((ok.offset, i));
+            }
+        }
+        assert_eq!(acked.len(), 20, "seed {seed}: a calm cluster refused a send");
+        for i in 0..3 {
+            c.crash(i);
+        }
+        c.restart_all();
+        let poll = Poll {
+            offsets: [("k".to_owned(), 0)].into(),
+            max: None,
+        };
+        let got = loop {
+            c.run_for_ms(100);
+            let reply = (0..3)
+                .map(|i| c.request(i, Payload::Poll(poll.clone())))
+                .find(|r| matches!(r, Payload::PollOk(_)));
+            if let Some(Payload::PollOk(ok)) = reply {
+                break ok.msgs["k"].clone();
+            }
+            assert!(c.now() < Time::from_millis(30_000), "seed {seed}: no leader");
+        };
+        let got: Vec<(u64, i64)> = got.into_iter().map(|(o, v)| (o, v.as_i64().unwrap())).collect();
+        assert_eq!(got, acked, "seed {seed}");
+    }
+}
