@@ -528,25 +528,49 @@ struct Member {
 /// partition per generation, generations never go back.
 #[test]
 fn consumer_groups_through_crashes_and_rebalances() {
-    const PARTITIONS: u32 = 4;
-    let consumers = ["a", "b", "c"];
     // 19: a fetch whose reply was lost moved the server's cursor past messages nobody
     // received; the consumer then committed past them. A rejoin now rewinds to the
     // committed offsets (and the client rejoins after a lost fetch).
     for seed in seeds(500).into_iter().chain([19]) {
+        groups_workload(seed, 1);
+    }
+}
+
+/// The same on a 3-node Raft cluster with partitions and crashes: group membership,
+/// generations, fetch cursors and commits are replicated like the logs.
+#[test]
+fn consumer_groups_on_3_nodes_through_partitions_and_crashes() {
+    for seed in seeds(150) {
+        groups_workload(seed, 3);
+    }
+}
+
+fn groups_workload(seed: u64, nodes: usize) {
+    const PARTITIONS: u32 = 4;
+    let consumers = ["a", "b", "c"];
+    {
         let config = Config {
             seed,
             group_session_timeout_ms: 1_000,
             ..Config::default()
         };
         let session_ms = config.group_session_timeout_ms;
-        let mut c = Cluster::new(1, lossy_clients(seed), |_| config.clone());
+        let net = if nodes == 1 {
+            lossy_clients(seed)
+        } else {
+            cluster_net(seed)
+        };
+        let mut c = Cluster::new(nodes, net, |i| Config {
+            seed: seed * 100 + i as u64,
+            ..config.clone()
+        });
+        let timeout_ms = if nodes == 1 { 500 } else { 1_000 };
         let mut rng = Rng::new(seed);
         let create = CreateTopic {
             topic: "t".into(),
             partitions: PARTITIONS,
         };
-        c.request(0, Payload::CreateTopic(create));
+        settled(&mut c, Payload::CreateTopic(create));
         let mut h = GroupHistory::default();
         let mut members: Vec<Member> = consumers.iter().map(|_| Member::default()).collect();
         let membership = |i: usize| Membership {
@@ -555,13 +579,21 @@ fn consumer_groups_through_crashes_and_rebalances() {
             consumer: consumers[i].into(),
         };
         for value in 0..250i64 {
-            if !c.is_alive(0) && rng.chance(1, 3) {
+            if nodes > 1 {
+                nemesis(&mut c, &mut rng, nodes);
+            } else if !c.is_alive(0) && rng.chance(1, 3) {
                 c.restart(0);
             }
+            let n = if nodes == 1 {
+                0
+            } else {
+                rng.below(nodes as u64) as usize
+            };
             let i = rng.below(consumers.len() as u64) as usize;
             match rng.below(40) {
-                0 => c.crash(0),
-                1 => c.crash_during_next_step(0),
+                0 if nodes == 1 => c.crash(0),
+                1 if nodes == 1 => c.crash_during_next_step(0),
+                0 | 1 => {}
                 2..=13 => {
                     let key = rng.chance(1, 2).then(|| format!("k{}", rng.below(8)));
                     let publish = Publish {
@@ -570,7 +602,7 @@ fn consumer_groups_through_crashes_and_rebalances() {
                         msg: value.into(),
                         ..Default::default()
                     };
-                    match c.try_request(0, Payload::Publish(publish), 500) {
+                    match c.try_request(n, Payload::Publish(publish), timeout_ms) {
                         Some(Payload::PublishOk(ok)) => {
                             h.acked.insert(value, (ok.partition, ok.offset));
                             let held =
@@ -586,10 +618,13 @@ fn consumer_groups_through_crashes_and_rebalances() {
                                 );
                             }
                         }
-                        Some(other) => fail(&c, seed, format!("publish answered {other:?}")),
-                        None => {
+                        // Refused: never published, so never fetched (the checker
+                        // fails a fetch of a value neither acked nor unsure).
+                        Some(Payload::Error(e)) if definite(e.code) => {}
+                        Some(Payload::Error(_)) | None => {
                             h.unsure.insert(value);
                         }
+                        Some(other) => fail(&c, seed, format!("publish answered {other:?}")),
                     }
                 }
                 14..=17 => {
@@ -598,7 +633,7 @@ fn consumer_groups_through_crashes_and_rebalances() {
                     } else {
                         Payload::Join(membership(i))
                     };
-                    let (assignment, rejoined) = match c.try_request(0, request, 500) {
+                    let (assignment, rejoined) = match c.try_request(n, request, timeout_ms) {
                         Some(Payload::JoinOk(a)) => (a, true),
                         Some(Payload::HeartbeatOk(a)) => (a, false),
                         Some(Payload::Error(_)) | None => {
@@ -619,7 +654,7 @@ fn consumer_groups_through_crashes_and_rebalances() {
                     }
                 }
                 18 => {
-                    c.try_request(0, Payload::Leave(membership(i)), 500);
+                    c.try_request(n, Payload::Leave(membership(i)), timeout_ms);
                     members[i] = Member::default();
                 }
                 19..=31 => {
@@ -632,7 +667,7 @@ fn consumer_groups_through_crashes_and_rebalances() {
                         generation,
                         max: Some(rng.between(1, 6) as usize),
                     };
-                    match c.try_request(0, Payload::Fetch(fetch), 500) {
+                    match c.try_request(n, Payload::Fetch(fetch), timeout_ms) {
                         Some(Payload::FetchOk(ok)) => {
                             h.fetched(consumers[i], generation, &ok.msgs)
                                 .unwrap_or_else(|e| fail(&c, seed, e));
@@ -665,7 +700,7 @@ fn consumer_groups_through_crashes_and_rebalances() {
                         generation,
                         offsets,
                     };
-                    match c.try_request(0, Payload::Commit(commit), 500) {
+                    match c.try_request(n, Payload::Commit(commit), timeout_ms) {
                         Some(Payload::CommitOk) => {
                             for (&p, &o) in &members[i].fetched {
                                 let slot = h.committed.entry(p).or_insert(o);
@@ -683,39 +718,72 @@ fn consumer_groups_through_crashes_and_rebalances() {
 
         // Healed: every session runs out, then one fresh consumer owns every partition
         // and reads to the end; every acknowledged publish must have been fetched.
+        c.heal();
         c.restart_all();
-        c.run_for_ms(2 * session_ms);
+        c.run_for_ms(2 * session_ms + if nodes == 1 { 0 } else { 2_000 });
         let z = Membership {
             topic: Some("t".into()),
             group: "g".into(),
             consumer: "z".into(),
         };
-        let Payload::JoinOk(a) = c.request(0, Payload::Join(z)) else {
-            fail(&c, seed, "the final join was refused".into());
-        };
-        h.assigned("z", &a).unwrap_or_else(|e| fail(&c, seed, e));
-        if a.partitions.len() != PARTITIONS as usize {
-            fail(
-                &c,
-                seed,
-                format!("the only consumer left owns {:?}", a.partitions),
-            );
-        }
-        loop {
+        // Like a real consumer: fetch, commit what was fetched, and join again when
+        // the membership is gone (a session can run out while fetches are retried).
+        let mut generation = None;
+        for round in 0.. {
+            if round == 2_000 {
+                fail(&c, seed, "the final consumer made no progress".into());
+            }
+            let Some(gen) = generation else {
+                let Payload::JoinOk(a) = settled(&mut c, Payload::Join(z.clone())) else {
+                    fail(&c, seed, "the final join was refused".into());
+                };
+                h.assigned("z", &a).unwrap_or_else(|e| fail(&c, seed, e));
+                if a.partitions.len() != PARTITIONS as usize {
+                    fail(
+                        &c,
+                        seed,
+                        format!("the only consumer left owns {:?}", a.partitions),
+                    );
+                }
+                generation = Some(a.generation);
+                continue;
+            };
             let fetch = Fetch {
                 group: "g".into(),
                 consumer: "z".into(),
-                generation: a.generation,
+                generation: gen,
                 max: Some(100),
             };
-            let Payload::FetchOk(ok) = c.request(0, Payload::Fetch(fetch)) else {
-                fail(&c, seed, "the final fetch was refused".into());
-            };
-            if ok.msgs.is_empty() {
-                break;
+            match c.request(round % nodes, Payload::Fetch(fetch)) {
+                Payload::FetchOk(ok) if ok.msgs.is_empty() => break,
+                Payload::FetchOk(ok) => {
+                    h.fetched("z", gen, &ok.msgs)
+                        .unwrap_or_else(|e| fail(&c, seed, e));
+                    let offsets: BTreeMap<String, u64> = ok
+                        .msgs
+                        .iter()
+                        .map(|m| (m.partition.to_string(), m.offset + 1))
+                        .collect();
+                    let commit = Commit {
+                        group: "g".into(),
+                        consumer: "z".into(),
+                        generation: gen,
+                        offsets: offsets.clone(),
+                    };
+                    if c.request(round % nodes, Payload::Commit(commit)) == Payload::CommitOk {
+                        for (p, o) in offsets {
+                            let slot = h.committed.entry(p.parse().unwrap()).or_insert(o);
+                            *slot = (*slot).max(o);
+                        }
+                    }
+                }
+                // Not served (no leader, no lease): nothing happened; try again.
+                Payload::Error(e) if e.code == 11 => c.run_for_ms(100),
+                // Anything else, including an unknown outcome (the cursor may have
+                // moved): join again, which resumes from the commits.
+                Payload::Error(_) => generation = None,
+                other => fail(&c, seed, format!("the final fetch answered {other:?}")),
             }
-            h.fetched("z", a.generation, &ok.msgs)
-                .unwrap_or_else(|e| fail(&c, seed, e));
         }
         for (value, at) in &h.acked {
             if !h.fetched.contains(at) {

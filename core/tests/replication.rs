@@ -71,7 +71,10 @@ fn a_deposed_leader_answers_no_stale_read_and_acknowledges_no_write() {
             if let Some(l) = leader_among(&c, &others) {
                 break l;
             }
-            assert!(c.now() < Time::from_millis(20_000), "seed {seed}: no new leader");
+            assert!(
+                c.now() < Time::from_millis(20_000),
+                "seed {seed}: no new leader"
+            );
         };
         assert!(matches!(c.request(new, send("k", 2)), Payload::SendOk(_)));
         assert_eq!(c.request(new, commit("k", 1)), Payload::CommitOffsetsOk);
@@ -110,7 +113,10 @@ fn a_node_that_stops_hearing_the_leader_cannot_depose_it() {
             (Some(format!("n{leader}")), term),
             "seed {seed}: the leader was deposed"
         );
-        assert!(matches!(c.request(deaf, send("k", 1)), Payload::Error(_) | Payload::SendOk(_)));
+        assert!(matches!(
+            c.request(deaf, send("k", 1)),
+            Payload::Error(_) | Payload::SendOk(_)
+        ));
     }
 }
 
@@ -127,13 +133,20 @@ fn a_follower_too_far_behind_gets_a_snapshot_and_keeps_it_through_a_restart() {
         let third = (leader + 2) % 3;
         c.partition(&[behind], &[leader, third]);
         for i in 0..100 {
-            assert!(matches!(c.request(leader, send(&format!("k{}", i % 7), i)), Payload::SendOk(_)));
+            assert!(matches!(
+                c.request(leader, send(&format!("k{}", i % 7), i)),
+                Payload::SendOk(_)
+            ));
         }
         c.heal();
         c.run_for_ms(2_000);
         let state = |c: &Cluster, i: usize| serde_json::to_value(c.node(i).broker()).unwrap();
         let want = state(&c, leader);
-        assert_eq!(state(&c, behind), want, "seed {seed}: the follower did not catch up");
+        assert_eq!(
+            state(&c, behind),
+            want,
+            "seed {seed}: the follower did not catch up"
+        );
         let status = c.node(behind).cluster_status().unwrap();
         assert!(
             status.last_index - status.commit_index < 16,
@@ -159,7 +172,11 @@ fn a_whole_cluster_restart_keeps_every_acknowledged_write() {
                 acked.push((ok.offset, i));
             }
         }
-        assert_eq!(acked.len(), 20, "seed {seed}: a calm cluster refused a send");
+        assert_eq!(
+            acked.len(),
+            20,
+            "seed {seed}: a calm cluster refused a send"
+        );
         for i in 0..3 {
             c.crash(i);
         }
@@ -176,9 +193,15 @@ fn a_whole_cluster_restart_keeps_every_acknowledged_write() {
             if let Some(Payload::PollOk(ok)) = reply {
                 break ok.msgs["k"].clone();
             }
-            assert!(c.now() < Time::from_millis(30_000), "seed {seed}: no leader");
+            assert!(
+                c.now() < Time::from_millis(30_000),
+                "seed {seed}: no leader"
+            );
         };
-        let got: Vec<(u64, i64)> = got.into_iter().map(|(o, v)| (o, v.as_i64().unwrap())).collect();
+        let got: Vec<(u64, i64)> = got
+            .into_iter()
+            .map(|(o, v)| (o, v.as_i64().unwrap()))
+            .collect();
         assert_eq!(got, acked, "seed {seed}");
     }
 }
