@@ -256,7 +256,7 @@ impl Node {
 
     /// Panics if any internal invariant is broken (for tests, fuzzing, the simulator).
     pub fn check_invariants(&self) {
-        self.rpc.check_invariants(&self.config);
+        self.rpc.check_invariants();
         self.replies.check_invariants();
         self.broadcast
             .check_invariants(self.config.max_broadcast_values);
@@ -360,7 +360,16 @@ impl Node {
     fn call(&mut self, to: String, payload: Payload, purpose: Purpose, out: &mut Effects) -> bool {
         let src = self.id().unwrap_or_default().to_owned();
         let msg = self.message(src, to, payload, None);
-        match self.rpc.start(self.now, &self.config, msg.clone(), purpose) {
+        // A forwarded request is sent once: its client retries (or not) on its own,
+        // and a resend could apply it long after that client gave up.
+        let attempts = match purpose {
+            Purpose::Forward { .. } => 1,
+            _ => self.config.rpc_max_attempts,
+        };
+        match self
+            .rpc
+            .start(self.now, &self.config, msg.clone(), purpose, attempts)
+        {
             Ok(()) => {
                 out.push(Effect::Send(msg));
                 true

@@ -33,6 +33,8 @@ struct Pending<P> {
     purpose: P,
     /// Attempts sent so far.
     attempts: u32,
+    /// Attempts allowed.
+    max_attempts: u32,
     phase: Phase,
     timer: TimerId,
 }
@@ -75,12 +77,14 @@ impl<P> RpcTable<P> {
     }
 
     /// Registers `request` (already given its `msg_id`) as sent now; the caller sends it.
+    /// It is sent at most `max_attempts` times (at least once).
     pub fn start(
         &mut self,
         now: Time,
         config: &Config,
         request: Message,
         purpose: P,
+        max_attempts: u32,
     ) -> Result<(), RpcTableFull> {
         let msg_id = request
             .body
@@ -96,6 +100,7 @@ impl<P> RpcTable<P> {
             request,
             purpose,
             attempts: 1,
+            max_attempts: max_attempts.max(1),
             phase: Phase::AwaitingReply,
             timer,
         };
@@ -115,7 +120,7 @@ impl<P> RpcTable<P> {
         retry: bool,
     ) -> Option<(Message, P)> {
         let pending = self.entries.get_mut(&msg_id)?;
-        if retry && pending.attempts < config.rpc_max_attempts {
+        if retry && pending.attempts < pending.max_attempts {
             if pending.phase == Phase::AwaitingReply {
                 self.timers.cancel(pending.timer);
                 let wait = backoff_us(config, pending.attempts - 1, rng);
@@ -145,7 +150,7 @@ impl<P> RpcTable<P> {
                 continue; // stale generation
             }
             match pending.phase {
-                Phase::AwaitingReply if pending.attempts >= config.rpc_max_attempts => {
+                Phase::AwaitingReply if pending.attempts >= pending.max_attempts => {
                     let pending = self.entries.remove(&msg_id)?;
                     return Some(RpcTimeout::GaveUp {
                         request: pending.request,
@@ -195,7 +200,7 @@ impl<P> RpcTable<P> {
     }
 
     /// Panics unless every entry has exactly one live timer and vice versa.
-    pub fn check_invariants(&self, config: &Config) {
+    pub fn check_invariants(&self) {
         assert!(
             self.entries.len() <= self.capacity,
             "rpc table over capacity"
@@ -210,7 +215,7 @@ impl<P> RpcTable<P> {
                 self.timers.contains(pending.timer),
                 "rpc entry without its timer"
             );
-            assert!(pending.attempts >= 1 && pending.attempts <= config.rpc_max_attempts.max(1));
+            assert!(pending.attempts >= 1 && pending.attempts <= pending.max_attempts);
         }
     }
 }
@@ -267,7 +272,9 @@ mod tests {
         let config = config();
         let mut rng = Rng::new(9);
         let mut table = RpcTable::new(config.max_pending_rpcs);
-        table.start(Time::ZERO, &config, request(1), "p").unwrap();
+        table
+            .start(Time::ZERO, &config, request(1), "p", 3)
+            .unwrap();
         let mut now;
         let mut resends = 0;
         let gave_up = loop {
@@ -282,7 +289,7 @@ mod tests {
                 Some(RpcTimeout::GaveUp { purpose, .. }) => break purpose,
                 None => {}
             }
-            table.check_invariants(&config);
+            table.check_invariants();
         };
         assert_eq!(
             (gave_up, resends),
@@ -302,10 +309,14 @@ mod tests {
         let config = config();
         let mut rng = Rng::new(3);
         let mut table = RpcTable::new(config.max_pending_rpcs);
-        table.start(Time::ZERO, &config, request(1), 'a').unwrap();
-        table.start(Time::ZERO, &config, request(2), 'b').unwrap();
+        table
+            .start(Time::ZERO, &config, request(1), 'a', 3)
+            .unwrap();
+        table
+            .start(Time::ZERO, &config, request(2), 'b', 3)
+            .unwrap();
         assert_eq!(
-            table.start(Time::ZERO, &config, request(3), 'c'),
+            table.start(Time::ZERO, &config, request(3), 'c', 3),
             Err(RpcTableFull)
         );
         // A transient error keeps the request and schedules a resend.
@@ -331,6 +342,6 @@ mod tests {
             "unknown id"
         );
         assert_eq!(table.purposes().copied().collect::<Vec<_>>(), ['b']);
-        table.check_invariants(&config);
+        table.check_invariants();
     }
 }

@@ -1,5 +1,8 @@
 //! Helpers shared by the simulation tests: which seeds to run and how to fail.
 
+// Each test binary uses a part of these.
+#![allow(dead_code)]
+
 use herald_core::msg::Payload;
 use herald_core::sim::{Cluster, NetConfig};
 use herald_core::Rng;
