@@ -569,6 +569,21 @@ pub struct Cancelled {
     pub cancelled: usize,
 }
 
+/// `status_ok`: where a node stands (its cluster fields are zero on a single node).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// This node's id.
+    pub node: String,
+    /// The leader it knows of (itself on a single node), or `null` during an election.
+    pub leader: Option<String>,
+    /// Its Raft term.
+    pub term: u64,
+    /// Raft entries up to here are committed.
+    pub commit_index: u64,
+    /// Raft entries up to here are applied to this node's broker.
+    pub applied_index: u64,
+}
+
 /// `raft_vote`: a (pre-)candidate asks for a vote.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct RaftVote {
@@ -772,6 +787,8 @@ payloads! {
         "abort_txn_ok" => AbortTxnOk,
         /// List prepared transactions.
         "list_prepared" => ListPrepared,
+        /// Where a node stands: its id, the leader, Raft indexes.
+        "status" => Status,
         /// Cancel the sender's waiting (long-poll) dequeues.
         "cancel_waits" => CancelWaits,
         /// Reply to `nack`.
@@ -894,6 +911,8 @@ payloads! {
         "list_prepared_ok" => ListPreparedOk(PreparedList),
         /// Reply to `cancel_waits`.
         "cancel_waits_ok" => CancelWaitsOk(Cancelled),
+        /// Reply to `status`.
+        "status_ok" => StatusOk(NodeStatus),
         /// Raft, between nodes: a vote request.
         "raft_vote" => RaftVote(RaftVote),
         /// Raft, between nodes: a vote answer.

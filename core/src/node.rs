@@ -588,6 +588,20 @@ impl Node {
         };
         match payload {
             Payload::Echo(echo) => Ok(Payload::EchoOk(echo)),
+            Payload::Status => {
+                let status = self.cluster_status();
+                let single = self.cluster.is_none();
+                Ok(Payload::StatusOk(crate::msg::NodeStatus {
+                    node: me.id.clone(),
+                    leader: status
+                        .as_ref()
+                        .and_then(|s| s.leader.clone())
+                        .or(single.then(|| me.id.clone())),
+                    term: status.as_ref().map_or(0, |s| s.term),
+                    commit_index: status.as_ref().map_or(0, |s| s.commit_index),
+                    applied_index: status.as_ref().map_or(0, |s| s.applied_index),
+                }))
+            }
             Payload::Generate => {
                 let id = format!("{}-{}", me.id, self.next_unique_id);
                 self.next_unique_id += 1;
@@ -718,7 +732,7 @@ fn changes_state(msg: &Message, clustered: bool) -> bool {
     let payload = &msg.body.payload;
     msg.body.in_reply_to.is_none()
         && !is_read(payload)
-        && !matches!(payload, Payload::Echo(_) | Payload::Read)
+        && !matches!(payload, Payload::Echo(_) | Payload::Read | Payload::Status)
         && !is_raft(payload)
         && !(clustered && Broker::handles(payload))
 }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use herald_core::msg::*;
 use herald_core::{Config, Level, Payload};
 use herald_mio::client::{Client, Reply};
-use herald_mio::server::{serve, ServerConfig};
+use herald_mio::server::{serve, ClusterConfig, ServerConfig};
 use herald_mio::wal::FsyncPolicy;
 use serde_json::Value;
 
@@ -102,6 +102,8 @@ enum Command {
     Stats { queue: String },
     /// List queues.
     Queues,
+    /// The node's id, the leader it knows of, its Raft term and indexes.
+    Status,
     /// Create a topic.
     CreateTopic { topic: String, partitions: u32 },
     /// Publish to a topic.
@@ -217,6 +219,48 @@ struct ServeArgs {
     prepared_timeout_ms: u64,
     #[arg(long, default_value_t = Config::default().max_txn_outcomes)]
     max_txn_outcomes: usize,
+    /// Run as this node of a cluster (needs --peers).
+    #[arg(long, requires = "peers")]
+    node_id: Option<String>,
+    /// Every node of the cluster as id=host:port, comma-separated, this one included
+    /// (e.g. n1=127.0.0.1:7001,n2=127.0.0.1:7002,n3=127.0.0.1:7003). Clients may talk
+    /// to any node; peers connect to each other's --addr.
+    #[arg(long, requires = "node_id")]
+    peers: Option<String>,
+    #[arg(long, default_value_t = Config::default().election_timeout_ms)]
+    election_timeout_ms: u64,
+    #[arg(long, default_value_t = Config::default().heartbeat_interval_ms)]
+    heartbeat_interval_ms: u64,
+    #[arg(long, default_value_t = Config::default().max_append_entries)]
+    max_append_entries: usize,
+    #[arg(long, default_value_t = Config::default().max_uncommitted_entries)]
+    max_uncommitted_entries: usize,
+    #[arg(long, default_value_t = Config::default().max_raft_log_entries)]
+    max_raft_log_entries: usize,
+}
+
+/// Parses `--peers` (see its help) and checks `--node-id` is among them.
+fn cluster_config(node_id: String, peers: &str) -> Result<ClusterConfig, String> {
+    let mut nodes = Vec::new();
+    for part in peers.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or(format!("--peers: {part:?} is not id=host:port"))?;
+        let addr = addr
+            .parse()
+            .map_err(|e| format!("--peers: {addr:?} of {id:?}: {e}"))?;
+        if nodes.iter().any(|(n, _)| n == id) {
+            return Err(format!("--peers: {id:?} appears twice"));
+        }
+        nodes.push((id.to_owned(), addr));
+    }
+    if !nodes.iter().any(|(n, _)| *n == node_id) {
+        return Err(format!("--node-id {node_id:?} is not in --peers"));
+    }
+    if nodes.len() < 2 {
+        return Err("--peers: a cluster needs at least two nodes (three to survive a crash)".into());
+    }
+    Ok(ClusterConfig { node_id, nodes })
 }
 
 impl ServeArgs {
@@ -253,7 +297,16 @@ impl ServeArgs {
             max_prepared: self.max_prepared,
             prepared_timeout_ms: self.prepared_timeout_ms,
             max_txn_outcomes: self.max_txn_outcomes,
+            election_timeout_ms: self.election_timeout_ms,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            max_append_entries: self.max_append_entries,
+            max_uncommitted_entries: self.max_uncommitted_entries,
+            max_raft_log_entries: self.max_raft_log_entries,
             ..Config::default()
+        };
+        let cluster = match (self.node_id, self.peers) {
+            (Some(id), Some(peers)) => Some(cluster_config(id, &peers)?),
+            _ => None,
         };
         Ok(ServerConfig {
             addr,
@@ -265,6 +318,7 @@ impl ServeArgs {
             max_write_buffer_bytes: self.max_write_buffer_bytes,
             idle_timeout_ms: self.idle_timeout_ms,
             node,
+            cluster,
         })
     }
 }
@@ -463,6 +517,7 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
         }),
         Command::Stats { queue } => Payload::Stats(QueueName { queue }),
         Command::Queues => Payload::ListQueues,
+        Command::Status => Payload::Status,
         Command::Prepared => Payload::ListPrepared,
         Command::CommitTxn { txid } => Payload::CommitTxn(TxnId { txid }),
         Command::AbortTxn { txid } => Payload::AbortTxn(TxnId { txid }),
@@ -523,6 +578,14 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
             .for_each(|t| println!("{}\t{}\t{}", t.txid, t.ops, t.expires_in_ms)),
         Payload::CommitTxnOk(r) => println!("committed: {} operations applied", r.results.len()),
         Payload::AbortTxnOk => println!("aborted"),
+        Payload::StatusOk(s) => println!(
+            "node {} leader {} term {} commit {} applied {}",
+            s.node,
+            s.leader.as_deref().unwrap_or("-"),
+            s.term,
+            s.commit_index,
+            s.applied_index
+        ),
         other => println!("{}", other.kind()),
     }
     Ok(())

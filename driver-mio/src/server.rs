@@ -11,6 +11,10 @@
 //! while its buffer is over the limit, instead of growing memory. A connection is
 //! closed after its peer closes and its replies are written, on a socket error, or
 //! after `idle_timeout_ms` with nothing sent either way.
+//!
+//! With `cluster` set, the node is one of a Raft cluster ([`crate::peers`] carries
+//! node-to-node messages). Raft's records go through the same log and group commit, so
+//! a node acknowledges an append to the leader only once it is durable.
 
 use std::collections::BTreeMap;
 use std::io::{self, ErrorKind, Read, Write};
@@ -25,6 +29,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::peers::{Hello, Peers};
 use crate::wal::{FsyncPolicy, Recovery, Wal};
 
 /// The server's own name: `src` of its replies, `dest` of requests.
@@ -34,6 +39,17 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 /// Bytes read from one connection per round, so one busy client cannot starve others.
 const READ_BUDGET_BYTES: usize = 256 * 1024;
+/// Longest line from a peer: an append batch or a state snapshot can be large.
+const PEER_MAX_LINE_BYTES: usize = 1 << 30;
+
+/// This server's place in a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This node's id (one of `nodes`).
+    pub node_id: String,
+    /// Every node of the cluster, this one included: id and address.
+    pub nodes: Vec<(String, SocketAddr)>,
+}
 
 /// Everything `herald serve` can be told.
 #[derive(Clone, Debug)]
@@ -57,6 +73,8 @@ pub struct ServerConfig {
     pub idle_timeout_ms: u64,
     /// The node's configuration (limits, log level).
     pub node: Config,
+    /// Run as one node of a cluster (`None`: a single node).
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +89,7 @@ impl Default for ServerConfig {
             max_write_buffer_bytes: 4 << 20,
             idle_timeout_ms: 300_000,
             node: Config::default(),
+            cluster: None,
         }
     }
 }
@@ -93,6 +112,10 @@ struct Conn {
     /// It sent a long-polling dequeue: when it closes, its waits are cancelled so no
     /// message is handed to a connection that is gone.
     long_polls: bool,
+    /// The peer node on the other end, once its hello line said so.
+    peer: Option<String>,
+    /// Lines read so far (a hello is only taken as the first).
+    lines: u64,
     last_active: Instant,
     interest: Interest,
 }
@@ -132,6 +155,10 @@ impl Clock {
 
 struct Server {
     config: ServerConfig,
+    /// The node's id: `src` of its replies.
+    name: String,
+    /// Links to the other nodes, on a cluster.
+    peers: Option<Peers>,
     node: Node,
     wal: Wal,
     clock: Clock,
@@ -206,7 +233,22 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<
         .map_err(|e| e.to_string())?;
     let mut clock = Clock { last };
     let boot_us = clock.now().as_micros();
+    let name = config
+        .cluster
+        .as_ref()
+        .map_or(SERVER_NAME.to_owned(), |c| c.node_id.clone());
+    let peers = config.cluster.as_ref().map(|c| {
+        let others = c
+            .nodes
+            .iter()
+            .filter(|(n, _)| *n != c.node_id)
+            .cloned()
+            .collect();
+        Peers::new(&c.node_id, others, config.max_write_buffer_bytes.max(64 << 20))
+    });
     let mut server = Server {
+        name,
+        peers,
         node,
         wal,
         clock,
@@ -218,9 +260,7 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<
         log_level: level,
         config,
     };
-    server
-        .init_node()
-        .map_err(|e| format!("cannot write the log: {e}"))?;
+    server.init_node()?;
     log(Level::Info, level, || {
         format!("event=listening addr={addr}")
     });
@@ -231,16 +271,29 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<
 }
 
 impl Server {
-    /// A fresh data directory: initialise the node (recorded like any request).
-    fn init_node(&mut self) -> io::Result<()> {
-        if self.node.id().is_none() {
+    /// A fresh data directory: initialise the node (recorded like any request). A data
+    /// directory of another node, or of a single server, is refused.
+    fn init_node(&mut self) -> Result<(), String> {
+        let node_ids: Vec<String> = match &self.config.cluster {
+            Some(c) => c.nodes.iter().map(|(n, _)| n.clone()).collect(),
+            None => vec![SERVER_NAME.into()],
+        };
+        if let Some(id) = self.node.id() {
+            if id != self.name {
+                return Err(format!(
+                    "{} holds the data of node {id:?}, not {:?}",
+                    self.config.data_dir.display(),
+                    self.name
+                ));
+            }
+        } else {
             let init = Init {
-                node_id: SERVER_NAME.into(),
-                node_ids: vec![SERVER_NAME.into()],
+                node_id: self.name.clone(),
+                node_ids,
             };
             let msg = Message {
-                src: SERVER_NAME.into(),
-                dest: SERVER_NAME.into(),
+                src: self.name.clone(),
+                dest: self.name.clone(),
                 body: Body {
                     payload: Payload::Init(init),
                     msg_id: Some(0),
@@ -250,7 +303,10 @@ impl Server {
             let now = self.clock.now();
             self.step(now, Event::Message(msg));
         }
-        self.wal.commit()
+        self.node.start_replication();
+        self.wal
+            .commit()
+            .map_err(|e| format!("cannot write the log: {e}"))
     }
 
     fn run(&mut self, poll: &mut Poll, listener: &mut TcpListener) -> io::Result<()> {
@@ -269,6 +325,14 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(poll, listener),
                     SIGNALS => stop = true,
+                    token if self.peers.as_ref().and_then(|p| p.link_of(token)).is_some() => {
+                        let peers = self.peers.as_mut().expect("a peer token");
+                        let i = peers.link_of(token).expect("a peer token");
+                        let level = self.log_level;
+                        peers.on_event(i, poll.registry(), &mut |line| {
+                            log(Level::Info, level, || line)
+                        });
+                    }
                     Token(key) => {
                         if let Some(conn) = self.conns.get_mut(key) {
                             if event.is_readable() || event.is_read_closed() {
@@ -277,6 +341,12 @@ impl Server {
                         }
                     }
                 }
+            }
+            if let Some(peers) = &mut self.peers {
+                let level = self.log_level;
+                peers.reconnect(poll.registry(), &mut |line| {
+                    log(Level::Debug, level, || line)
+                });
             }
             self.read_all();
             let now = self.clock.now();
@@ -339,6 +409,9 @@ impl Server {
         if let Some(at) = self.wal.sync_deadline() {
             timeout = timeout.min(at.saturating_duration_since(Instant::now()));
         }
+        if let Some(at) = self.peers.as_ref().and_then(Peers::next_retry) {
+            timeout = timeout.min(at.saturating_duration_since(Instant::now()));
+        }
         timeout
     }
 
@@ -389,6 +462,8 @@ impl Server {
                 more_to_read: true,
                 throttled: false,
                 long_polls: false,
+                peer: None,
+                lines: 0,
                 last_active: Instant::now(),
                 interest: Interest::READABLE,
             });
@@ -451,16 +526,31 @@ impl Server {
                         Frame::TooLong { bytes } => Err(bytes),
                     })
                 });
-                let name = conn.name.clone();
                 for line in lines {
-                    self.handle_line(key, &name, line);
+                    self.handle_line(key, line);
                 }
             }
         }
     }
 
-    fn handle_line(&mut self, key: usize, name: &str, line: Result<Vec<u8>, usize>) {
+    fn handle_line(&mut self, key: usize, line: Result<Vec<u8>, usize>) {
         let now = self.clock.now();
+        let conn = &mut self.conns[key];
+        conn.lines += 1;
+        if let (Ok(line), true, Some(peers)) = (&line, conn.lines == 1, &self.peers) {
+            if let Ok(hello) = serde_json::from_slice::<Hello>(line) {
+                if peers.is_peer(&hello.herald_peer) {
+                    log(Level::Info, self.log_level, || {
+                        format!("event=peer_accepted peer={}", hello.herald_peer)
+                    });
+                    conn.framer = LineFramer::new(PEER_MAX_LINE_BYTES);
+                    conn.peer = Some(hello.herald_peer);
+                    return;
+                }
+            }
+        }
+        // A peer's lines come from the peer; a client's from its connection.
+        let name = conn.peer.clone().unwrap_or_else(|| conn.name.clone());
         let event = match line {
             Err(bytes) => {
                 let limit = self.config.node.max_line_bytes;
@@ -470,7 +560,7 @@ impl Server {
                 let text = format!("line of {bytes} bytes is over the limit of {limit}");
                 return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
             }
-            Ok(line) => match wire::decode_from(&line, name, SERVER_NAME) {
+            Ok(line) => match wire::decode_from(&line, &name, &self.name) {
                 Ok(msg) => {
                     if matches!(&msg.body.payload, Payload::Dequeue(d) if d.wait_ms.unwrap_or(0) > 0)
                     {
@@ -501,7 +591,7 @@ impl Server {
             in_reply_to: None,
         };
         let msg = Message {
-            src: SERVER_NAME.into(),
+            src: self.name.clone(),
             dest: conn.name.clone(),
             body,
         };
@@ -514,6 +604,9 @@ impl Server {
             match effect {
                 Effect::Persist(record) => self.wal.append(&record),
                 Effect::Send(msg) => {
+                    if self.peers.as_mut().is_some_and(|p| p.send(&msg)) {
+                        continue;
+                    }
                     // Replies go to live connections; a reply to one that closed is dropped.
                     if let Some(&key) = self.by_name.get(&msg.dest) {
                         wire::encode(&msg, &mut self.conns[key].out);
@@ -531,6 +624,9 @@ impl Server {
     /// Writes pending replies (the log is committed by now), closes finished or broken
     /// connections, and sets each connection's interest from its state.
     fn write_all(&mut self, poll: &Poll) {
+        if let Some(peers) = &mut self.peers {
+            peers.flush(poll.registry());
+        }
         let mut closing = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             while conn.pending_out() > 0 && !conn.broken {
@@ -586,7 +682,7 @@ impl Server {
             // Through the node like any request, so the log replays it too.
             let cancel = Message {
                 src: conn.name.clone(),
-                dest: SERVER_NAME.into(),
+                dest: self.name.clone(),
                 body: Body {
                     payload: Payload::CancelWaits,
                     msg_id: None,
@@ -616,6 +712,9 @@ impl Server {
     /// Stop accepting, sync the log, give replies a moment to go out, and return.
     fn shutdown(&mut self, poll: &mut Poll, listener: &mut TcpListener) -> io::Result<()> {
         let _ = poll.registry().deregister(listener);
+        if let Some(peers) = &mut self.peers {
+            peers.close_all(poll.registry())?;
+        }
         self.wal.commit()?;
         self.wal.sync()?;
         self.wal.finish_compaction(true)?;

@@ -135,6 +135,14 @@ impl Node {
         })
     }
 
+    /// Starts Raft elections and heartbeats now rather than at the first broker request
+    /// (a server that is only a broker calls this after init). No-op on a single node.
+    pub fn start_replication(&mut self) {
+        if let Some(c) = &mut self.cluster {
+            c.activate(self.now, &self.config, &mut self.rng);
+        }
+    }
+
     /// Starts Raft for a cluster of `nodes` (more than one), this node being `me`.
     pub(super) fn start_cluster(&mut self, me: &str, nodes: Vec<String>) {
         let index = nodes.iter().position(|n| n == me).expect("me is in nodes");

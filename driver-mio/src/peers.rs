@@ -1,0 +1,251 @@
+//! Links to the other nodes of a cluster (`herald serve --node-id --peers`).
+//!
+//! Each node opens one outbound TCP connection to every peer and sends it all its
+//! node-to-node messages (Raft, forwarded requests and their replies) as lines; it
+//! receives theirs on the connections they open to it, which start with a hello line
+//! naming the sender. A link that is down drops what is sent on it: Raft resends, and a
+//! forwarded request's client gets "unknown" when no reply comes. A broken link is
+//! reconnected after an exponential backoff (100 ms doubling to 2 s, with jitter), and
+//! a link's unsent bytes are bounded.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use herald_core::{wire, Message, Rng};
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+/// Tokens of peer links count down from here (clients use small slab keys).
+const FIRST_TOKEN: usize = usize::MAX - 16;
+const BACKOFF_MIN_MS: u64 = 100;
+const BACKOFF_MAX_MS: u64 = 2_000;
+
+/// The first line on a connection to a peer: who is calling.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hello {
+    /// The calling node's id.
+    pub herald_peer: String,
+}
+
+struct Link {
+    name: String,
+    addr: SocketAddr,
+    stream: Option<TcpStream>,
+    connected: bool,
+    out: Vec<u8>,
+    written: usize,
+    retry_at: Instant,
+    backoff_ms: u64,
+}
+
+/// Outbound links to every peer.
+pub struct Peers {
+    me: String,
+    links: Vec<Link>,
+    max_buffer_bytes: usize,
+    /// Messages dropped because a link was down or full (for logs).
+    pub dropped: u64,
+    rng: Rng,
+}
+
+impl Peers {
+    /// Links from `me` to `peers` (name, address), not connected yet.
+    pub fn new(me: &str, peers: Vec<(String, SocketAddr)>, max_buffer_bytes: usize) -> Peers {
+        let now = Instant::now();
+        Peers {
+            me: me.to_owned(),
+            links: peers
+                .into_iter()
+                .map(|(name, addr)| Link {
+                    name,
+                    addr,
+                    stream: None,
+                    connected: false,
+                    out: Vec::new(),
+                    written: 0,
+                    retry_at: now,
+                    backoff_ms: BACKOFF_MIN_MS,
+                })
+                .collect(),
+            max_buffer_bytes,
+            dropped: 0,
+            rng: Rng::new(u64::from(std::process::id())),
+        }
+    }
+
+    /// True if `name` is a peer.
+    pub fn is_peer(&self, name: &str) -> bool {
+        self.index_of(name).is_some()
+    }
+
+    fn index_of(&self, name: &str) -> Option<usize> {
+        self.links.iter().position(|l| l.name == name)
+    }
+
+    /// The link a poll token belongs to.
+    pub fn link_of(&self, token: Token) -> Option<usize> {
+        let i = FIRST_TOKEN.checked_sub(token.0)?;
+        (i < self.links.len()).then_some(i)
+    }
+
+    /// Queues a message for its destination peer; false if `msg.dest` is no peer.
+    /// Dropped (and counted) while the link is down or its buffer is full.
+    pub fn send(&mut self, msg: &Message) -> bool {
+        let Some(i) = self.index_of(&msg.dest) else {
+            return false;
+        };
+        let link = &mut self.links[i];
+        if !link.connected || link.out.len() - link.written >= self.max_buffer_bytes {
+            self.dropped += 1;
+            return true;
+        }
+        wire::encode(msg, &mut link.out);
+        true
+    }
+
+    /// Connects links that are down and due for another try.
+    pub fn reconnect(&mut self, registry: &Registry, log: &mut impl FnMut(String)) {
+        let now = Instant::now();
+        for (i, link) in self.links.iter_mut().enumerate() {
+            if link.stream.is_some() || now < link.retry_at {
+                continue;
+            }
+            match TcpStream::connect(link.addr) {
+                Ok(mut stream) => {
+                    let token = Token(FIRST_TOKEN - i);
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if registry.register(&mut stream, token, interest).is_ok() {
+                        link.stream = Some(stream);
+                    }
+                }
+                Err(e) => {
+                    log(format!("event=peer_connect_failed peer={} error={e:?}", link.name));
+                    Self::backoff(link, &mut self.rng);
+                }
+            }
+        }
+    }
+
+    /// A readiness event on link `i`: finish connecting, notice a close.
+    pub fn on_event(&mut self, i: usize, registry: &Registry, log: &mut impl FnMut(String)) {
+        let link = &mut self.links[i];
+        let Some(stream) = link.stream.as_mut() else {
+            return;
+        };
+        if !link.connected {
+            match (stream.take_error(), stream.peer_addr()) {
+                (Ok(None), Ok(_)) => {
+                    link.connected = true;
+                    link.backoff_ms = BACKOFF_MIN_MS;
+                    link.out.clear();
+                    link.written = 0;
+                    let hello = Hello {
+                        herald_peer: self.me.clone(),
+                    };
+                    serde_json::to_writer(&mut link.out, &hello).expect("hello serializes");
+                    link.out.push(b'\n');
+                    log(format!("event=peer_connected peer={}", link.name));
+                }
+                (Err(e), _) | (Ok(Some(e)), _) => {
+                    log(format!("event=peer_connect_failed peer={} error={e:?}", link.name));
+                    Self::disconnect(link, registry, &mut self.rng);
+                    return;
+                }
+                (Ok(None), Err(e)) if e.kind() == ErrorKind::NotConnected => return,
+                (Ok(None), Err(e)) => {
+                    log(format!("event=peer_connect_failed peer={} error={e:?}", link.name));
+                    Self::disconnect(link, registry, &mut self.rng);
+                    return;
+                }
+            }
+        }
+        // The peer never writes on this link: reading only tells whether it closed.
+        let mut buf = [0u8; 1024];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => {
+                    log(format!("event=peer_closed peer={}", link.name));
+                    Self::disconnect(link, registry, &mut self.rng);
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    Self::disconnect(link, registry, &mut self.rng);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued on every connected link.
+    pub fn flush(&mut self, registry: &Registry) {
+        for link in &mut self.links {
+            let Some(stream) = link.stream.as_mut().filter(|_| link.connected) else {
+                continue;
+            };
+            let mut broken = false;
+            while link.written < link.out.len() {
+                match stream.write(&link.out[link.written..]) {
+                    Ok(0) => broken = true,
+                    Ok(n) => link.written += n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(_) => broken = true,
+                }
+                if broken {
+                    break;
+                }
+            }
+            if broken {
+                Self::disconnect(link, registry, &mut self.rng);
+            } else if link.written == link.out.len() {
+                link.out.clear();
+                link.written = 0;
+            } else if link.written > link.out.len() / 2 {
+                link.out.drain(..link.written);
+                link.written = 0;
+            }
+        }
+    }
+
+    /// When a link that is down should be tried again.
+    pub fn next_retry(&self) -> Option<Instant> {
+        self.links
+            .iter()
+            .filter(|l| l.stream.is_none())
+            .map(|l| l.retry_at)
+            .min()
+    }
+
+    /// Closes every link.
+    pub fn close_all(&mut self, registry: &Registry) -> io::Result<()> {
+        for link in &mut self.links {
+            if let Some(mut stream) = link.stream.take() {
+                registry.deregister(&mut stream)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn disconnect(link: &mut Link, registry: &Registry, rng: &mut Rng) {
+        if let Some(mut stream) = link.stream.take() {
+            let _ = registry.deregister(&mut stream);
+        }
+        link.connected = false;
+        link.out.clear();
+        link.written = 0;
+        Self::backoff(link, rng);
+    }
+
+    /// Waits a random part (half to all) of the current backoff, then doubles it.
+    fn backoff(link: &mut Link, rng: &mut Rng) {
+        let half = link.backoff_ms / 2;
+        let wait = half + rng.below(half + 1);
+        link.retry_at = Instant::now() + Duration::from_millis(wait);
+        link.backoff_ms = (link.backoff_ms * 2).min(BACKOFF_MAX_MS);
+    }
+}
