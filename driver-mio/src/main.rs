@@ -258,7 +258,9 @@ fn cluster_config(node_id: String, peers: &str) -> Result<ClusterConfig, String>
         return Err(format!("--node-id {node_id:?} is not in --peers"));
     }
     if nodes.len() < 2 {
-        return Err("--peers: a cluster needs at least two nodes (three to survive a crash)".into());
+        return Err(
+            "--peers: a cluster needs at least two nodes (three to survive a crash)".into(),
+        );
     }
     Ok(ClusterConfig { node_id, nodes })
 }

@@ -121,7 +121,10 @@ impl Peers {
                     }
                 }
                 Err(e) => {
-                    log(format!("event=peer_connect_failed peer={} error={e:?}", link.name));
+                    log(format!(
+                        "event=peer_connect_failed peer={} error={e:?}",
+                        link.name
+                    ));
                     Self::backoff(link, &mut self.rng);
                 }
             }
@@ -149,13 +152,19 @@ impl Peers {
                     log(format!("event=peer_connected peer={}", link.name));
                 }
                 (Err(e), _) | (Ok(Some(e)), _) => {
-                    log(format!("event=peer_connect_failed peer={} error={e:?}", link.name));
+                    log(format!(
+                        "event=peer_connect_failed peer={} error={e:?}",
+                        link.name
+                    ));
                     Self::disconnect(link, registry, &mut self.rng);
                     return;
                 }
                 (Ok(None), Err(e)) if e.kind() == ErrorKind::NotConnected => return,
                 (Ok(None), Err(e)) => {
-                    log(format!("event=peer_connect_failed peer={} error={e:?}", link.name));
+                    log(format!(
+                        "event=peer_connect_failed peer={} error={e:?}",
+                        link.name
+                    ));
                     Self::disconnect(link, registry, &mut self.rng);
                     return;
                 }

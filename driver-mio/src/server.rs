@@ -244,7 +244,11 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<
             .filter(|(n, _)| *n != c.node_id)
             .cloned()
             .collect();
-        Peers::new(&c.node_id, others, config.max_write_buffer_bytes.max(64 << 20))
+        Peers::new(
+            &c.node_id,
+            others,
+            config.max_write_buffer_bytes.max(64 << 20),
+        )
     });
     let mut server = Server {
         name,

@@ -796,3 +796,204 @@ fn an_operator_finishes_prepared_transactions_from_the_cli() {
     assert_eq!(got, [json!("t1")]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A free loopback port (bound and released: another process could take it first, which
+/// fails the test loudly rather than silently).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Node `id` of a cluster whose nodes listen on `ports` (n1, n2, ...).
+fn start_node(dir: &Path, id: &str, ports: &[u16]) -> Server {
+    let i: usize = id[1..].parse().unwrap();
+    let peers: Vec<String> = ports
+        .iter()
+        .enumerate()
+        .map(|(j, port)| format!("n{}=127.0.0.1:{port}", j + 1))
+        .collect();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--addr", &format!("127.0.0.1:{}", ports[i - 1]), "serve"])
+        .arg("--data-dir")
+        .arg(dir.join(id))
+        .args([
+            "--node-id",
+            id,
+            "--peers",
+            &peers.join(","),
+            "--fsync",
+            "always",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let addr = format!("127.0.0.1:{}", ports[i - 1]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "{id} did not start listening");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Server { child, addr }
+}
+
+/// The leader, once every live node agrees on one.
+fn cluster_leader(nodes: &[Option<Server>]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let leaders: Vec<Option<String>> = nodes
+            .iter()
+            .flatten()
+            .map(|n| match n.client().call(Payload::Status) {
+                Ok(Ok(Payload::StatusOk(s))) => s.leader,
+                _ => None,
+            })
+            .collect();
+        if let Some(Some(l)) = leaders.first() {
+            if leaders.iter().all(|x| x.as_ref() == Some(l)) {
+                return l[1..].parse::<usize>().unwrap() - 1;
+            }
+        }
+        assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn killing_the_leader_of_a_3_node_cluster_loses_no_acknowledged_send() {
+    let dir = data_dir("cluster");
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut nodes: Vec<Option<Server>> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|id| Some(start_node(&dir, id, &ports)))
+        .collect();
+    let leader = cluster_leader(&nodes);
+
+    // Producers on every node (a follower forwards to the leader); a producer whose
+    // node dies moves on to the next one.
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(String, String, u64, bool)>>> = Arc::default();
+    let producers: Vec<_> = (0..3)
+        .map(|p| {
+            let (stop, killed, acked, addrs) =
+                (stop.clone(), killed.clone(), acked.clone(), addrs.clone());
+            std::thread::spawn(move || {
+                let key = format!("k{p}");
+                let mut node = p;
+                let mut client = None;
+                let mut i = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let c = match &mut client {
+                        Some(c) => c,
+                        None => match Client::connect(&addrs[node]) {
+                            Ok(c) => {
+                                c.set_timeout(Some(Duration::from_secs(5))).unwrap();
+                                client.insert(c)
+                            }
+                            Err(_) => {
+                                node = (node + 1) % 3;
+                                continue;
+                            }
+                        },
+                    };
+                    let msg = format!("p{p}-{i}");
+                    i += 1;
+                    let send = Send {
+                        key: key.clone(),
+                        msg: msg.clone().into(),
+                        ..Default::default()
+                    };
+                    let after_kill = killed.load(Ordering::SeqCst);
+                    match c.call(Payload::Send(send)) {
+                        Ok(Ok(Payload::SendOk(ok))) => {
+                            acked
+                                .lock()
+                                .unwrap()
+                                .push((key.clone(), msg, ok.offset, after_kill))
+                        }
+                        Ok(Ok(other)) => panic!("send answered {other:?}"),
+                        // 11 (no leader yet) or 0 (unknown): not acknowledged.
+                        Ok(Err(_)) => std::thread::sleep(Duration::from_millis(20)),
+                        Err(_) => {
+                            client = None;
+                            node = (node + 1) % 3;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    nodes[leader].take().unwrap().kill9();
+    killed.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(3_000));
+    stop.store(true, Ordering::SeqCst);
+    for p in producers {
+        p.join().unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    let before = acked.iter().filter(|a| !a.3).count();
+    let after = acked.len() - before;
+    assert!(
+        before > 0 && after > 0,
+        "load ran before ({before}) and after ({after}) the kill"
+    );
+
+    // The old leader comes back and catches up; every acknowledged send is at its
+    // offset, read through every node.
+    nodes[leader] = Some(start_node(&dir, &format!("n{}", leader + 1), &ports));
+    let new_leader = cluster_leader(&nodes);
+    assert_ne!(new_leader, leader, "a new leader took over");
+    for node in nodes.iter().flatten() {
+        let mut c = node.client();
+        for p in 0..3 {
+            let key = format!("k{p}");
+            let mut log: Vec<(u64, String)> = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let from = log.last().map_or(0, |l| l.0 + 1);
+                let poll = Poll {
+                    offsets: [(key.clone(), from)].into(),
+                    max: None,
+                };
+                match c.call(Payload::Poll(poll)).unwrap() {
+                    Ok(Payload::PollOk(ok)) => {
+                        let got = ok.msgs.get(&key).cloned().unwrap_or_default();
+                        if got.is_empty() {
+                            break;
+                        }
+                        log.extend(
+                            got.into_iter()
+                                .map(|(o, v)| (o, v.as_str().unwrap().to_owned())),
+                        );
+                    }
+                    _ => {
+                        assert!(Instant::now() < deadline, "polls refused for 10 s");
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                }
+            }
+            let at: std::collections::BTreeMap<u64, &str> =
+                log.iter().map(|(o, v)| (*o, v.as_str())).collect();
+            assert_eq!(at.len(), log.len(), "an offset read twice");
+            for (k, msg, offset, _) in acked.iter().filter(|a| a.0 == key) {
+                assert_eq!(
+                    at.get(offset).copied(),
+                    Some(msg.as_str()),
+                    "acknowledged {k}@{offset} = {msg} lost (read through {})",
+                    node.addr
+                );
+            }
+        }
+    }
+    eprintln!("acknowledged sends: {before} before the leader was killed, {after} after");
+    let _ = std::fs::remove_dir_all(&dir);
+}
