@@ -114,6 +114,8 @@ impl Peers {
             }
             match TcpStream::connect(link.addr) {
                 Ok(mut stream) => {
+                    // Small messages that wait for each other's answers: no Nagle delay.
+                    let _ = stream.set_nodelay(true);
                     let token = Token(FIRST_TOKEN - i);
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     if registry.register(&mut stream, token, interest).is_ok() {
