@@ -173,7 +173,13 @@ struct Progress {
     paused: bool,
     /// Send time of the newest append (of this term) the follower answered.
     acked_at: Option<Time>,
+    /// Appends with entries sent and not answered yet (reset by each heartbeat).
+    in_flight: u32,
 }
+
+/// Appends with entries in flight to one follower: entries proposed while the window is
+/// full go out together in one append when an answer arrives (batching under load).
+const MAX_IN_FLIGHT: u32 = 2;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum Role {
@@ -317,7 +323,7 @@ impl Raft {
         let index = self.append_own(now, msg, out);
         for peer in self.peers() {
             let p = &self.progress[peer];
-            if !p.probing && !p.paused && p.next == index {
+            if !p.probing && !p.paused && p.next == index && p.in_flight < MAX_IN_FLIGHT {
                 self.send_append(peer, now, config, out);
             }
         }
@@ -344,6 +350,7 @@ impl Raft {
                 for peer in self.peers() {
                     let p = &mut self.progress[peer];
                     p.paused = false;
+                    p.in_flight = 0;
                     if !p.probing && p.next > p.matched + 1 {
                         p.next = p.matched + 1; // resend what was not acknowledged
                     }
@@ -567,6 +574,7 @@ impl Raft {
         let last = self.log.last_index();
         let p = &mut self.progress[from];
         p.acked_at = p.acked_at.max(Some(res.sent_at));
+        p.in_flight = p.in_flight.saturating_sub(1);
         if res.success {
             p.matched = p.matched.max(res.index.min(last));
             p.next = p.next.max(p.matched + 1);
@@ -741,6 +749,7 @@ impl Raft {
                 probing: true,
                 paused: false,
                 acked_at: None,
+                in_flight: 0,
             };
         }
         // A no-op of the new term: committing it commits everything before it.
@@ -827,6 +836,9 @@ impl Raft {
             p.paused = true;
         } else {
             p.next = end + 1;
+        }
+        if !entries.is_empty() {
+            p.in_flight += 1;
         }
         let req = RaftAppend {
             term: self.term,
