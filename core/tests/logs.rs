@@ -17,7 +17,10 @@ use herald_core::sim::Cluster;
 use herald_core::{Config, Rng};
 
 mod common;
-use common::{cluster_net, definite, fail, lossy_clients, nemesis, seeds, settled};
+use common::{
+    cluster_net, definite, fail, lossy_clients, maelstrom_partition, nemesis, seeds, settled,
+};
+use herald_core::sim::NetConfig;
 
 /// Keys (or partitions) the workloads use.
 const KEYS: u64 = 5;
@@ -128,10 +131,39 @@ fn key(i: u64) -> String {
     i.to_string()
 }
 
+/// Which faults the kafka workload suffers on a cluster.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Faults {
+    /// [`nemesis`] before every operation, lossy links, lost client messages.
+    Chaos,
+    /// As `maelstrom test --nemesis partition`: every 10 s on average a partition
+    /// starts or heals (one node alone, a minority against the rest, or a majorities
+    /// ring); no crashes, no loss; clients wait 5 s for a reply.
+    Partitions,
+}
+
 #[test]
 fn kafka_workload_through_crashes() {
     for seed in seeds(500) {
-        kafka_workload(seed, 1);
+        kafka_workload(seed, 1, Faults::Chaos, 200);
+    }
+}
+
+/// Availability under Maelstrom's partition nemesis, with the same checks: 3 and 5
+/// nodes, runs of 2,000 operations, about a simulated minute each (prints the fraction
+/// that succeeded).
+#[test]
+fn kafka_availability_under_maelstrom_partitions() {
+    for nodes in [3, 5] {
+        let (mut ok, mut all) = (0, 0);
+        for seed in seeds(2) {
+            let (o, a) = kafka_workload(seed, nodes, Faults::Partitions, 2_000);
+            (ok, all) = (ok + o, all + a);
+        }
+        eprintln!(
+            "{nodes} nodes under partitions: {ok} of {all} operations succeeded ({:.1} %)",
+            100.0 * ok as f64 / all as f64
+        );
     }
 }
 
@@ -142,7 +174,7 @@ fn kafka_workload_through_crashes() {
 fn kafka_workload_on_3_nodes_through_partitions_and_crashes() {
     let (mut ok, mut all) = (0, 0);
     for seed in seeds(150) {
-        let (o, a) = kafka_workload(seed, 3);
+        let (o, a) = kafka_workload(seed, 3, Faults::Chaos, 200);
         (ok, all) = (ok + o, all + a);
     }
     eprintln!("3 nodes: {ok} of {all} client operations succeeded");
@@ -153,7 +185,7 @@ fn kafka_workload_on_3_nodes_through_partitions_and_crashes() {
 fn kafka_workload_on_5_nodes_through_partitions_and_crashes() {
     let (mut ok, mut all) = (0, 0);
     for seed in seeds(80) {
-        let (o, a) = kafka_workload(seed, 5);
+        let (o, a) = kafka_workload(seed, 5, Faults::Chaos, 200);
         (ok, all) = (ok + o, all + a);
     }
     eprintln!("5 nodes: {ok} of {all} client operations succeeded");
@@ -161,28 +193,47 @@ fn kafka_workload_on_5_nodes_through_partitions_and_crashes() {
 
 /// Runs the kafka workload on `nodes` nodes with one seed; panics on an anomaly.
 /// Returns (operations that succeeded, operations tried) before the final reads.
-fn kafka_workload(seed: u64, nodes: usize) -> (u64, u64) {
+fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, u64) {
     {
-        let net = if nodes == 1 {
-            lossy_clients(seed)
-        } else {
-            cluster_net(seed)
+        let net = match (nodes, faults) {
+            (1, _) => lossy_clients(seed),
+            (_, Faults::Chaos) => cluster_net(seed),
+            (_, Faults::Partitions) => NetConfig {
+                seed,
+                min_latency_ms: 1,
+                max_latency_ms: 5,
+                ..NetConfig::default()
+            },
         };
         let mut c = Cluster::new(nodes, net, |i| Config {
             seed: seed * 100 + i as u64,
             ..Config::default()
         });
-        let timeout_ms = if nodes == 1 { 500 } else { 1_000 };
+        let timeout_ms = match (nodes, faults) {
+            (1, _) => 500,
+            (_, Faults::Chaos) => 1_000,
+            (_, Faults::Partitions) => 5_000,
+        };
         let mut rng = Rng::new(seed);
+        let mut next_fault = c.now().plus_millis(rng.below(20_000));
+        let mut partitioned = false;
         let mut clients: Vec<KafkaClient> =
             (0..PROCESSES).map(|_| KafkaClient::default()).collect();
         let mut h = KafkaHistory::default();
         let mut next_value = 0i64;
         let (mut ok_ops, mut all_ops) = (0u64, 0u64);
-        for _ in 0..200 {
-            if nodes > 1 {
+        for _ in 0..ops {
+            if nodes > 1 && faults == Faults::Chaos {
                 nemesis(&mut c, &mut rng, nodes);
-            } else if !c.is_alive(0) && rng.chance(1, 3) {
+            } else if nodes > 1 && c.now() >= next_fault {
+                next_fault = c.now().plus_millis(rng.below(20_000));
+                partitioned = !partitioned;
+                if partitioned {
+                    maelstrom_partition(&mut c, &mut rng, nodes);
+                } else {
+                    c.heal();
+                }
+            } else if nodes == 1 && !c.is_alive(0) && rng.chance(1, 3) {
                 c.restart(0);
             }
             let n = if nodes == 1 {
@@ -192,6 +243,7 @@ fn kafka_workload(seed: u64, nodes: usize) -> (u64, u64) {
             };
             let p = rng.below(PROCESSES as u64) as usize;
             match rng.below(40) {
+                0 | 1 if faults == Faults::Partitions => {}
                 0 if nodes == 1 => c.crash(0),
                 1 if nodes == 1 => c.crash_during_next_step(0),
                 0 | 1 => {}

@@ -76,28 +76,8 @@ pub fn nemesis(c: &mut Cluster, rng: &mut Rng, nodes: usize) {
             }
         }
         6 | 7 => c.heal(),
-        8 => {
-            // A minority (one node up to half) against the rest.
-            let mut order: Vec<usize> = (0..nodes).collect();
-            for i in (1..nodes).rev() {
-                order.swap(i, rng.below(i as u64 + 1) as usize);
-            }
-            let k = rng.between(1, (nodes as u64 - 1) / 2 + 1) as usize;
-            c.heal();
-            c.partition(&order[..k], &order[k..]);
-        }
-        9 => {
-            // Majorities ring: each node hears only its ring neighbours.
-            c.heal();
-            for a in 0..nodes {
-                for b in 0..nodes {
-                    let d = (a + nodes - b) % nodes;
-                    if a != b && d != 1 && d != nodes - 1 {
-                        c.cut_one_way(a, b);
-                    }
-                }
-            }
-        }
+        8 => minority(c, rng, nodes),
+        9 => majorities_ring(c, nodes),
         10 => {
             let (a, b) = (pick(rng), pick(rng));
             if a != b {
@@ -105,6 +85,46 @@ pub fn nemesis(c: &mut Cluster, rng: &mut Rng, nodes: usize) {
             }
         }
         _ => {}
+    }
+}
+
+/// Heals, then cuts a random minority (one node up to half) from the rest.
+fn minority(c: &mut Cluster, rng: &mut Rng, nodes: usize) {
+    let mut order: Vec<usize> = (0..nodes).collect();
+    for i in (1..nodes).rev() {
+        order.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let k = rng.between(1, (nodes as u64 - 1) / 2 + 1) as usize;
+    c.heal();
+    c.partition(&order[..k], &order[k..]);
+}
+
+/// Heals, then lets each node hear only its two ring neighbours (Maelstrom's
+/// `:majorities-ring` on 5 nodes; on 3 nodes, that is no cut at all).
+fn majorities_ring(c: &mut Cluster, nodes: usize) {
+    c.heal();
+    for a in 0..nodes {
+        for b in 0..nodes {
+            let d = (a + nodes - b) % nodes;
+            if a != b && d != 1 && d != nodes - 1 {
+                c.cut_one_way(a, b);
+            }
+        }
+    }
+}
+
+/// One of Maelstrom's partition targets: a node alone, a minority (up to half)
+/// against the rest, or a majorities ring.
+pub fn maelstrom_partition(c: &mut Cluster, rng: &mut Rng, nodes: usize) {
+    match rng.below(3) {
+        0 => {
+            let n = rng.below(nodes as u64) as usize;
+            let rest: Vec<usize> = (0..nodes).filter(|&i| i != n).collect();
+            c.heal();
+            c.partition(&[n], &rest);
+        }
+        1 => minority(c, rng, nodes),
+        _ => majorities_ring(c, nodes),
     }
 }
 
