@@ -730,11 +730,12 @@ impl Node {
 /// a cluster (`clustered`) broker requests too, which the Raft log holds.
 fn changes_state(msg: &Message, clustered: bool) -> bool {
     let payload = &msg.body.payload;
-    msg.body.in_reply_to.is_none()
-        && !is_read(payload)
-        && !matches!(payload, Payload::Echo(_) | Payload::Read | Payload::Status)
-        && !is_raft(payload)
-        && !(clustered && Broker::handles(payload))
+    let not_recorded = msg.body.in_reply_to.is_some()
+        || is_read(payload)
+        || matches!(payload, Payload::Echo(_) | Payload::Read | Payload::Status)
+        || is_raft(payload)
+        || (clustered && Broker::handles(payload));
+    !not_recorded
 }
 
 /// Broker requests that only read.

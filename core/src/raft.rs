@@ -411,7 +411,7 @@ impl Raft {
         if req.term > self.term {
             self.become_follower(now, req.term, None, config, rng, out);
         }
-        let granted = req.term == self.term && self.vote.is_none_or(|v| v == from) && up_to_date;
+        let granted = req.term == self.term && self.vote.map_or(true, |v| v == from) && up_to_date;
         if granted && self.vote.is_none() {
             self.vote = Some(from);
             self.persist_term(out);
@@ -440,7 +440,7 @@ impl Raft {
             return;
         }
         let expected = match (&self.role, res.pre) {
-            (Role::PreCandidate, true) => self.term + 1,
+            (Role::PreCandidate, true) => self.term.saturating_add(1),
             (Role::Candidate, false) => self.term,
             _ => return,
         };
@@ -453,7 +453,7 @@ impl Raft {
         }
         if res.pre {
             self.role = Role::Candidate;
-            self.term += 1;
+            self.term = self.term.saturating_add(1);
             self.vote = Some(self.me);
             self.votes = BTreeSet::from([self.me]);
             self.persist_term(out);
@@ -480,6 +480,11 @@ impl Raft {
         }
         let mut prev = req.prev_index;
         let mut entries = req.entries;
+        if prev > self.log.last_index() {
+            let hint = self.log.last_index();
+            self.answer_append(from, false, hint, req.sent_at, out);
+            return;
+        }
         let last_new = prev + entries.len() as u64;
         if prev < self.log.base_index {
             // The start is compacted here, so committed: it matches.
@@ -505,21 +510,21 @@ impl Raft {
             self.answer_append(from, false, hint, req.sent_at, out);
             return;
         }
-        let mut index = prev + 1;
-        let mut rest = entries.into_iter();
-        for entry in rest.by_ref() {
-            if self.log.term_at(index) != Some(entry.term) {
-                assert!(index > self.commit, "a committed entry would be rewritten");
-                let mut new = vec![entry];
-                new.extend(rest.by_ref());
-                self.log.splice(index, new.clone());
-                out.records.push(RaftRecord::Append {
-                    index,
-                    entries: new,
-                });
-                break;
-            }
-            index += 1;
+        // Entries already held (same index and term) are skipped; from the first
+        // that differs or is missing, the leader's replace whatever is there.
+        let first_new = entries
+            .iter()
+            .enumerate()
+            .position(|(k, e)| self.log.term_at(prev + 1 + k as u64) != Some(e.term));
+        if let Some(k) = first_new {
+            let index = prev + 1 + k as u64;
+            assert!(index > self.commit, "a committed entry would be rewritten");
+            let new = entries.split_off(k);
+            self.log.splice(index, new.clone());
+            out.records.push(RaftRecord::Append {
+                index,
+                entries: new,
+            });
         }
         self.commit = self.commit.max(req.commit.min(last_new));
         self.answer_append(from, true, last_new, req.sent_at, out);
@@ -586,7 +591,7 @@ impl Raft {
                 self.send_append(from, now, config, out);
             }
         } else {
-            p.next = (res.index + 1)
+            p.next = (res.index.saturating_add(1))
                 .min(p.next.saturating_sub(1))
                 .max(p.matched + 1);
             p.probing = true;
@@ -673,7 +678,7 @@ impl Raft {
         self.nodes.len() / 2 + 1
     }
 
-    fn peers(&self) -> impl Iterator<Item = usize> + use<> {
+    fn peers(&self) -> impl Iterator<Item = usize> {
         let me = self.me;
         (0..self.nodes.len()).filter(move |&p| p != me)
     }
@@ -702,7 +707,11 @@ impl Raft {
 
     fn ask_votes(&self, pre: bool, out: &mut RaftOut) {
         let req = RaftVote {
-            term: if pre { self.term + 1 } else { self.term },
+            term: if pre {
+                self.term.saturating_add(1)
+            } else {
+                self.term
+            },
             last_index: self.log.last_index(),
             last_term: self.log.last_term(),
             pre,

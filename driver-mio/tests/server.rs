@@ -865,6 +865,9 @@ fn cluster_leader(nodes: &[Option<Server>]) -> usize {
     }
 }
 
+/// (key, message, offset, acknowledged after the leader was killed).
+type AckedSend = (String, String, u64, bool);
+
 #[test]
 fn killing_the_leader_of_a_3_node_cluster_loses_no_acknowledged_send() {
     let dir = data_dir("cluster");
@@ -880,7 +883,7 @@ fn killing_the_leader_of_a_3_node_cluster_loses_no_acknowledged_send() {
     // node dies moves on to the next one.
     let stop = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(String, String, u64, bool)>>> = Arc::default();
+    let acked: Arc<Mutex<Vec<AckedSend>>> = Arc::default();
     let producers: Vec<_> = (0..3)
         .map(|p| {
             let (stop, killed, acked, addrs) =

@@ -315,7 +315,7 @@ impl Node {
         let c = self.cluster.as_mut().expect("clustered");
         if c.raft.is_leader() && c.leading != Some(c.raft.term()) {
             c.leading = Some(c.raft.term());
-            self.log(Level::Info, "raft_leader", out, || String::new());
+            self.log(Level::Info, "raft_leader", out, String::new);
         }
         let c = self.cluster.as_mut().expect("clustered");
         let timers_due = self
