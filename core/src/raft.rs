@@ -887,3 +887,133 @@ impl Raft {
         self.commit = self.commit.max(index);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(term: u64) -> Entry {
+        Entry {
+            term,
+            at: Time::ZERO,
+            msg: None,
+        }
+    }
+
+    /// Node 0 of 3, restored with `entries` (by term) at `term`, elected leader of the
+    /// next term by node 1's pre-vote and vote.
+    fn leader_with(term: u64, entries: &[u64]) -> (Raft, Config, Rng) {
+        let config = Config::default();
+        let mut rng = Rng::new(1);
+        let nodes = vec!["n0".to_owned(), "n1".to_owned(), "n2".to_owned()];
+        let mut raft = Raft::new(Time::ZERO, 0, nodes, &config, &mut rng);
+        raft.restore(&RaftRecord::Term { term, vote: None });
+        raft.restore(&RaftRecord::Append {
+            index: 1,
+            entries: entries.iter().map(|&t| entry(t)).collect(),
+        });
+        let mut out = RaftOut::default();
+        let now = Time::from_millis(10_000);
+        raft.tick(now, &config, &mut rng, &mut out);
+        let grant = |pre: bool, term: u64| RaftVoteResult {
+            term,
+            granted: true,
+            pre,
+        };
+        raft.on_vote_result(now, 1, grant(true, term + 1), &config, &mut rng, &mut out);
+        raft.on_vote_result(now, 1, grant(false, term + 1), &config, &mut rng, &mut out);
+        assert!(raft.is_leader());
+        (raft, config, rng)
+    }
+
+    fn acked(raft: &mut Raft, config: &Config, rng: &mut Rng, peer: usize, index: u64) {
+        let res = RaftAppendResult {
+            term: raft.term(),
+            success: true,
+            index,
+            sent_at: Time::from_millis(10_000),
+        };
+        let mut out = RaftOut::default();
+        raft.on_append_result(Time::from_millis(10_000), peer, res, config, rng, &mut out);
+        raft.check_invariants();
+    }
+
+    /// Figure 8 of the Raft paper: an entry of an older term on a majority is not
+    /// committed by counting (a later leader could still overwrite it); it commits
+    /// with the first entry of the leader's own term.
+    #[test]
+    fn an_old_term_entry_on_a_majority_is_not_committed_by_counting() {
+        let (mut raft, config, mut rng) = leader_with(2, &[1, 2]);
+        assert_eq!(raft.last_index(), 3, "the new leader appended its no-op");
+        acked(&mut raft, &config, &mut rng, 1, 2);
+        assert_eq!(raft.commit_index(), 0, "entry 2 (term 2) is on a majority");
+        acked(&mut raft, &config, &mut rng, 1, 3);
+        assert_eq!(
+            raft.commit_index(),
+            3,
+            "the term-3 no-op commits all before it"
+        );
+    }
+
+    #[test]
+    fn a_follower_rewrites_a_conflicting_suffix_but_never_a_commit() {
+        let config = Config::default();
+        let mut rng = Rng::new(2);
+        let nodes = vec!["n0".to_owned(), "n1".to_owned(), "n2".to_owned()];
+        let mut raft = Raft::new(Time::ZERO, 0, nodes, &config, &mut rng);
+        raft.restore(&RaftRecord::Term {
+            term: 2,
+            vote: None,
+        });
+        raft.restore(&RaftRecord::Append {
+            index: 1,
+            entries: vec![entry(1), entry(2), entry(2)],
+        });
+        let append = |prev_index, prev_term, entries: Vec<Entry>, commit| RaftAppend {
+            term: 3,
+            prev_index,
+            prev_term,
+            entries,
+            commit,
+            sent_at: Time::ZERO,
+        };
+        let mut out = RaftOut::default();
+        // The leader of term 3 holds 1:[1] 2:[3]: the follower's term-2 run conflicts.
+        raft.on_append(
+            Time::ZERO,
+            1,
+            append(2, 3, vec![], 0),
+            &config,
+            &mut rng,
+            &mut out,
+        );
+        let hint = match out.messages.last() {
+            Some((1, RaftMessage::AppendResult(r))) => {
+                assert!(!r.success);
+                r.index
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(hint, 1, "back over the whole conflicting term at once");
+        let mut out = RaftOut::default();
+        raft.on_append(
+            Time::ZERO,
+            1,
+            append(1, 1, vec![entry(3)], 2),
+            &config,
+            &mut rng,
+            &mut out,
+        );
+        assert_eq!((raft.last_index(), raft.term_at(2)), (2, Some(3)));
+        assert_eq!(raft.commit_index(), 2);
+        assert_eq!(
+            out.records,
+            vec![RaftRecord::Append {
+                index: 2,
+                entries: vec![entry(3)]
+            }],
+            "only the rewritten suffix is persisted"
+        );
+        raft.check_invariants();
+    }
+}
