@@ -10,6 +10,9 @@
 //! - the checker: once everything is healed and drained, `out` holds each output
 //!   exactly once, and `in` is empty.
 //!
+//! The same runs on a 3-node Raft cluster with partitions, crashes and lossy links,
+//! where a request may also be refused (11) or end unknown (0) and is retried.
+//!
 //! `SIM_SEED=<n>` replays one seed exactly, `SIM_SEEDS=<count>` runs a longer sweep.
 
 use std::collections::BTreeMap;
@@ -19,7 +22,7 @@ use herald_core::sim::Cluster;
 use herald_core::{Config, Rng};
 
 mod common;
-use common::{fail, lossy_clients, seeds};
+use common::{cluster_net, fail, lossy_clients, nemesis, seeds, settled};
 
 const VALUES: u64 = 30;
 
@@ -62,15 +65,39 @@ fn process(d: &Delivery) -> Payload {
 #[test]
 fn idempotent_producer_and_transactional_consumer_apply_each_message_once() {
     for seed in seeds(300) {
-        let mut c = Cluster::new(1, lossy_clients(seed), |_| Config {
-            seed,
+        exactly_once(seed, 1);
+    }
+}
+
+#[test]
+fn exactly_once_on_3_nodes_through_partitions_and_crashes() {
+    for seed in seeds(100) {
+        exactly_once(seed, 3);
+    }
+}
+
+/// On a cluster, an error that says "not done" (11) or "unknown" (0) is retried.
+fn retryable(nodes: usize, reply: &Payload) -> bool {
+    nodes > 1 && matches!(reply, Payload::Error(e) if e.code == 0 || e.code == 11)
+}
+
+fn exactly_once(seed: u64, nodes: usize) {
+    {
+        let net = if nodes == 1 {
+            lossy_clients(seed)
+        } else {
+            cluster_net(seed)
+        };
+        let mut c = Cluster::new(nodes, net, |i| Config {
+            seed: seed * 100 + i as u64,
             ..Config::default()
         });
+        let timeout_ms = if nodes == 1 { 500 } else { 1_000 };
         let mut rng = Rng::new(seed);
-        c.request(0, queue("in"));
-        c.request(0, queue("out"));
-        let Payload::InitProducerOk(p) = c.request(
-            0,
+        settled(&mut c, queue("in"));
+        settled(&mut c, queue("out"));
+        let Payload::InitProducerOk(p) = settled(
+            &mut c,
             Payload::InitProducer(InitProducer {
                 name: Some("producer".into()),
             }),
@@ -90,21 +117,32 @@ fn idempotent_producer_and_transactional_consumer_apply_each_message_once() {
         let mut next_seq = 0;
         let mut held: Vec<Delivery> = Vec::new();
         for _ in 0..300 {
-            if !c.is_alive(0) && rng.chance(1, 2) {
+            if nodes > 1 {
+                nemesis(&mut c, &mut rng, nodes);
+            } else if !c.is_alive(0) && rng.chance(1, 2) {
                 c.restart(0);
             }
+            let n = if nodes == 1 {
+                0
+            } else {
+                rng.below(nodes as u64) as usize
+            };
             match rng.below(20) {
+                0 | 1 if nodes > 1 => {}
                 0 => c.crash(0),
                 1 => c.crash_during_next_step(0),
                 2 => held.clear(), // the consumer crashes and forgets what it held
-                3..=8 if next_seq < VALUES => match c.try_request(0, write(next_seq), 500) {
-                    Some(Payload::EnqueueOk(_)) => next_seq += 1,
-                    None => {} // retry the same seq
-                    Some(other) => fail(&c, seed, format!("enqueue {next_seq}: {other:?}")),
-                },
+                3..=8 if next_seq < VALUES => {
+                    match c.try_request(n, write(next_seq), timeout_ms) {
+                        Some(Payload::EnqueueOk(_)) => next_seq += 1,
+                        None => {} // retry the same seq
+                        Some(reply) if retryable(nodes, &reply) => {}
+                        Some(other) => fail(&c, seed, format!("enqueue {next_seq}: {other:?}")),
+                    }
+                }
                 9..=12 => {
                     if let Some(Payload::DequeueOk(ok)) =
-                        c.try_request(0, dequeue("in", rng.between(1, 3) as usize), 500)
+                        c.try_request(n, dequeue("in", rng.between(1, 3) as usize), timeout_ms)
                     {
                         held.extend(ok.msgs);
                     }
@@ -114,11 +152,12 @@ fn idempotent_producer_and_transactional_consumer_apply_each_message_once() {
                         continue;
                     }
                     let d = held.swap_remove(rng.below(held.len() as u64) as usize);
-                    match c.try_request(0, process(&d), 500) {
+                    match c.try_request(n, process(&d), timeout_ms) {
                         Some(Payload::TxnOk(_)) => {}
                         // Lost: maybe done. Retrying is safe: if the first one happened,
                         // its ack makes this one fail as a whole.
                         None => held.push(d),
+                        Some(reply) if retryable(nodes, &reply) => held.push(d),
                         // A stale receipt (redelivered since, or already processed).
                         Some(Payload::Error(e)) if e.code == 1003 => {}
                         Some(other) => fail(&c, seed, format!("txn answered {other:?}")),
@@ -129,25 +168,38 @@ fn idempotent_producer_and_transactional_consumer_apply_each_message_once() {
         }
 
         // Healed: finish producing, then process everything left.
+        c.heal();
         c.restart_all();
         while next_seq < VALUES {
-            match c.request(0, write(next_seq)) {
+            match settled(&mut c, write(next_seq)) {
                 Payload::EnqueueOk(_) => next_seq += 1,
                 other => fail(&c, seed, format!("healed enqueue {next_seq}: {other:?}")),
             }
         }
         for _ in 0..20 {
             c.run_for_ms(400); // past every visibility timeout
-            let Payload::DequeueOk(ok) = c.request(0, dequeue("in", 100)) else {
+            let Payload::DequeueOk(ok) = settled(&mut c, dequeue("in", 100)) else {
                 fail(&c, seed, "healed dequeue refused".into());
             };
             for d in ok.msgs {
-                if !matches!(c.request(0, process(&d)), Payload::TxnOk(_)) {
-                    fail(&c, seed, format!("healed txn of {} refused", d.msg));
+                for attempt in 0.. {
+                    match c.request(attempt % nodes, process(&d)) {
+                        Payload::TxnOk(_) => break,
+                        // An earlier attempt whose outcome was unknown did it; or (on a
+                        // cluster, where each txn takes a replication round) the
+                        // receipt timed out and the message comes back next round.
+                        Payload::Error(e) if e.code == 1003 && (attempt > 0 || nodes > 1) => break,
+                        reply if retryable(nodes, &reply) && attempt < 100 => c.run_for_ms(100),
+                        other => fail(
+                            &c,
+                            seed,
+                            format!("healed txn of {} answered {other:?}", d.msg),
+                        ),
+                    }
                 }
             }
         }
-        let Payload::DequeueOk(left) = c.request(0, dequeue("in", 100)) else {
+        let Payload::DequeueOk(left) = settled(&mut c, dequeue("in", 100)) else {
             fail(&c, seed, "final dequeue refused".into());
         };
         if !left.msgs.is_empty() {
@@ -157,19 +209,23 @@ fn idempotent_producer_and_transactional_consumer_apply_each_message_once() {
                 format!("{} inputs never processed", left.msgs.len()),
             );
         }
-        let mut outputs: BTreeMap<u64, usize> = BTreeMap::new();
+        // Messages in `out` by id: a slow drain may see one again after its
+        // visibility timeout, which is a redelivery, not a second output.
+        let mut by_id: BTreeMap<String, u64> = BTreeMap::new();
         loop {
-            let Payload::DequeueOk(ok) = c.request(0, dequeue("out", 100)) else {
+            let Payload::DequeueOk(ok) = settled(&mut c, dequeue("out", 100)) else {
                 fail(&c, seed, "output dequeue refused".into());
             };
             if ok.msgs.is_empty() {
                 break;
             }
             for d in ok.msgs {
-                *outputs
-                    .entry(d.msg.as_u64().unwrap_or(u64::MAX))
-                    .or_default() += 1;
+                by_id.insert(d.id, d.msg.as_u64().unwrap_or(u64::MAX));
             }
+        }
+        let mut outputs: BTreeMap<u64, usize> = BTreeMap::new();
+        for value in by_id.into_values() {
+            *outputs.entry(value).or_default() += 1;
         }
         let want: BTreeMap<u64, usize> = (0..VALUES).map(|v| (v * 10, 1)).collect();
         if outputs != want {
