@@ -3,6 +3,8 @@
 //! Inputs for fuzzing the core: [`Op`] is a structured action on a node (a request, a
 //! peer's message, a reply, garbage, time passing) that bolero generates; [`run_ops`]
 //! plays a sequence of them into a [`Node`] and checks its invariants after every step.
+//! [`ClusterOp`] is a step of a schedule on a simulated 3-node Raft cluster, which
+//! [`run_cluster_ops`] plays and checks like the kafka workload.
 //! [`check_codec`] and [`check_framer`] are the codec targets. They run under
 //! `cargo test` (`tests/targets.rs`, random inputs from bolero) and coverage-guided
 //! under libFuzzer (`fuzz_targets/`, built by `cargo fuzz` with the `libfuzzer`
@@ -610,4 +612,140 @@ pub fn run_ops(ops: &[Op]) {
         format!("{:?}", node.broker()),
     );
     assert_eq!(got, want, "replay diverged");
+}
+
+/// One step of a schedule on a simulated 3-node cluster (node numbers wrap).
+#[derive(Clone, Debug, TypeGenerator)]
+pub enum ClusterOp {
+    /// A client sends the next value to key `key % 3` through `node`.
+    Send {
+        /// Through which node.
+        node: u8,
+        /// Which key.
+        key: u8,
+    },
+    /// A client polls key `key % 3` from offset 0 through `node`.
+    Poll {
+        /// Through which node.
+        node: u8,
+        /// Which key.
+        key: u8,
+    },
+    /// The node crashes (if up).
+    Crash(u8),
+    /// The node crashes during its next step, after persisting, before sending.
+    CrashMidStep(u8),
+    /// The node restarts from its records (if down).
+    Restart(u8),
+    /// The nodes whose bit is set are cut from the others, both ways.
+    Partition(u8),
+    /// Messages from one node to another are dropped.
+    CutOneWay(u8, u8),
+    /// Every link is restored.
+    Heal,
+    /// Time passes (up to about 4 s).
+    RunMs(u16),
+}
+
+/// Plays `ops` (at most 100) on a simulated 3-node cluster with lossy links, then heals
+/// it and reads every key: an acknowledged send is at the offset it was given, and no
+/// offset ever holds two values. Nodes check their invariants after every step.
+/// Panics on any violation.
+pub fn run_cluster_ops(ops: &[ClusterOp]) {
+    use herald_core::sim::{Cluster, NetConfig};
+    use std::collections::BTreeMap;
+
+    let net = NetConfig {
+        seed: ops.len() as u64,
+        loss_percent: 5,
+        duplicate_percent: 5,
+        ..NetConfig::default()
+    };
+    let mut c = Cluster::new(3, net, |i| Config {
+        seed: i as u64,
+        max_raft_log_entries: 8,
+        ..Config::default()
+    });
+    let key = |k: u8| format!("k{}", k % 3);
+    let mut value_at: BTreeMap<(String, u64), i64> = BTreeMap::new();
+    let mut acked: Vec<(String, u64, i64)> = Vec::new();
+    let mut observe = |k: &str, offset: u64, value: i64| {
+        let held = *value_at.entry((k.to_owned(), offset)).or_insert(value);
+        assert_eq!(held, value, "{k}@{offset} holds {held} and {value}");
+    };
+    let mut next_value = 0i64;
+    for op in ops.iter().take(100) {
+        match *op {
+            ClusterOp::Send { node, key: k } => {
+                next_value += 1;
+                let send = Send {
+                    key: key(k),
+                    msg: next_value.into(),
+                    ..Default::default()
+                };
+                let reply = c.try_request(usize::from(node % 3), Payload::Send(send), 1_000);
+                if let Some(Payload::SendOk(ok)) = reply {
+                    observe(&key(k), ok.offset, next_value);
+                    acked.push((key(k), ok.offset, next_value));
+                }
+            }
+            ClusterOp::Poll { node, key: k } => {
+                let poll = Poll {
+                    offsets: [(key(k), 0)].into(),
+                    max: None,
+                };
+                let reply = c.try_request(usize::from(node % 3), Payload::Poll(poll), 1_000);
+                if let Some(Payload::PollOk(ok)) = reply {
+                    for (offset, value) in ok.msgs.get(&key(k)).into_iter().flatten() {
+                        observe(&key(k), *offset, value.as_i64().expect("sent an integer"));
+                    }
+                }
+            }
+            ClusterOp::Crash(n) if c.is_alive(usize::from(n % 3)) => c.crash(usize::from(n % 3)),
+            ClusterOp::CrashMidStep(n) => c.crash_during_next_step(usize::from(n % 3)),
+            ClusterOp::Restart(n) if !c.is_alive(usize::from(n % 3)) => {
+                c.restart(usize::from(n % 3))
+            }
+            ClusterOp::Crash(_) | ClusterOp::Restart(_) => {}
+            ClusterOp::Partition(mask) => {
+                let (a, b): (Vec<usize>, Vec<usize>) = (0..3).partition(|i| mask >> i & 1 == 1);
+                c.heal();
+                c.partition(&a, &b);
+            }
+            ClusterOp::CutOneWay(from, to) if from % 3 != to % 3 => {
+                c.cut_one_way(usize::from(from % 3), usize::from(to % 3))
+            }
+            ClusterOp::CutOneWay(..) => {}
+            ClusterOp::Heal => c.heal(),
+            ClusterOp::RunMs(ms) => c.run_for_ms(u64::from(ms) % 4_000),
+        }
+    }
+    c.heal();
+    c.restart_all();
+    c.run_for_ms(3_000);
+    for k in 0..3u8 {
+        let poll = Poll {
+            offsets: [(key(k), 0)].into(),
+            max: None,
+        };
+        let log = (0..60)
+            .find_map(
+                |attempt| match c.request(attempt % 3, Payload::Poll(poll.clone())) {
+                    Payload::PollOk(ok) => Some(ok.msgs.get(&key(k)).cloned().unwrap_or_default()),
+                    _ => {
+                        c.run_for_ms(100);
+                        None
+                    }
+                },
+            )
+            .expect("a healed cluster answers polls");
+        for (i, (offset, value)) in log.iter().enumerate() {
+            assert_eq!(*offset, i as u64, "offsets of {} are dense", key(k));
+            observe(&key(k), *offset, value.as_i64().expect("sent an integer"));
+        }
+        for (_, offset, value) in acked.iter().filter(|a| a.0 == key(k)) {
+            let got = log.get(*offset as usize).and_then(|(_, v)| v.as_i64());
+            assert_eq!(got, Some(*value), "acknowledged {}@{offset} lost", key(k));
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! same checks run coverage-guided under libFuzzer as the cargo-fuzz targets in
 //! `fuzz_targets/` (see the README).
 
-use herald_fuzz::{check_codec, check_framer, run_ops, test_time, Op};
+use herald_fuzz::{check_codec, check_framer, run_cluster_ops, run_ops, test_time, ClusterOp, Op};
 
 /// Any bytes: decoding never panics, and whatever decodes re-encodes to a line that
 /// decodes to the same message.
@@ -32,6 +32,16 @@ fn node_any_events() {
         .with_test_time(test_time())
         .with_type::<Vec<Op>>()
         .for_each(|ops| run_ops(ops));
+}
+
+/// Any schedule on a simulated 3-node cluster: no acknowledged send lost, no offset
+/// with two values, node invariants after every step.
+#[test]
+fn cluster_any_schedule() {
+    bolero::check!()
+        .with_test_time(test_time())
+        .with_type::<Vec<ClusterOp>>()
+        .for_each(|ops| run_cluster_ops(ops));
 }
 
 /// Regression (found by `node_any_events`): a `topology` arriving while gossip batches
