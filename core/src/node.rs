@@ -193,7 +193,7 @@ impl Node {
             // per µs since its start.
             self.next_msg_id = self.next_msg_id.max(self.now.as_micros().saturating_add(1));
             if let Some(c) = &mut self.cluster {
-                c.raft.restarted(self.now, &self.config, &mut self.rng);
+                c.restarted(self.now, &self.config, &mut self.rng);
             }
         }
         let first_effect = out.len();

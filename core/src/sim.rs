@@ -86,8 +86,10 @@ pub struct Cluster {
     configs: Vec<Config>,
     nodes: Vec<Node>,
     alive: Vec<bool>,
-    /// Everything each node persisted: what it restarts from.
+    /// Everything each node persisted since its last snapshot: what it restarts from.
     records: Vec<Vec<Record>>,
+    /// Each node's last snapshot ([`Cluster::compact`]), if any.
+    snapshots: Vec<Option<Vec<u8>>>,
     /// Nodes that crash during their next step, after persisting, before sending.
     crash_mid_step: BTreeSet<usize>,
     net: NetConfig,
@@ -120,6 +122,7 @@ impl Cluster {
             configs,
             alive: vec![true; count],
             records: vec![Vec::new(); count],
+            snapshots: vec![None; count],
             crash_mid_step: BTreeSet::new(),
             rng: Rng::new(net.seed),
             net,
@@ -256,9 +259,27 @@ impl Cluster {
         self.crash_mid_step.insert(i);
     }
 
-    /// Node `i` starts again from the records it persisted.
+    /// Node `i` (if up) replaces what it persisted with a snapshot, as the TCP server's
+    /// compaction does: a restart then rebuilds it from the snapshot and the records
+    /// persisted after it.
+    pub fn compact(&mut self, i: usize) {
+        if self.alive[i] {
+            self.snapshots[i] = Some(self.nodes[i].snapshot());
+            self.records[i].clear();
+            self.note(format!("{} compact n{i}", self.now));
+        }
+    }
+
+    /// Node `i` starts again from its snapshot, if any, and the records it persisted.
     pub fn restart(&mut self, i: usize) {
-        self.nodes[i] = Node::recover(self.configs[i].clone(), self.records[i].clone());
+        let config = self.configs[i].clone();
+        let records = self.records[i].clone();
+        self.nodes[i] = match &self.snapshots[i] {
+            Some(snapshot) => {
+                Node::restore(config, snapshot, records).unwrap_or_else(|e| panic!("n{i}: {e}"))
+            }
+            None => Node::recover(config, records),
+        };
         self.alive[i] = true;
         self.note(format!(
             "{} restart n{i} from {} records",

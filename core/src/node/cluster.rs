@@ -97,6 +97,15 @@ impl Replication {
         })
     }
 
+    /// After a restart (a snapshot may have been taken while leading): a follower that
+    /// waits for a leader, with nothing proposed.
+    pub(super) fn restarted(&mut self, now: Time, config: &Config, rng: &mut Rng) {
+        self.raft.restarted(now, config, rng);
+        self.leading = None;
+        self.proposed.clear();
+        self.tick_proposed = None;
+    }
+
     /// Starts elections and heartbeats, if not yet running.
     fn activate(&mut self, now: Time, config: &Config, rng: &mut Rng) {
         if !self.active {

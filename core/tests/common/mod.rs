@@ -58,7 +58,8 @@ pub fn definite(code: u32) -> bool {
 
 /// One random fault (or none) on a cluster of `nodes`: a crash (also between a
 /// step's records and its messages), a restart, a partition (one node or a minority
-/// against the rest, a majorities ring, a one-way cut), or a heal.
+/// against the rest, a majorities ring, a one-way cut), a heal, or a node replacing
+/// its records with a snapshot (so a later restart restores from it).
 pub fn nemesis(c: &mut Cluster, rng: &mut Rng, nodes: usize) {
     let pick = |rng: &mut Rng| rng.below(nodes as u64) as usize;
     match rng.below(40) {
@@ -84,6 +85,7 @@ pub fn nemesis(c: &mut Cluster, rng: &mut Rng, nodes: usize) {
                 c.cut_one_way(a, b);
             }
         }
+        11 => c.compact(pick(rng)),
         _ => {}
     }
 }
