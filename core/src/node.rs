@@ -39,6 +39,10 @@ enum Purpose {
 struct Machine {
     broker: Broker,
     replies: DedupCache<(String, u64), Payload>,
+    /// Forwarded requests applied lately, by (forwarding node, msg_id): a copy the
+    /// network duplicated is dropped, not run again (its reply could overtake the
+    /// first one's and, for a `fetch` or `dequeue`, hide what the first returned).
+    forwarded: DedupCache<(String, u64), ()>,
     /// The latest time applied: entries' times never go back.
     time: Time,
 }
@@ -157,6 +161,7 @@ impl Node {
             machine: Machine {
                 broker: Broker::new(&config),
                 replies: DedupCache::new(config.dedup_capacity),
+                forwarded: DedupCache::new(config.dedup_capacity),
                 time: Time::ZERO,
             },
             cluster: None,
@@ -262,6 +267,7 @@ impl Node {
             .check_invariants(self.config.max_broadcast_values);
         self.machine.broker.check_invariants();
         self.machine.replies.check_invariants();
+        self.machine.forwarded.check_invariants();
         if let Some(c) = &self.cluster {
             c.check_invariants();
         }

@@ -592,7 +592,10 @@ fn consumer_groups_through_crashes_and_rebalances() {
 /// generations, fetch cursors and commits are replicated like the logs.
 #[test]
 fn consumer_groups_on_3_nodes_through_partitions_and_crashes() {
-    for seed in seeds(150) {
+    // 3287: the network duplicated a forwarded fetch; both copies ran, the first
+    // reply was lost and the empty second one reached the consumer, so what the first
+    // fetched was skipped. A repeat of a forwarded request is now dropped at apply.
+    for seed in seeds(150).into_iter().chain([3287]) {
         groups_workload(seed, 3);
     }
 }

@@ -417,21 +417,32 @@ impl Node {
         self.run_broker_timers(at, out);
         if let Some(msg) = entry.msg {
             let Message { src, dest, body } = msg;
+            let c = self.cluster.as_mut().expect("clustered");
+            if let (true, Some(id)) = (mine, body.msg_id) {
+                c.proposed.remove(&(src.clone(), id));
+            }
+            // (Only here, at apply: a lookup reorders the LRU, identically everywhere.)
+            if let Some(id) = body.msg_id.filter(|_| c.raft.nodes().contains(&src)) {
+                let key = (src.clone(), id);
+                if self.machine.forwarded.get(&key).is_some() {
+                    return self.after_apply(out); // a duplicate of a forwarded request
+                }
+                self.machine.forwarded.insert(key, ());
+            }
             let reply = self.run_broker(at, &src, body.msg_id, body.payload);
-            if mine {
-                let c = self.cluster.as_mut().expect("clustered");
-                if let Some(id) = body.msg_id {
-                    c.proposed.remove(&(src.clone(), id));
-                }
-                if let Some(reply) = reply {
-                    self.answer(&src, &dest, body.msg_id, reply, out);
-                }
+            if let (true, Some(reply)) = (mine, reply) {
+                self.answer(&src, &dest, body.msg_id, reply, out);
             }
         }
+        self.after_apply(out);
+    }
+
+    /// Parked requests that an entry completed: the leader answers them.
+    fn after_apply(&mut self, out: &mut Effects) {
         if self.cluster.as_ref().is_some_and(|c| c.leading.is_some()) {
             self.send_completions(out);
         } else {
-            self.machine.broker.take_completions(); // the leader answers them
+            self.machine.broker.take_completions();
         }
     }
 
