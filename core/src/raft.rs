@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::msg::{RaftAppend, RaftAppendResult, RaftSnapshot, RaftVote, RaftVoteResult};
+use crate::msg::{Payload, RaftAppend, RaftAppendResult, RaftSnapshot, RaftVote, RaftVoteResult};
 use crate::{Config, Message, Rng, Time};
 
 /// One log entry: a request to apply at time `at`, or only the passage of time (the
@@ -60,27 +60,14 @@ pub enum RaftRecord {
     },
 }
 
-/// A message for a peer (by its index in the node list).
-#[derive(Clone, Debug, PartialEq)]
-pub enum RaftMessage {
-    /// Ask for a vote.
-    Vote(RaftVote),
-    /// Answer a vote request.
-    VoteResult(RaftVoteResult),
-    /// Replicate entries (or only heartbeat).
-    Append(RaftAppend),
-    /// Answer an append or a snapshot.
-    AppendResult(RaftAppendResult),
-}
-
 /// What [`Raft`] asks the node to do, in order: persist `records`, then send `messages`,
 /// then send a snapshot of the state machine to each of `snapshot_to`.
 #[derive(Debug, Default)]
 pub struct RaftOut {
     /// Persist these first.
     pub records: Vec<RaftRecord>,
-    /// Then send these: (peer index, message).
-    pub messages: Vec<(usize, RaftMessage)>,
+    /// Then send these: (peer index, a `raft_*` payload).
+    pub messages: Vec<(usize, Payload)>,
     /// Peers too far behind for the log: send them the state machine
     /// ([`Raft::snapshot_sent`] says where they will be).
     pub snapshot_to: Vec<usize>,
@@ -394,7 +381,7 @@ impl Raft {
                 granted: false,
                 pre: req.pre,
             };
-            out.messages.push((from, RaftMessage::VoteResult(reply)));
+            out.messages.push((from, Payload::RaftVoteResult(reply)));
             return;
         }
         if req.pre {
@@ -405,7 +392,7 @@ impl Raft {
                 granted,
                 pre: true,
             };
-            out.messages.push((from, RaftMessage::VoteResult(reply)));
+            out.messages.push((from, Payload::RaftVoteResult(reply)));
             return;
         }
         if req.term > self.term {
@@ -422,7 +409,7 @@ impl Raft {
             granted,
             pre: false,
         };
-        out.messages.push((from, RaftMessage::VoteResult(reply)));
+        out.messages.push((from, Payload::RaftVoteResult(reply)));
     }
 
     /// Handles an answer to a vote request.
@@ -717,7 +704,7 @@ impl Raft {
             pre,
         };
         for peer in self.peers() {
-            out.messages.push((peer, RaftMessage::Vote(req.clone())));
+            out.messages.push((peer, Payload::RaftVote(req.clone())));
         }
     }
 
@@ -804,7 +791,7 @@ impl Raft {
             index,
             sent_at,
         };
-        out.messages.push((to, RaftMessage::AppendResult(res)));
+        out.messages.push((to, Payload::RaftAppendResult(res)));
     }
 
     fn append_own(&mut self, now: Time, msg: Option<Message>, out: &mut RaftOut) -> u64 {
@@ -857,7 +844,7 @@ impl Raft {
             commit: self.commit,
             sent_at: now,
         };
-        out.messages.push((peer, RaftMessage::Append(req)));
+        out.messages.push((peer, Payload::RaftAppend(req)));
     }
 
     fn advance_commit(&mut self) {
@@ -988,7 +975,7 @@ mod tests {
             &mut out,
         );
         let hint = match out.messages.last() {
-            Some((1, RaftMessage::AppendResult(r))) => {
+            Some((1, Payload::RaftAppendResult(r))) => {
                 assert!(!r.success);
                 r.index
             }

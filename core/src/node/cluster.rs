@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use super::{is_read, Machine, Node, Purpose, Reply};
 use crate::msg::{ErrorBody, ErrorCode, Payload};
-use crate::raft::{Entry, Raft, RaftMessage, RaftOut, RaftRecord, Refused};
+use crate::raft::{Entry, Raft, RaftOut, RaftRecord, Refused};
 use crate::wire::{Body, Message};
 use crate::{Config, Effect, Effects, Level, Record, Rng, Time};
 
@@ -352,13 +352,7 @@ impl Node {
         let c = self.cluster.as_mut().expect("clustered");
         let nodes = c.raft.nodes().to_vec();
         let me = self.id().unwrap_or_default().to_owned();
-        for (peer, message) in raft_out.messages {
-            let payload = match message {
-                RaftMessage::Vote(m) => Payload::RaftVote(m),
-                RaftMessage::VoteResult(m) => Payload::RaftVoteResult(m),
-                RaftMessage::Append(m) => Payload::RaftAppend(m),
-                RaftMessage::AppendResult(m) => Payload::RaftAppendResult(m),
-            };
+        for (peer, payload) in raft_out.messages {
             let msg = self.message(me.clone(), nodes[peer].clone(), payload, None);
             out.push(Effect::Send(msg));
         }
