@@ -22,7 +22,7 @@ use herald_core::sim::Cluster;
 use herald_core::{Config, Rng};
 
 mod common;
-use common::{cluster_net, fail, leader, lossy_clients, nemesis, seeds, settled};
+use common::{fail, leader, nemesis, pick_node, seeds, settled, workload_net};
 
 const VALUES: u64 = 30;
 
@@ -83,11 +83,7 @@ fn retryable(nodes: usize, reply: &Payload) -> bool {
 
 fn exactly_once(seed: u64, nodes: usize) {
     {
-        let net = if nodes == 1 {
-            lossy_clients(seed)
-        } else {
-            cluster_net(seed)
-        };
+        let net = workload_net(seed, nodes);
         let mut c = Cluster::new(nodes, net, |i| Config {
             seed: seed * 100 + i as u64,
             ..Config::default()
@@ -125,11 +121,7 @@ fn exactly_once(seed: u64, nodes: usize) {
             } else if !c.is_alive(0) && rng.chance(1, 2) {
                 c.restart(0);
             }
-            let n = if nodes == 1 {
-                0
-            } else {
-                rng.below(nodes as u64) as usize
-            };
+            let n = pick_node(&mut rng, nodes);
             match rng.below(20) {
                 0 | 1 if nodes > 1 => {}
                 0 => c.crash(0),

@@ -18,7 +18,8 @@ use herald_core::{Config, Rng};
 
 mod common;
 use common::{
-    cluster_net, definite, fail, lossy_clients, maelstrom_partition, nemesis, seeds, settled,
+    cluster_net, definite, fail, lossy_clients, maelstrom_partition, nemesis, pick_node, seeds,
+    settled, workload_net,
 };
 use herald_core::sim::NetConfig;
 
@@ -236,11 +237,7 @@ fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, 
             } else if nodes == 1 && !c.is_alive(0) && rng.chance(1, 3) {
                 c.restart(0);
             }
-            let n = if nodes == 1 {
-                0
-            } else {
-                rng.below(nodes as u64) as usize
-            };
+            let n = pick_node(&mut rng, nodes);
             let p = rng.below(PROCESSES as u64) as usize;
             match rng.below(40) {
                 0 | 1 if faults == Faults::Partitions => {}
@@ -363,11 +360,7 @@ fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, 
                         group: None,
                     };
                     all_ops += 1;
-                    let n = if nodes == 1 {
-                        0
-                    } else {
-                        rng.below(nodes as u64) as usize
-                    };
+                    let n = pick_node(&mut rng, nodes);
                     match c.try_request(n, Payload::CommitOffsets(request), timeout_ms) {
                         Some(Payload::CommitOffsetsOk) => {
                             ok_ops += 1;
@@ -610,11 +603,7 @@ fn groups_workload(seed: u64, nodes: usize) {
             ..Config::default()
         };
         let session_ms = config.group_session_timeout_ms;
-        let net = if nodes == 1 {
-            lossy_clients(seed)
-        } else {
-            cluster_net(seed)
-        };
+        let net = workload_net(seed, nodes);
         let mut c = Cluster::new(nodes, net, |i| Config {
             seed: seed * 100 + i as u64,
             ..config.clone()
@@ -639,11 +628,7 @@ fn groups_workload(seed: u64, nodes: usize) {
             } else if !c.is_alive(0) && rng.chance(1, 3) {
                 c.restart(0);
             }
-            let n = if nodes == 1 {
-                0
-            } else {
-                rng.below(nodes as u64) as usize
-            };
+            let n = pick_node(&mut rng, nodes);
             let i = rng.below(consumers.len() as u64) as usize;
             match rng.below(40) {
                 0 if nodes == 1 => c.crash(0),

@@ -50,6 +50,25 @@ pub fn cluster_net(seed: u64) -> NetConfig {
     }
 }
 
+/// The network of a workload: [`lossy_clients`] on one node, [`cluster_net`] on more.
+pub fn workload_net(seed: u64, nodes: usize) -> NetConfig {
+    if nodes == 1 {
+        lossy_clients(seed)
+    } else {
+        cluster_net(seed)
+    }
+}
+
+/// The node a client talks to: a random one, or node 0 on a single node without a
+/// draw (so single-node seeds replay as they did before clusters existed).
+pub fn pick_node(rng: &mut Rng, nodes: usize) -> usize {
+    if nodes == 1 {
+        0
+    } else {
+        rng.below(nodes as u64) as usize
+    }
+}
+
 /// Maelstrom's rule: an error code is definite (the operation did not and will not
 /// happen) unless it is 0 (timeout), 13 (crash) or a custom code (1000 and up).
 pub fn definite(code: u32) -> bool {
