@@ -23,15 +23,8 @@ if ! command -v redis-server >/dev/null; then
   exit 0
 fi
 
-cargo build --release -q -p herald-mio
-herald=target/release/herald
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; return 1; }
+# shellcheck source=common.sh
+source benches/common.sh
 
 bench() { # target port -> "produce_ops_s produce_p99 consume_ops_s consume_p99"
   "$herald" --addr "127.0.0.1:$2" bench --target "$1" --connections "$CONNECTIONS" \
