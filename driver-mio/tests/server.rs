@@ -27,15 +27,13 @@ fn data_dir(name: &str) -> PathBuf {
 }
 
 fn start(dir: &Path, extra: &[&str]) -> Server {
+    start_at("127.0.0.1:0", dir, extra)
+}
+
+/// `herald serve` listening on `addr`, once it accepts connections.
+fn start_at(addr: &str, dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args([
-            "--addr",
-            "127.0.0.1:0",
-            "serve",
-            "--log-level",
-            "info",
-            "--data-dir",
-        ])
+        .args(["--addr", addr, "serve", "--log-level", "info", "--data-dir"])
         .arg(dir)
         .args(extra)
         .args(if extra.contains(&"--fsync") {
@@ -815,32 +813,9 @@ fn start_node(dir: &Path, id: &str, ports: &[u16]) -> Server {
         .enumerate()
         .map(|(j, port)| format!("n{}=127.0.0.1:{port}", j + 1))
         .collect();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-        .args(["--addr", &format!("127.0.0.1:{}", ports[i - 1]), "serve"])
-        .arg("--data-dir")
-        .arg(dir.join(id))
-        .args([
-            "--node-id",
-            id,
-            "--peers",
-            &peers.join(","),
-            "--fsync",
-            "always",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stderr = BufReader::new(child.stderr.take().unwrap());
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     let addr = format!("127.0.0.1:{}", ports[i - 1]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "{id} did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Server { child, addr }
+    let peers = peers.join(",");
+    start_at(&addr, &dir.join(id), &["--node-id", id, "--peers", &peers])
 }
 
 /// The leader, once every live node agrees on one.
