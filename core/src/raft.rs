@@ -482,18 +482,14 @@ impl Raft {
                 self.answer_append(from, true, last_new, req.sent_at, out);
                 return;
             }
-        } else if self.log.term_at(prev) != Some(req.prev_term) {
-            let hint = match self.log.term_at(prev) {
-                None => self.log.last_index(),
-                Some(conflict) => {
-                    // Skip back over the whole conflicting term at once.
-                    let mut i = prev;
-                    while i > self.log.base_index + 1 && self.log.term_at(i - 1) == Some(conflict) {
-                        i -= 1;
-                    }
-                    (i - 1).max(self.commit)
-                }
-            };
+        } else if let Some(conflict) = self.log.term_at(prev).filter(|&t| t != req.prev_term) {
+            // (prev is in the log: past its end was refused above.) Skip back over the
+            // whole conflicting term at once.
+            let mut i = prev;
+            while i > self.log.base_index + 1 && self.log.term_at(i - 1) == Some(conflict) {
+                i -= 1;
+            }
+            let hint = (i - 1).max(self.commit);
             self.answer_append(from, false, hint, req.sent_at, out);
             return;
         }
@@ -517,8 +513,8 @@ impl Raft {
         self.answer_append(from, true, last_new, req.sent_at, out);
     }
 
-    /// Handles a snapshot from the leader `from`. Returns the state machine to install
-    /// (already persisted through `out`), if it is news to this node.
+    /// Handles a snapshot from the leader `from`. True if the node must install its
+    /// state machine (persisted through `out`): it is news to this node.
     pub fn on_snapshot(
         &mut self,
         now: Time,
@@ -527,23 +523,23 @@ impl Raft {
         config: &Config,
         rng: &mut Rng,
         out: &mut RaftOut,
-    ) -> Option<serde_json::Value> {
+    ) -> bool {
         if !self.accept_leader(now, from, req.term, config, rng, out) {
             self.answer_append(from, false, 0, req.sent_at, out);
-            return None;
+            return false;
         }
         if req.index <= self.commit {
             self.answer_append(from, true, req.index, req.sent_at, out);
-            return None;
+            return false;
         }
+        self.install(req.index, req.snapshot_term);
+        self.answer_append(from, true, req.index, req.sent_at, out);
         out.records.push(RaftRecord::Snapshot {
             index: req.index,
             term: req.snapshot_term,
-            machine: req.machine.clone(),
+            machine: req.machine,
         });
-        self.install(req.index, req.snapshot_term);
-        self.answer_append(from, true, req.index, req.sent_at, out);
-        Some(req.machine)
+        true
     }
 
     /// Handles an answer to an append or a snapshot.

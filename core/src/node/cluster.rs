@@ -15,6 +15,8 @@
 
 use std::collections::BTreeMap;
 
+use serde::Deserialize;
+
 use super::{is_read, Machine, Node, Purpose, Reply};
 use crate::msg::{ErrorBody, ErrorCode, Payload};
 use crate::raft::{Entry, Raft, RaftOut, RaftRecord, Refused};
@@ -280,7 +282,7 @@ impl Node {
             Payload::RaftAppendResult(m) => c.raft.on_append_result(now, from, m, config, rng, o),
             Payload::RaftSnapshot(m) => {
                 let index = m.index;
-                let machine: Machine = match serde_json::from_value(m.machine.clone()) {
+                let machine = match Machine::deserialize(&m.machine) {
                     Ok(machine) => machine,
                     Err(e) => {
                         self.log(Level::Warn, "raft_bad_snapshot", out, || {
@@ -289,7 +291,7 @@ impl Node {
                         return None;
                     }
                 };
-                if c.raft.on_snapshot(now, from, m, config, rng, o).is_some() {
+                if c.raft.on_snapshot(now, from, m, config, rng, o) {
                     self.machine = machine;
                     c.applied = index;
                     c.tick_proposed = None;
