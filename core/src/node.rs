@@ -502,9 +502,7 @@ impl Node {
             return self.run_broker(self.now, src, msg_id, payload);
         }
         // A mutating request retried with the same (client, msg_id) gets the first reply.
-        let key = msg_id
-            .filter(|_| is_mutation(&payload))
-            .map(|id| (src.to_owned(), id));
+        let key = retry_key(src, msg_id, &payload);
         if let Some(cached) = key.as_ref().and_then(|k| self.replies.get(k)) {
             let cached = cached.clone();
             self.log(Level::Debug, "duplicate_request", out, || {
@@ -528,9 +526,7 @@ impl Node {
         msg_id: Option<u64>,
         payload: Payload,
     ) -> Option<Reply> {
-        let key = msg_id
-            .filter(|_| is_mutation(&payload))
-            .map(|id| (src.to_owned(), id));
+        let key = retry_key(src, msg_id, &payload);
         if let Some(cached) = key.as_ref().and_then(|k| self.machine.replies.get(k)) {
             return Some(Ok(cached.clone()));
         }
@@ -767,6 +763,13 @@ fn is_raft(payload: &Payload) -> bool {
             | Payload::RaftAppendResult(_)
             | Payload::RaftSnapshot(_)
     )
+}
+
+/// The reply-cache key of a request: (client, msg_id) for a mutation, else none.
+fn retry_key(src: &str, msg_id: Option<u64>, payload: &Payload) -> Option<(String, u64)> {
+    msg_id
+        .filter(|_| is_mutation(payload))
+        .map(|id| (src.to_owned(), id))
 }
 
 /// Requests whose repetition would do something twice; their replies are cached.

@@ -248,6 +248,16 @@ impl Raft {
         self.leader
     }
 
+    /// The name of the leader this node knows of.
+    pub fn leader_name(&self) -> Option<&str> {
+        self.leader.map(|i| self.nodes[i].as_str())
+    }
+
+    /// The index of the node named `name`, if it is one of the cluster's.
+    pub fn node_index(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n == name)
+    }
+
     /// Entries up to here are committed: apply them.
     pub fn commit_index(&self) -> u64 {
         self.commit

@@ -139,7 +139,7 @@ impl Node {
         let c = self.cluster.as_ref().filter(|c| c.active)?;
         Some(ClusterStatus {
             term: c.raft.term(),
-            leader: c.raft.leader().map(|i| c.raft.nodes()[i].clone()),
+            leader: c.raft.leader_name().map(str::to_owned),
             commit_index: c.raft.commit_index(),
             applied_index: c.applied,
             last_index: c.raft.last_index(),
@@ -192,7 +192,7 @@ impl Node {
                 let time = self.machine.time;
                 return self.run_broker(time, src, msg_id, payload);
             }
-            if payload == Payload::CancelWaits && c.raft.nodes().iter().any(|n| n == src) {
+            if payload == Payload::CancelWaits && c.raft.node_index(src).is_some() {
                 return Some(Err(unavailable("cancel_waits is not forwarded")));
             }
             let key = msg_id.map(|id| (src.to_owned(), id));
@@ -225,8 +225,8 @@ impl Node {
                 Err(Refused::NotLeader) => unreachable!("checked above"),
             };
         }
-        let leader = c.raft.leader().map(|i| c.raft.nodes()[i].clone());
-        if c.raft.nodes().iter().any(|n| n == src) {
+        let leader = c.raft.leader_name().map(str::to_owned);
+        if c.raft.node_index(src).is_some() {
             // Forwarded by a node that thinks this one leads: never forward twice.
             let text = format!("{me} is not the leader (leader: {leader:?})");
             return Some(Err(ErrorBody::new(ErrorCode::NotLeader, text)));
@@ -267,7 +267,7 @@ impl Node {
             let text = "raft messages need a cluster of more than one node";
             return Some(Err(ErrorBody::new(ErrorCode::NotSupported, text)));
         };
-        let Some(from) = c.raft.nodes().iter().position(|n| n == src) else {
+        let Some(from) = c.raft.node_index(src) else {
             self.log(Level::Warn, "raft_from_stranger", out, || {
                 format!("src={src}")
             });
@@ -418,7 +418,7 @@ impl Node {
                 c.proposed.remove(&(src.clone(), id));
             }
             // (Only here, at apply: a lookup reorders the LRU, identically everywhere.)
-            if let Some(id) = body.msg_id.filter(|_| c.raft.nodes().contains(&src)) {
+            if let Some(id) = body.msg_id.filter(|_| c.raft.node_index(&src).is_some()) {
                 let key = (src.clone(), id);
                 if self.machine.forwarded.get(&key).is_some() {
                     return self.after_apply(out); // a duplicate of a forwarded request
