@@ -142,10 +142,9 @@ impl Peers {
         if !link.connected {
             match (stream.take_error(), stream.peer_addr()) {
                 (Ok(None), Ok(_)) => {
+                    // Nothing was queued while connecting (`send` drops until then).
                     link.connected = true;
                     link.backoff_ms = BACKOFF_MIN_MS;
-                    link.out.clear();
-                    link.written = 0;
                     let hello = Hello {
                         herald_peer: self.me.clone(),
                     };
@@ -153,16 +152,8 @@ impl Peers {
                     link.out.push(b'\n');
                     log(format!("event=peer_connected peer={}", link.name));
                 }
-                (Err(e), _) | (Ok(Some(e)), _) => {
-                    log(format!(
-                        "event=peer_connect_failed peer={} error={e:?}",
-                        link.name
-                    ));
-                    Self::disconnect(link, registry, &mut self.rng);
-                    return;
-                }
                 (Ok(None), Err(e)) if e.kind() == ErrorKind::NotConnected => return,
-                (Ok(None), Err(e)) => {
+                (Err(e), _) | (Ok(Some(e)), _) | (Ok(None), Err(e)) => {
                     log(format!(
                         "event=peer_connect_failed peer={} error={e:?}",
                         link.name
