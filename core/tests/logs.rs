@@ -156,11 +156,7 @@ fn kafka_workload_through_crashes() {
 #[test]
 fn kafka_availability_under_maelstrom_partitions() {
     for nodes in [3, 5] {
-        let (mut ok, mut all) = (0, 0);
-        for seed in seeds(2) {
-            let (o, a) = kafka_workload(seed, nodes, Faults::Partitions, 2_000);
-            (ok, all) = (ok + o, all + a);
-        }
+        let (ok, all) = kafka_sweep(seeds(2), nodes, Faults::Partitions, 2_000);
         eprintln!(
             "{nodes} nodes under partitions: {ok} of {all} operations succeeded ({:.1} %)",
             100.0 * ok as f64 / all as f64
@@ -173,23 +169,24 @@ fn kafka_availability_under_maelstrom_partitions() {
 /// links between them lose and duplicate messages.
 #[test]
 fn kafka_workload_on_3_nodes_through_partitions_and_crashes() {
-    let (mut ok, mut all) = (0, 0);
-    for seed in seeds(150) {
-        let (o, a) = kafka_workload(seed, 3, Faults::Chaos, 200);
-        (ok, all) = (ok + o, all + a);
-    }
+    let (ok, all) = kafka_sweep(seeds(150), 3, Faults::Chaos, 200);
     eprintln!("3 nodes: {ok} of {all} client operations succeeded");
 }
 
 /// The same on 5 nodes.
 #[test]
 fn kafka_workload_on_5_nodes_through_partitions_and_crashes() {
-    let (mut ok, mut all) = (0, 0);
-    for seed in seeds(80) {
-        let (o, a) = kafka_workload(seed, 5, Faults::Chaos, 200);
-        (ok, all) = (ok + o, all + a);
-    }
+    let (ok, all) = kafka_sweep(seeds(80), 5, Faults::Chaos, 200);
     eprintln!("5 nodes: {ok} of {all} client operations succeeded");
+}
+
+/// Runs the kafka workload for each seed; returns the operations that succeeded and
+/// those tried, summed.
+fn kafka_sweep(seeds: Vec<u64>, nodes: usize, faults: Faults, ops: usize) -> (u64, u64) {
+    seeds
+        .into_iter()
+        .map(|seed| kafka_workload(seed, nodes, faults, ops))
+        .fold((0, 0), |(ok, all), (o, a)| (ok + o, all + a))
 }
 
 /// Runs the kafka workload on `nodes` nodes with one seed; panics on an anomaly.
