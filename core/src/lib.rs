@@ -2,9 +2,9 @@
 //!
 //! Herald's messaging logic as one pure, single-threaded, sans-IO state machine.
 //! A driver feeds [`Node::step`] events (a decoded message, a tick of time) and carries
-//! out the [`Effect`]s it returns (send this, log that), in order. The core reads no
-//! clock, socket, file or thread: time and randomness are inputs, so a seed and an
-//! input sequence always give the same effects.
+//! out the [`Effect`]s it returns (persist this, send that, log a line), in order. The
+//! core reads no clock, socket, file or thread: time and randomness are inputs, so a
+//! seed and an input sequence always give the same effects.
 //!
 //! ```
 //! use herald_core::{wire, Config, Effect, Effects, Event, Node, Time};
@@ -24,61 +24,33 @@
 //! wire::encode(reply, &mut line);
 //! assert_eq!(
 //!     String::from_utf8(line).unwrap(),
-//!     "{\"src\":\"n0\",\"dest\":\"c1\",\"body\":{\"type\":\"echo_ok\",\"echo\":\"hi\",\"msg_id\":2,\"in_reply_to\":1}}\n"
+//!     "{\"src\":\"n0\",\"dest\":\"c1\",\"body\":{\"type\":\"echo_ok\",\"echo\":\"hi\",\"in_reply_to\":1,\"msg_id\":1}}\n"
 //! );
 //! ```
+//!
+//! ## The layers (see docs/architecture.md)
+//!
+//! | module | what |
+//! |---|---|
+//! | `runtime` | [`Node`], [`Event`] in, [`Effect`] out, [`Config`], [`Time`], [`Rng`], timers, the RPC table, the reply cache |
+//! | [`wire`] | the JSON-lines codec, the line framer, the message types ([`wire::msg`]) and the table of request kinds |
+//! | `workloads` | Maelstrom's broadcast and counter workloads |
+//! | `broker` | keyed logs, topics and consumer groups, work queues, idempotent producers, transactions |
+//! | `replication` | Raft, and the glue that replicates the broker over it |
+//! | [`sim`] | an in-process cluster on a simulated network (feature `sim`) |
+#![warn(unreachable_pub)]
 
-mod broadcast;
-pub mod broker;
-mod config;
-mod counter;
-pub mod dedup;
-mod event;
-pub mod group;
-pub mod log;
-pub mod msg;
-mod node;
-pub mod producer;
-pub mod queue;
-pub mod raft;
-mod rng;
-
-/// Serde for maps whose keys are not strings (tuples, structs): as a list of pairs,
-/// since JSON object keys must be strings.
-mod pairs {
-    use std::collections::BTreeMap;
-
-    use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
-        map: &BTreeMap<K, V>,
-        serializer: S,
-    ) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(map.iter())
-    }
-
-    pub fn deserialize<'de, K, V, D>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
-    where
-        K: Deserialize<'de> + Ord,
-        V: Deserialize<'de>,
-        D: Deserializer<'de>,
-    {
-        Ok(Vec::<(K, V)>::deserialize(deserializer)?
-            .into_iter()
-            .collect())
-    }
-}
-pub mod rpc;
+mod broker;
+mod replication;
+mod runtime;
 #[cfg(feature = "sim")]
 pub mod sim;
-mod time;
-pub mod timer;
 pub mod wire;
+mod workloads;
 
-pub use config::Config;
-pub use event::{Effect, Effects, Event, Level, LogRecord, Record};
-pub use msg::{ErrorCode, Payload};
-pub use node::{ClusterStatus, Node};
-pub use rng::Rng;
-pub use time::Time;
+pub use replication::ClusterStatus;
+pub use runtime::{
+    Config, ConfigError, ConfigField, Effect, Effects, Event, Level, LogLine, Node, Rng, Time, WalRecord,
+};
+pub use wire::msg::{ErrorCode, Payload};
 pub use wire::Message;

@@ -12,10 +12,13 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use crate::group::fnv1a;
-use crate::msg::{Init, Payload};
+/// The work queue alone, without a node around it (for benchmarks).
+pub use crate::broker::{Queue, QueueConfig, QueueError, SetAside};
+
+use crate::broker::fnv1a;
+use crate::wire::msg::{Init, Payload};
 use crate::wire::{Body, Message};
-use crate::{Config, Effect, Effects, Event, Node, Record, Rng, Time};
+use crate::{Config, Effect, Effects, Event, Node, WalRecord, Rng, Time};
 
 /// How the simulated network behaves between nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,7 +90,7 @@ pub struct Cluster {
     nodes: Vec<Node>,
     alive: Vec<bool>,
     /// Everything each node persisted since its last snapshot: what it restarts from.
-    records: Vec<Vec<Record>>,
+    records: Vec<Vec<WalRecord>>,
     /// Each node's last snapshot ([`Cluster::compact`]), if any.
     snapshots: Vec<Option<Vec<u8>>>,
     /// Nodes that crash during their next step, after persisting, before sending.

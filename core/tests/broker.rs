@@ -2,9 +2,9 @@
 //! and redrive, long-poll dequeues, delays, TTLs, backpressure, idempotent enqueues,
 //! processed-id tracking, group session expiry, and the kafka workload's rules.
 
-use herald_core::msg::*;
+use herald_core::wire::msg::*;
 use herald_core::wire::Body;
-use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Record, Time};
+use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Time, WalRecord};
 use serde_json::json;
 
 struct Harness {
@@ -15,7 +15,7 @@ struct Harness {
     /// Replies that answered other requests (parked ones) in the same step.
     other: Vec<Message>,
     /// Everything the node asked to persist.
-    records: Vec<Record>,
+    records: Vec<WalRecord>,
 }
 
 impl Harness {
@@ -616,7 +616,7 @@ fn replaying_the_records_rebuilds_the_same_state_and_receipts_still_work() {
     }));
     h.stats("q"); // reads are not recorded
     assert!(h.records.iter().all(|r| !matches!(
-        r.msg.as_ref().map(|m| &m.body.payload),
+        r.msg().map(|m| &m.body.payload),
         Some(Payload::Stats(_))
     )));
     h.check_recovery(config.clone());

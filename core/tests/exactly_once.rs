@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use herald_core::msg::*;
+use herald_core::wire::msg::*;
 use herald_core::sim::Cluster;
 use herald_core::{Config, Rng};
 

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use herald_core::msg::*;
+use herald_core::wire::msg::*;
 use herald_core::sim::Cluster;
 use herald_core::{Config, Rng};
 

@@ -3,7 +3,7 @@
 //! depose a healthy leader, a follower too far behind for the log, a whole-cluster
 //! restart.
 
-use herald_core::msg::*;
+use herald_core::wire::msg::*;
 use herald_core::sim::{Cluster, NetConfig};
 use herald_core::{Config, Time};
 

@@ -5,7 +5,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use herald_core::msg::ErrorBody;
+use herald_core::wire::msg::ErrorBody;
 use herald_core::wire::{self, Body};
 use herald_core::{Message, Payload};
 

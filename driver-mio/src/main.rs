@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use herald_core::msg::*;
+use herald_core::wire::msg::*;
 use herald_core::{Config, Level, Payload};
 use herald_mio::client::{Client, Reply};
 use herald_mio::server::{serve, ClusterConfig, ServerConfig};

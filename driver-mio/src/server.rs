@@ -22,7 +22,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use herald_core::msg::{ErrorBody, ErrorCode, Init, Payload};
+use herald_core::wire::msg::{ErrorBody, ErrorCode, Init, Payload};
 use herald_core::wire::{self, Body, DecodeError, Frame, LineFramer};
 use herald_core::{Config, Effect, Effects, Event, Level, Message, Node, Time};
 use mio::net::{TcpListener, TcpStream};

@@ -1,7 +1,7 @@
 //! The write-ahead log: the core's `Persist` records, appended to segment files.
 //!
 //! A segment is `wal-<index:010>.log`; a frame is `[len: u32 LE][crc32: u32 LE][payload]`
-//! with the payload a JSON-encoded [`Record`]. Records of one event-loop round are
+//! with the payload a JSON-encoded [`WalRecord`]. Records of one event-loop round are
 //! written together and, under `--fsync always`, made durable with one `fdatasync`
 //! before any reply of that round is sent (group commit).
 //!
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use herald_core::Record;
+use herald_core::WalRecord;
 
 const HEADER_BYTES: usize = 8;
 /// Frames larger than this are treated as corruption (a record is one request).
@@ -74,7 +74,7 @@ pub struct Recovery {
     /// The node's state at the snapshot, if one was taken.
     pub snapshot: Option<Vec<u8>>,
     /// Records after the snapshot (all records if there is none), in order.
-    pub records: Vec<Record>,
+    pub records: Vec<WalRecord>,
     /// Counts for the log.
     pub report: Recovered,
 }
@@ -351,7 +351,7 @@ impl Wal {
     }
 
     /// Buffers a record; it is written by the next [`Wal::commit`].
-    pub fn append(&mut self, record: &Record) {
+    pub fn append(&mut self, record: &WalRecord) {
         let mut payload = Vec::new();
         record.encode(&mut payload);
         frame(&payload, &mut self.pending);
@@ -431,7 +431,7 @@ fn read_frames(
     path: &Path,
     bytes: &[u8],
     last: bool,
-    records: &mut Vec<Record>,
+    records: &mut Vec<WalRecord>,
 ) -> Result<usize, Corrupt> {
     let corrupt = |offset: usize, reason: String| Corrupt {
         segment: path.to_path_buf(),
@@ -469,7 +469,7 @@ fn read_frames(
             return Err(corrupt(at, "checksum mismatch".into()));
         }
         let record =
-            Record::decode(payload).map_err(|e| corrupt(at, format!("undecodable record: {e}")))?;
+            WalRecord::decode(payload).map_err(|e| corrupt(at, format!("undecodable record: {e}")))?;
         records.push(record);
         at = end;
     }
@@ -479,14 +479,10 @@ fn read_frames(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use herald_core::Time;
 
-    fn record(i: u64) -> Record {
-        Record {
-            at: Time::from_micros(i),
-            msg: None,
-            raft: None,
-        }
+    /// A record of a step at `i` µs in which only timers ran.
+    fn record(i: u64) -> WalRecord {
+        WalRecord::decode(format!(r#"{{"at":{i}}}"#).as_bytes()).unwrap()
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -514,7 +510,7 @@ mod tests {
                 records, report, ..
             },
         ) = Wal::open(&dir, FsyncPolicy::Never, 200).unwrap();
-        let times: Vec<u64> = records.iter().map(|r| r.at.as_micros()).collect();
+        let times: Vec<u64> = records.iter().map(|r| r.at().as_micros()).collect();
         let want: Vec<u64> = (0..50).chain(0..10).collect();
         assert_eq!(times, want);
         assert!(report.segments > 3, "small segments rotate: {report:?}");
@@ -546,7 +542,7 @@ mod tests {
             wal.commit().unwrap();
             let (_, Recovery { records, .. }) =
                 Wal::open(&dir, FsyncPolicy::Never, 1 << 20).unwrap();
-            let times: Vec<u64> = records.iter().map(|r| r.at.as_micros()).collect();
+            let times: Vec<u64> = records.iter().map(|r| r.at().as_micros()).collect();
             assert_eq!(times, [0, 1, 2, 3, 99]);
         }
         fs::remove_dir_all(&dir).unwrap();
@@ -598,7 +594,7 @@ mod tests {
         .unwrap();
         let (_, recovery) = Wal::open(&dir, FsyncPolicy::Never, 100).unwrap();
         assert_eq!(recovery.snapshot.as_deref(), Some(&b"state after 20"[..]));
-        let times: Vec<u64> = recovery.records.iter().map(|r| r.at.as_micros()).collect();
+        let times: Vec<u64> = recovery.records.iter().map(|r| r.at().as_micros()).collect();
         assert_eq!(times, [20, 21, 22], "only the records after the snapshot");
         assert!(!dir.join("snapshot-0000000099.tmp").exists());
         // A damaged snapshot is refused, not ignored.

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_core::msg::*;
+use herald_core::wire::msg::*;
 use herald_core::Payload;
 use herald_mio::client::Client;
 use serde_json::json;

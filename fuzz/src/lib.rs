@@ -12,7 +12,7 @@
 
 use bolero_generator::driver::{ByteSliceDriver, Options};
 use bolero_generator::TypeGenerator;
-use herald_core::msg::*;
+use herald_core::wire::msg::*;
 use herald_core::wire::{self, Body, DecodeError, Frame, LineFramer};
 use herald_core::{Config, Effects, Event, Message, Node, Time};
 
@@ -589,7 +589,7 @@ pub fn run_ops(ops: &[Op]) {
                 herald_core::Effect::Persist(record) => {
                     let mut bytes = Vec::new();
                     record.encode(&mut bytes);
-                    assert_eq!(herald_core::Record::decode(&bytes).as_ref(), Ok(&record));
+                    assert_eq!(herald_core::WalRecord::decode(&bytes).as_ref(), Ok(&record));
                     records.push(record);
                 }
                 herald_core::Effect::Log(_) => {}

@@ -10,7 +10,7 @@
 
 use std::time::Instant;
 
-use herald_core::msg::*;
+use herald_core::wire::msg::*;
 use herald_core::wire::Body;
 use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Time};
 

@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use herald_core::msg::{Dequeue, DequeueOk, Enqueue, Init, Receipt};
-use herald_core::queue::{Queue, QueueConfig, SetAside};
+use herald_core::wire::msg::{Dequeue, DequeueOk, Enqueue, Init, Receipt};
+use herald_core::sim::{Queue, QueueConfig, SetAside};
 use herald_core::wire::Body;
 use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Time};
 use serde_json::Value;
@@ -141,7 +141,7 @@ fn through_node(depth: usize) -> Row {
         node_ids: vec!["n0".into()],
     };
     request(&mut node, &mut out, Payload::Init(init));
-    let create = herald_core::msg::CreateQueue {
+    let create = herald_core::wire::msg::CreateQueue {
         queue: "q".into(),
         ..Default::default()
     };

@@ -9,11 +9,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{err, no_queue, queue_error, Broker};
-use crate::dedup::DedupCache;
-use crate::log::OffsetPastEnd;
-use crate::msg::*;
-use crate::timer::{TimerId, Timers};
+use super::queues::{no_queue, queue_error};
+use super::{err, Broker};
+use crate::runtime::Ctx;
+use crate::runtime::Lru;
+use crate::broker::logs::OffsetPastEnd;
+use crate::wire::msg::*;
+use crate::runtime::{TimerId, Timers};
 use crate::{Config, Time};
 
 /// Something a prepared transaction holds: nobody else may ack that delivery or
@@ -89,7 +91,7 @@ enum Outcome {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(super) struct Txns {
     prepared: BTreeMap<String, Prepared>,
-    #[serde(with = "crate::pairs")]
+    #[serde(with = "crate::runtime::pairs")]
     locks: BTreeMap<Lock, String>,
     /// Log records set aside by prepared transactions.
     reserved_records: usize,
@@ -98,7 +100,7 @@ pub(super) struct Txns {
     /// Queue → dedup ids set aside by prepared transactions.
     reserved_ids: BTreeMap<String, usize>,
     deadlines: Timers<String>,
-    outcomes: DedupCache<String, Outcome>,
+    outcomes: Lru<String, Outcome>,
 }
 
 fn conflict(lock: &Lock, txid: &str) -> ErrorBody {
@@ -122,7 +124,7 @@ impl Txns {
             reserved_depth: BTreeMap::new(),
             reserved_ids: BTreeMap::new(),
             deadlines: Timers::default(),
-            outcomes: DedupCache::new(config.max_txn_outcomes),
+            outcomes: Lru::new(config.max_txn_outcomes),
         }
     }
 
@@ -242,8 +244,22 @@ impl Txns {
 }
 
 impl Broker {
+    /// Runs a transaction request: `txn`, `prepare`, `commit_txn`, `abort_txn`,
+    /// `list_prepared`.
+    pub(super) fn handle_txn(&mut self, cx: &Ctx<'_>, payload: Payload) -> Result<Payload, ErrorBody> {
+        let (now, config) = (cx.now, cx.config);
+        match payload {
+            Payload::Txn(t) => self.txn(now, config, t.ops),
+            Payload::Prepare(p) => self.prepare(now, config, p),
+            Payload::CommitTxn(t) => self.commit_txn(now, config, t.txid),
+            Payload::AbortTxn(t) => self.abort_txn(t.txid),
+            Payload::ListPrepared => Ok(self.list_prepared(now)),
+            other => unreachable!("{:?} is not a transaction request", other.kind()),
+        }
+    }
+
     /// `txn`: all of `ops` or none of them.
-    pub(super) fn txn(
+    fn txn(
         &mut self,
         now: Time,
         config: &Config,
@@ -255,7 +271,7 @@ impl Broker {
     }
 
     /// `prepare`: checks `ops`, locks and reserves what they need, stores them.
-    pub(super) fn prepare(
+    fn prepare(
         &mut self,
         now: Time,
         config: &Config,
@@ -316,7 +332,7 @@ impl Broker {
     }
 
     /// `commit_txn`: applies a prepared transaction (or repeats how it ended).
-    pub(super) fn commit_txn(
+    fn commit_txn(
         &mut self,
         now: Time,
         config: &Config,
@@ -347,7 +363,7 @@ impl Broker {
 
     /// `abort_txn`: drops a prepared transaction. Aborting one never prepared is fine
     /// (presumed abort), and a later `prepare` of it is refused.
-    pub(super) fn abort_txn(&mut self, txid: String) -> Result<Payload, ErrorBody> {
+    fn abort_txn(&mut self, txid: String) -> Result<Payload, ErrorBody> {
         if let Some(prepared) = self.txns.prepared.remove(&txid) {
             self.txns.release(&prepared);
         } else if let Some(Outcome::Committed(_)) = self.txns.outcomes.get(&txid) {
@@ -359,7 +375,7 @@ impl Broker {
     }
 
     /// `list_prepared`.
-    pub(super) fn list_prepared(&self, now: Time) -> Payload {
+    fn list_prepared(&self, now: Time) -> Payload {
         let prepared = self
             .txns
             .prepared
@@ -453,7 +469,7 @@ impl Broker {
                 if q.room() < self.txns.reserved_depth(&e.queue) + *depth {
                     return Err(queue_error(
                         &e.queue,
-                        crate::queue::QueueError::Full,
+                        crate::broker::queue::QueueError::Full,
                         q.config(),
                     ));
                 }
@@ -461,7 +477,7 @@ impl Broker {
                     let ids = claims.ids.entry(e.queue.clone()).or_default();
                     *ids += 1;
                     if q.dedup_room() < self.txns.reserved_ids(&e.queue) + *ids {
-                        let x = crate::queue::QueueError::DedupFull;
+                        let x = crate::broker::queue::QueueError::DedupFull;
                         return Err(queue_error(&e.queue, x, q.config()));
                     }
                 }

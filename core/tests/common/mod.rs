@@ -3,7 +3,7 @@
 // Each test binary uses a part of these.
 #![allow(dead_code)]
 
-use herald_core::msg::Payload;
+use herald_core::wire::msg::Payload;
 use herald_core::sim::{Cluster, NetConfig};
 use herald_core::Rng;
 

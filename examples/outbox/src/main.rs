@@ -24,7 +24,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use herald_core::msg::*;
+use herald_core::wire::msg::*;
 use herald_core::Payload;
 use herald_mio::client::Client;
 use herald_mio::server::{serve, ServerConfig};

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 /// The set is full ([`crate::Config::max_broadcast_values`]).
 #[derive(Debug, PartialEq, Eq)]
-pub struct SetFull;
+pub(crate) struct SetFull;
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Target {
@@ -25,7 +25,7 @@ struct Target {
 
 /// The node's broadcast values and per-peer gossip progress.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct BroadcastSet {
+pub(crate) struct BroadcastSet {
     values: BTreeSet<i64>,
     log: Vec<i64>,
     targets: Vec<Target>,
@@ -36,7 +36,7 @@ pub struct BroadcastSet {
 impl BroadcastSet {
     /// Sets the cluster's other nodes, all gossiped to; called once, at `init`. Their
     /// indexes stay fixed for the node's life.
-    pub fn set_peers(&mut self, nodes: Vec<String>) {
+    pub(crate) fn set_peers(&mut self, nodes: Vec<String>) {
         self.targets = nodes
             .into_iter()
             .map(|node| Target {
@@ -51,25 +51,25 @@ impl BroadcastSet {
 
     /// Gossips only to the peers in `neighbours` from now on. Batches in flight finish
     /// normally; what each peer is known to have is kept.
-    pub fn restrict_to(&mut self, neighbours: &[String]) {
+    pub(crate) fn restrict_to(&mut self, neighbours: &[String]) {
         for target in &mut self.targets {
             target.enabled = neighbours.contains(&target.node);
         }
     }
 
     /// Marks the workload as broadcast (a `topology` arrived).
-    pub fn activate(&mut self) {
+    pub(crate) fn activate(&mut self) {
         self.active = true;
     }
 
     /// True once this node has seen the broadcast workload.
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         self.active
     }
 
     /// Adds values learned from a client (`from` = None) or a peer, which then is known
     /// to have them. Refuses the whole batch if it would overflow `limit`.
-    pub fn insert(
+    pub(crate) fn insert(
         &mut self,
         values: &[i64],
         from: Option<&str>,
@@ -92,18 +92,18 @@ impl BroadcastSet {
     }
 
     /// Every value, in ascending order.
-    pub fn values(&self) -> Vec<i64> {
+    pub(crate) fn values(&self) -> Vec<i64> {
         self.values.iter().copied().collect()
     }
 
     /// How many gossip targets there are.
-    pub fn target_count(&self) -> usize {
+    pub(crate) fn target_count(&self) -> usize {
         self.targets.len()
     }
 
     /// If target `i` may lack values and has no batch in flight: its node id and up to
     /// `max` values, and the batch is marked in flight.
-    pub fn next_batch(&mut self, i: usize, max: usize) -> Option<(String, Vec<i64>)> {
+    pub(crate) fn next_batch(&mut self, i: usize, max: usize) -> Option<(String, Vec<i64>)> {
         let target = self.targets.get_mut(i)?;
         if target.in_flight || !target.enabled {
             return None;
@@ -125,7 +125,7 @@ impl BroadcastSet {
     }
 
     /// Target `i` acknowledged `batch`.
-    pub fn delivered(&mut self, i: usize, batch: &[i64]) {
+    pub(crate) fn delivered(&mut self, i: usize, batch: &[i64]) {
         if let Some(target) = self.targets.get_mut(i) {
             target.in_flight = false;
             target.known.extend(batch.iter().copied());
@@ -133,14 +133,14 @@ impl BroadcastSet {
     }
 
     /// The batch to target `i` failed; it will be retried at the next gossip round.
-    pub fn failed(&mut self, i: usize) {
+    pub(crate) fn failed(&mut self, i: usize) {
         if let Some(target) = self.targets.get_mut(i) {
             target.in_flight = false;
         }
     }
 
     /// Targets with a batch in flight, by index.
-    pub fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
         self.targets
             .iter()
             .enumerate()
@@ -149,7 +149,7 @@ impl BroadcastSet {
     }
 
     /// Panics if the set and its log disagree or a cursor is out of range.
-    pub fn check_invariants(&self, limit: usize) {
+    pub(crate) fn check_invariants(&self, limit: usize) {
         assert!(self.values.len() <= limit, "broadcast set over its limit");
         assert_eq!(
             self.values.len(),

@@ -11,11 +11,15 @@
 //! A delivery gets a receipt `<seq>.<nonce>`; a new delivery of the same message gets a
 //! new nonce, so only the latest receipt can ack, nack or extend it.
 
+// The queue alone is public to benchmarks (feature `sim`, re-exported by `sim`);
+// without that feature its `pub` items stay inside the crate.
+#![cfg_attr(not(feature = "sim"), allow(unreachable_pub))]
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-use crate::msg::{DeadLetter, Delivery, QueueStats};
+use crate::wire::msg::{DeadLetter, Delivery, QueueStats};
 use crate::Time;
 
 /// A queue's settings, after defaults are applied.
@@ -81,7 +85,7 @@ pub enum QueueError {
 
 /// A message leaving a queue for its dead-letter queue.
 #[derive(Clone, Debug)]
-pub struct Exhausted {
+pub(crate) struct Exhausted {
     id: String,
     msg: Value,
     dead_letter: DeadLetter,
@@ -136,22 +140,23 @@ impl Queue {
     }
 
     /// The queue's settings.
-    pub fn config(&self) -> &QueueConfig {
+    pub(crate) fn config(&self) -> &QueueConfig {
         &self.config
     }
 
     /// Messages held.
+    #[cfg(feature = "sim")]
     pub fn depth(&self) -> usize {
         self.entries.len()
     }
 
     /// Room for this many more messages.
-    pub fn room(&self) -> usize {
+    pub(crate) fn room(&self) -> usize {
         self.config.max_depth.saturating_sub(self.entries.len())
     }
 
     /// True if a message is visible now.
-    pub fn has_ready(&self) -> bool {
+    pub(crate) fn has_ready(&self) -> bool {
         !self.ready.is_empty()
     }
 
@@ -180,7 +185,7 @@ impl Queue {
 
     /// [`Queue::enqueue`] into room set aside earlier (by a prepared transaction):
     /// the depth and dedup-id limits were checked then.
-    pub fn enqueue_reserved(
+    pub(crate) fn enqueue_reserved(
         &mut self,
         now: Time,
         id: Option<String>,
@@ -259,7 +264,7 @@ impl Queue {
     }
 
     /// Accepts a message dead-lettered from another queue (the caller checked room).
-    pub fn accept_dead_letter(&mut self, now: Time, exhausted: Exhausted) {
+    pub(crate) fn accept_dead_letter(&mut self, now: Time, exhausted: Exhausted) {
         let Exhausted {
             id,
             msg,
@@ -310,12 +315,12 @@ impl Queue {
     }
 
     /// Whether `receipt` names a delivery in flight now (what `ack` needs).
-    pub fn check_receipt(&self, receipt: &str) -> Result<(), QueueError> {
+    pub(crate) fn check_receipt(&self, receipt: &str) -> Result<(), QueueError> {
         self.in_flight_entry(receipt).map(|_| ())
     }
 
     /// Room for this many more producer ids in the dedup window.
-    pub fn dedup_room(&self) -> usize {
+    pub(crate) fn dedup_room(&self) -> usize {
         self.config.max_dedup_ids.saturating_sub(self.dedup.len())
     }
 
@@ -331,7 +336,7 @@ impl Queue {
 
     /// The delivery failed: visible again after `delay_ms` (it keeps its count, so it
     /// may be dead-lettered when it becomes visible).
-    pub fn nack(&mut self, now: Time, receipt: &str, delay_ms: u64) -> Result<(), QueueError> {
+    pub(crate) fn nack(&mut self, now: Time, receipt: &str, delay_ms: u64) -> Result<(), QueueError> {
         let (seq, until, _) = self.in_flight_entry(receipt)?;
         self.wakeups.remove(&(until, seq));
         self.in_flight -= 1;
@@ -343,7 +348,7 @@ impl Queue {
     }
 
     /// Keeps a delivery invisible until `visibility_ms` from now.
-    pub fn extend(
+    pub(crate) fn extend(
         &mut self,
         now: Time,
         receipt: &str,
@@ -382,7 +387,7 @@ impl Queue {
     /// Applies everything due by `now`: expiries, delays and visibility timeouts ending.
     /// A message becoming visible after `max_deliveries` is taken out and returned for
     /// the dead-letter queue, up to `dead_letter_room` of them; the rest stay visible.
-    pub fn process_due(&mut self, now: Time, mut dead_letter_room: usize) -> Vec<Exhausted> {
+    pub(crate) fn process_due(&mut self, now: Time, mut dead_letter_room: usize) -> Vec<Exhausted> {
         while let Some(&(at, seq)) = self.expiries.first() {
             if at > now {
                 break;
@@ -445,7 +450,7 @@ impl Queue {
     }
 
     /// Takes up to `max` visible messages out (for a redrive), oldest first.
-    pub fn take_ready(&mut self, max: usize) -> Vec<(String, Value)> {
+    pub(crate) fn take_ready(&mut self, max: usize) -> Vec<(String, Value)> {
         let mut out = Vec::new();
         while out.len() < max {
             let Some(seq) = self.ready.pop_first() else {
@@ -458,7 +463,7 @@ impl Queue {
     }
 
     /// Adds a redriven message: fresh, with no delivery count and no dead-letter mark.
-    pub fn accept_redriven(&mut self, now: Time, id: String, msg: Value) {
+    pub(crate) fn accept_redriven(&mut self, now: Time, id: String, msg: Value) {
         let expires =
             (self.config.retention_ms > 0).then(|| now.plus_millis(self.config.retention_ms));
         self.insert(now, Some(id), msg, 0, expires, None);
@@ -466,7 +471,7 @@ impl Queue {
     }
 
     /// When the queue next has something to do.
-    pub fn next_deadline(&self) -> Option<Time> {
+    pub(crate) fn next_deadline(&self) -> Option<Time> {
         let dedup = self
             .dedup_by_age
             .first()
@@ -482,7 +487,7 @@ impl Queue {
     }
 
     /// The queue's counts at `now`.
-    pub fn stats(&self, now: Time) -> QueueStats {
+    pub(crate) fn stats(&self, now: Time) -> QueueStats {
         let oldest = self
             .entries
             .values()
@@ -499,7 +504,7 @@ impl Queue {
     }
 
     /// Panics if the indexes disagree with the messages' states (O(n): tests only).
-    pub fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         let (mut ready, mut delayed, mut in_flight) = (0, 0, 0);
         for (&seq, entry) in &self.entries {
             match entry.state {

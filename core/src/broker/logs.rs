@@ -4,10 +4,14 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use serde_json::Value;
+use super::producers::Idempotence;
+use super::{err, Broker};
+use crate::runtime::Ctx;
+use crate::wire::msg::{ErrorBody, ErrorCode, Offsets, Payload, PollOk, SendOk};
 
 /// One stored record.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Record {
+pub(super) struct PartitionEntry {
     /// The key it was published with, if any.
     pub key: Option<String>,
     /// The message.
@@ -17,18 +21,18 @@ pub struct Record {
 /// An append-only log. Offsets are dense, start at 0 and are never reused; retention
 /// drops the oldest records, so the log holds offsets `start..end`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct PartitionLog {
+pub(super) struct PartitionLog {
     /// The offset of the oldest record kept.
     #[serde(default)]
     start: u64,
-    records: VecDeque<Record>,
+    records: VecDeque<PartitionEntry>,
 }
 
 impl PartitionLog {
     /// Appends a record, then drops the oldest ones beyond `keep` (retention).
     /// Returns its offset and how many records were dropped.
-    pub fn append(&mut self, key: Option<String>, msg: Value, keep: usize) -> (u64, usize) {
-        self.records.push_back(Record { key, msg });
+    pub(super) fn append(&mut self, key: Option<String>, msg: Value, keep: usize) -> (u64, usize) {
+        self.records.push_back(PartitionEntry { key, msg });
         let offset = self.end_offset() - 1;
         let dropped = self.records.len().saturating_sub(keep.max(1));
         self.records.drain(..dropped);
@@ -38,7 +42,7 @@ impl PartitionLog {
 
     /// Up to `max` records from offset `from` on (from the oldest kept, if `from` was
     /// dropped), with their offsets.
-    pub fn read(&self, from: u64, max: usize) -> impl Iterator<Item = (u64, &Record)> {
+    pub(super) fn read(&self, from: u64, max: usize) -> impl Iterator<Item = (u64, &PartitionEntry)> {
         let from = from.max(self.start);
         let skip = usize::try_from(from - self.start)
             .unwrap_or(usize::MAX)
@@ -52,37 +56,33 @@ impl PartitionLog {
     }
 
     /// The offset the next record will get.
-    pub fn end_offset(&self) -> u64 {
+    pub(super) fn end_offset(&self) -> u64 {
         self.start + self.records.len() as u64
     }
 
     /// Records kept.
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.records.len()
     }
 
-    /// True if no record is kept.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
 }
 
 /// The Maelstrom kafka workload: a log per key, and committed offsets per group.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct KeyedLogs {
+pub(super) struct KeyedLogs {
     logs: BTreeMap<String, PartitionLog>,
     /// (group, key) → the last offset the group processed.
-    #[serde(with = "crate::pairs")]
+    #[serde(with = "crate::runtime::pairs")]
     committed: BTreeMap<(String, String), u64>,
 }
 
 /// A `send` to a new key was refused: there are `Config::max_log_keys` keys already.
 #[derive(Debug, PartialEq, Eq)]
-pub struct TooManyKeys;
+pub(super) struct TooManyKeys;
 
 /// A commit named an offset past the end of a key's log (nothing was committed).
 #[derive(Debug, PartialEq, Eq)]
-pub struct OffsetPastEnd {
+pub(super) struct OffsetPastEnd {
     /// The key.
     pub key: String,
     /// The offset asked for.
@@ -92,7 +92,7 @@ pub struct OffsetPastEnd {
 impl KeyedLogs {
     /// Appends `msg` to `key`'s log (creating it, up to `max_keys` logs), keeping its
     /// last `keep` records. Returns the offset and how many old records were dropped.
-    pub fn send(
+    pub(super) fn send(
         &mut self,
         key: &str,
         msg: Value,
@@ -110,13 +110,13 @@ impl KeyedLogs {
     }
 
     /// Records kept in all logs.
-    pub fn record_count(&self) -> usize {
+    pub(super) fn record_count(&self) -> usize {
         self.logs.values().map(PartitionLog::len).sum()
     }
 
     /// For each key: up to `max_per_key` `(offset, msg)` pairs from its offset on, and at
     /// most `max_total` pairs overall; keys with nothing to return are left out.
-    pub fn poll(
+    pub(super) fn poll(
         &self,
         offsets: &BTreeMap<String, u64>,
         max_per_key: usize,
@@ -143,7 +143,7 @@ impl KeyedLogs {
     /// Records that `group` processed each key up to and including its offset; an
     /// offset never goes backwards. All-or-nothing: an offset past a key's end (or on a
     /// key with no log) refuses the whole commit.
-    pub fn commit(
+    pub(super) fn commit(
         &mut self,
         group: &str,
         offsets: &BTreeMap<String, u64>,
@@ -160,7 +160,7 @@ impl KeyedLogs {
     }
 
     /// Whether [`KeyedLogs::commit`] would accept `offsets`; changes nothing.
-    pub fn check_commit(&self, offsets: &BTreeMap<String, u64>) -> Result<(), OffsetPastEnd> {
+    pub(super) fn check_commit(&self, offsets: &BTreeMap<String, u64>) -> Result<(), OffsetPastEnd> {
         for (key, &offset) in offsets {
             let end = self.logs.get(key).map_or(0, PartitionLog::end_offset);
             if offset >= end {
@@ -174,23 +174,82 @@ impl KeyedLogs {
     }
 
     /// True if `key` has a log.
-    pub fn has_key(&self, key: &str) -> bool {
+    pub(super) fn has_key(&self, key: &str) -> bool {
         self.logs.contains_key(key)
     }
 
     /// How many keys have a log.
-    pub fn key_count(&self) -> usize {
+    pub(super) fn key_count(&self) -> usize {
         self.logs.len()
     }
 
     /// The committed offsets of `keys` for `group` (keys without one are left out).
-    pub fn committed(&self, group: &str, keys: &[String]) -> BTreeMap<String, u64> {
+    pub(super) fn committed(&self, group: &str, keys: &[String]) -> BTreeMap<String, u64> {
         keys.iter()
             .filter_map(|k| {
                 let offset = self.committed.get(&(group.to_owned(), k.clone()))?;
                 Some((k.clone(), *offset))
             })
             .collect()
+    }
+}
+
+impl Broker {
+    /// Runs a keyed-log request (Maelstrom kafka): `send`, `poll`, `commit_offsets`,
+    /// `list_committed_offsets`.
+    pub(super) fn handle_logs(&mut self, cx: &Ctx<'_>, payload: Payload) -> Result<Payload, ErrorBody> {
+        let (now, config) = (cx.now, cx.config);
+        Ok(match payload {
+            Payload::Send(send) => {
+                let idempotence = Idempotence::of(send.producer, send.epoch, send.seq)?;
+                let stream = format!("log/{}", send.key);
+                self.idempotent(now, config, idempotence, &stream, |b| {
+                    b.reserve_record(config)?;
+                    let keep = config.max_records_per_log;
+                    let (offset, dropped) = b
+                        .logs
+                        .send(&send.key, send.msg, config.max_log_keys, keep)
+                        .map_err(|_| {
+                            err(
+                                ErrorCode::TemporarilyUnavailable,
+                                format!("too many keys (max_log_keys={})", config.max_log_keys),
+                            )
+                        })?;
+                    b.records = b.records + 1 - dropped;
+                    Ok(Payload::SendOk(SendOk { offset }))
+                })?
+            }
+            Payload::Poll(poll) => {
+                let per_key = poll
+                    .max
+                    .unwrap_or(config.max_poll_messages)
+                    .min(config.max_poll_messages);
+                let msgs = self
+                    .logs
+                    .poll(&poll.offsets, per_key, config.max_poll_messages);
+                Payload::PollOk(PollOk { msgs })
+            }
+            Payload::CommitOffsets(commit) => {
+                let group = commit.group.as_deref().unwrap_or("");
+                self.txns.check_log_offsets(group, commit.offsets.keys())?;
+                self.logs.commit(group, &commit.offsets).map_err(
+                    |OffsetPastEnd { key, offset }| {
+                        err(
+                            ErrorCode::PreconditionFailed,
+                            format!("offset {offset} of key {key:?} was never sent"),
+                        )
+                    },
+                )?;
+                Payload::CommitOffsetsOk
+            }
+            Payload::ListCommittedOffsets(list) => {
+                let offsets = self
+                    .logs
+                    .committed(list.group.as_deref().unwrap_or(""), &list.keys);
+                Payload::ListCommittedOffsetsOk(Offsets { offsets })
+            }
+            other => unreachable!("{:?} is not a keyed-log request", other.kind()),
+        })
     }
 }
 

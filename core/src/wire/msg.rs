@@ -151,6 +151,11 @@ pub struct ErrorBody {
 }
 
 impl ErrorBody {
+    /// True if this error carries `code`.
+    pub fn is(&self, code: ErrorCode) -> bool {
+        self.code == code.code()
+    }
+
     /// An error body with a code and a reason.
     pub fn new(code: ErrorCode, text: impl Into<String>) -> ErrorBody {
         ErrorBody {
@@ -341,7 +346,7 @@ pub struct Commit {
 
 /// `list_topics_ok`: topic → partition count.
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
-pub struct Topics {
+pub struct TopicList {
     /// The topics.
     pub topics: BTreeMap<String, u32>,
 }
@@ -618,11 +623,24 @@ pub struct RaftAppend {
     /// Its term.
     pub prev_term: u64,
     /// Entries to append (empty for a heartbeat).
-    pub entries: Vec<crate::raft::Entry>,
+    pub entries: Vec<RaftEntry>,
     /// The leader's commit index.
     pub commit: u64,
     /// The leader's clock when it sent this (echoed back, for the read lease).
     pub sent_at: Time,
+}
+
+/// One log entry: a request to apply at time `at`, or only the passage of time (the
+/// leader's first entry of its term, or a tick that runs due broker timers).
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
+pub struct RaftEntry {
+    /// The term of the leader that proposed it.
+    pub term: u64,
+    /// The leader's clock when it proposed the entry: the state machine's time.
+    pub at: Time,
+    /// The request, or `None` for a time-only entry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub msg: Option<crate::wire::Message>,
 }
 
 /// `raft_append_result`: the answer to `raft_append` or `raft_snapshot`.
@@ -704,10 +722,59 @@ pub struct PreparedList {
     pub prepared: Vec<PreparedTxn>,
 }
 
+/// Where a message kind goes: a column of the `payloads!` table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The node runtime runs it: `init`, the Maelstrom workloads, `status`.
+    Node,
+    /// The broker runs it; on a cluster it is replicated through Raft.
+    Broker,
+    /// Raft, between nodes; it persists its own changes.
+    Raft,
+    /// A reply: it answers a request (by `in_reply_to`) and is never run.
+    Reply,
+}
+
+/// What running a request does: the other column of the `payloads!` table (replies and
+/// Raft messages have none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Changes nothing: not persisted, not reply-cached. On a cluster, the leader
+    /// answers a broker read from its applied state while its lease holds.
+    Read,
+    /// Changes state, and running it again is harmless (it is idempotent, or only
+    /// moves a session or position on): persisted, not reply-cached.
+    Write,
+    /// Changes state, and running it twice would do it twice: persisted, and its
+    /// reply cached by (client, `msg_id`) so that a retry gets the first reply.
+    WriteOnce,
+}
+
+/// A unit kind's decoder ignores its fields; a body kind's decodes them.
+macro_rules! decode_kind {
+    ($fields:ident, $var:ident) => {{
+        IgnoredAny::deserialize($fields)?;
+        Payload::$var
+    }};
+    ($fields:ident, $var:ident, $ty:ty) => {
+        Payload::$var(<$ty>::deserialize($fields)?)
+    };
+}
+
+/// `Access` of a table row, if it has one.
+macro_rules! access {
+    () => {
+        None
+    };
+    ($access:ident) => {
+        Some(Access::$access)
+    };
+}
+
 macro_rules! payloads {
     (
-        units { $( $(#[$udoc:meta])* $ukind:literal => $uvar:ident, )* }
-        bodies { $( $(#[$bdoc:meta])* $bkind:literal => $bvar:ident($bty:ty), )* }
+        units { $( $(#[$udoc:meta])* $ukind:literal => $uvar:ident : $uroute:ident $($uaccess:ident)?, )* }
+        bodies { $( $(#[$bdoc:meta])* $bkind:literal => $bvar:ident($bty:ty) : $broute:ident $($baccess:ident)?, )* }
     ) => {
         /// A message body, tagged on the wire by its `type` field.
         #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -726,6 +793,22 @@ macro_rules! payloads {
                 }
             }
 
+            /// Where this kind goes.
+            pub fn route(&self) -> Route {
+                match self {
+                    $( Payload::$uvar => Route::$uroute, )*
+                    $( Payload::$bvar(_) => Route::$broute, )*
+                }
+            }
+
+            /// What running this kind does; `None` for replies and Raft messages.
+            pub fn access(&self) -> Option<Access> {
+                match self {
+                    $( Payload::$uvar => access!($($uaccess)?), )*
+                    $( Payload::$bvar(_) => access!($($baccess)?), )*
+                }
+            }
+
             /// True if `kind` is a `type` this node understands.
             pub fn is_known_kind(kind: &str) -> bool {
                 matches!(kind, $( $ukind )|* | $( $bkind )|*)
@@ -738,8 +821,8 @@ macro_rules! payloads {
                 fields: D,
             ) -> Result<Payload, D::Error> {
                 Ok(match kind {
-                    $( $ukind => { IgnoredAny::deserialize(fields)?; Payload::$uvar } )*
-                    $( $bkind => Payload::$bvar(<$bty>::deserialize(fields)?), )*
+                    $( $ukind => decode_kind!(fields, $uvar), )*
+                    $( $bkind => decode_kind!(fields, $bvar, $bty), )*
                     other => {
                         return Err(serde::de::Error::custom(format_args!(
                             "unsupported message type {other:?}"
@@ -751,178 +834,181 @@ macro_rules! payloads {
     };
 }
 
+// Every message kind, once: its `type`, its variant and body, where it goes (`Route`)
+// and, for a request, what running it does (`Access`). The node dispatches, persists
+// and reply-caches by these two columns alone.
 payloads! {
     units {
         /// Reply to `init`.
-        "init_ok" => InitOk,
+        "init_ok" => InitOk : Reply,
         /// Ask for a unique id.
-        "generate" => Generate,
+        "generate" => Generate : Node WriteOnce,
         /// Reply to `topology`.
-        "topology_ok" => TopologyOk,
+        "topology_ok" => TopologyOk : Reply,
         /// Reply to `broadcast`.
-        "broadcast_ok" => BroadcastOk,
+        "broadcast_ok" => BroadcastOk : Reply,
         /// Read the broadcast set or the counter.
-        "read" => Read,
+        "read" => Read : Node Read,
         /// Reply to `add`.
-        "add_ok" => AddOk,
+        "add_ok" => AddOk : Reply,
         /// Reply to `gossip`.
-        "gossip_ok" => GossipOk,
+        "gossip_ok" => GossipOk : Reply,
         /// Reply to `merge`.
-        "merge_ok" => MergeOk,
+        "merge_ok" => MergeOk : Reply,
         /// Reply to `commit_offsets`.
-        "commit_offsets_ok" => CommitOffsetsOk,
+        "commit_offsets_ok" => CommitOffsetsOk : Reply,
         /// List topics.
-        "list_topics" => ListTopics,
+        "list_topics" => ListTopics : Broker Read,
         /// Reply to `leave`.
-        "leave_ok" => LeaveOk,
+        "leave_ok" => LeaveOk : Reply,
         /// Reply to `commit`.
-        "commit_ok" => CommitOk,
+        "commit_ok" => CommitOk : Reply,
         /// List queues.
-        "list_queues" => ListQueues,
+        "list_queues" => ListQueues : Broker Read,
         /// Reply to `ack`.
-        "ack_ok" => AckOk,
+        "ack_ok" => AckOk : Reply,
         /// Reply to `prepare`.
-        "prepare_ok" => PrepareOk,
+        "prepare_ok" => PrepareOk : Reply,
         /// Reply to `abort_txn`.
-        "abort_txn_ok" => AbortTxnOk,
+        "abort_txn_ok" => AbortTxnOk : Reply,
         /// List prepared transactions.
-        "list_prepared" => ListPrepared,
+        "list_prepared" => ListPrepared : Broker Read,
         /// Where a node stands: its id, the leader, Raft indexes.
-        "status" => Status,
+        "status" => Status : Node Read,
         /// Cancel the sender's waiting (long-poll) dequeues.
-        "cancel_waits" => CancelWaits,
+        "cancel_waits" => CancelWaits : Broker Write,
         /// Reply to `nack`.
-        "nack_ok" => NackOk,
+        "nack_ok" => NackOk : Reply,
         /// Reply to `extend`.
-        "extend_ok" => ExtendOk,
+        "extend_ok" => ExtendOk : Reply,
     }
     bodies {
         /// Initialise the node.
-        "init" => Init(Init),
+        "init" => Init(Init) : Node Write,
         /// Echo a value.
-        "echo" => Echo(Echo),
+        "echo" => Echo(Echo) : Node Read,
         /// Reply to `echo`.
-        "echo_ok" => EchoOk(Echo),
+        "echo_ok" => EchoOk(Echo) : Reply,
         /// Reply to `generate`.
-        "generate_ok" => GenerateOk(GenerateOk),
+        "generate_ok" => GenerateOk(GenerateOk) : Reply,
         /// Suggest neighbours for gossip.
-        "topology" => Topology(Topology),
+        "topology" => Topology(Topology) : Node Write,
         /// Add a value to the broadcast set.
-        "broadcast" => Broadcast(Broadcast),
+        "broadcast" => Broadcast(Broadcast) : Node WriteOnce,
         /// Reply to `read`.
-        "read_ok" => ReadOk(ReadOk),
+        "read_ok" => ReadOk(ReadOk) : Reply,
         /// Add to the counter.
-        "add" => Add(Add),
+        "add" => Add(Add) : Node WriteOnce,
         /// Node to node: broadcast values.
-        "gossip" => Gossip(Gossip),
+        "gossip" => Gossip(Gossip) : Node Write,
         /// Node to node: counter state.
-        "merge" => Merge(Merge),
+        "merge" => Merge(Merge) : Node Write,
         /// A failed request.
-        "error" => Error(ErrorBody),
+        "error" => Error(ErrorBody) : Reply,
         /// Kafka workload: append to a keyed log.
-        "send" => Send(Send),
+        "send" => Send(Send) : Broker WriteOnce,
         /// Reply to `send`.
-        "send_ok" => SendOk(SendOk),
+        "send_ok" => SendOk(SendOk) : Reply,
         /// Kafka workload: read keyed logs.
-        "poll" => Poll(Poll),
+        "poll" => Poll(Poll) : Broker Read,
         /// Reply to `poll`.
-        "poll_ok" => PollOk(PollOk),
+        "poll_ok" => PollOk(PollOk) : Reply,
         /// Kafka workload: commit offsets.
-        "commit_offsets" => CommitOffsets(CommitOffsets),
+        "commit_offsets" => CommitOffsets(CommitOffsets) : Broker Write,
         /// Kafka workload: read committed offsets.
-        "list_committed_offsets" => ListCommittedOffsets(ListCommittedOffsets),
+        "list_committed_offsets" => ListCommittedOffsets(ListCommittedOffsets) : Broker Read,
         /// Reply to `list_committed_offsets`.
-        "list_committed_offsets_ok" => ListCommittedOffsetsOk(Offsets),
+        "list_committed_offsets_ok" => ListCommittedOffsetsOk(Offsets) : Reply,
         /// Create a topic.
-        "create_topic" => CreateTopic(CreateTopic),
+        "create_topic" => CreateTopic(CreateTopic) : Broker Write,
         /// Reply to `create_topic`.
-        "create_topic_ok" => CreateTopicOk(CreateTopic),
+        "create_topic_ok" => CreateTopicOk(CreateTopic) : Reply,
         /// Publish to a topic.
-        "publish" => Publish(Publish),
+        "publish" => Publish(Publish) : Broker WriteOnce,
         /// Reply to `publish`.
-        "publish_ok" => PublishOk(PublishOk),
+        "publish_ok" => PublishOk(PublishOk) : Reply,
         /// Join a consumer group.
-        "join" => Join(Membership),
+        "join" => Join(Membership) : Broker Write,
         /// Reply to `join`.
-        "join_ok" => JoinOk(Assignment),
+        "join_ok" => JoinOk(Assignment) : Reply,
         /// Keep a group membership alive.
-        "heartbeat" => Heartbeat(Membership),
+        "heartbeat" => Heartbeat(Membership) : Broker Write,
         /// Reply to `heartbeat`.
-        "heartbeat_ok" => HeartbeatOk(Assignment),
+        "heartbeat_ok" => HeartbeatOk(Assignment) : Reply,
         /// Leave a consumer group.
-        "leave" => Leave(Membership),
+        "leave" => Leave(Membership) : Broker Write,
         /// Fetch from a group's partitions.
-        "fetch" => Fetch(Fetch),
+        "fetch" => Fetch(Fetch) : Broker Write,
         /// Reply to `fetch`.
-        "fetch_ok" => FetchOk(FetchOk),
+        "fetch_ok" => FetchOk(FetchOk) : Reply,
         /// Commit a group's offsets.
-        "commit" => Commit(Commit),
+        "commit" => Commit(Commit) : Broker Write,
         /// Reply to `list_topics`.
-        "list_topics_ok" => ListTopicsOk(Topics),
+        "list_topics_ok" => ListTopicsOk(TopicList) : Reply,
         /// Create a work queue.
-        "create_queue" => CreateQueue(CreateQueue),
+        "create_queue" => CreateQueue(CreateQueue) : Broker Write,
         /// Reply to `create_queue`.
-        "create_queue_ok" => CreateQueueOk(QueueName),
+        "create_queue_ok" => CreateQueueOk(QueueName) : Reply,
         /// Add a message to a queue.
-        "enqueue" => Enqueue(Enqueue),
+        "enqueue" => Enqueue(Enqueue) : Broker WriteOnce,
         /// Reply to `enqueue`.
-        "enqueue_ok" => EnqueueOk(EnqueueOk),
+        "enqueue_ok" => EnqueueOk(EnqueueOk) : Reply,
         /// Take messages from a queue.
-        "dequeue" => Dequeue(Dequeue),
+        "dequeue" => Dequeue(Dequeue) : Broker Write,
         /// Reply to `dequeue`.
-        "dequeue_ok" => DequeueOk(DequeueOk),
+        "dequeue_ok" => DequeueOk(DequeueOk) : Reply,
         /// Acknowledge a delivery (the message is done).
-        "ack" => Ack(Receipt),
+        "ack" => Ack(Receipt) : Broker WriteOnce,
         /// Return a delivery (visible again, after an optional delay).
-        "nack" => Nack(Receipt),
+        "nack" => Nack(Receipt) : Broker WriteOnce,
         /// Keep a delivery invisible for longer.
-        "extend" => Extend(Receipt),
+        "extend" => Extend(Receipt) : Broker Write,
         /// Move dead letters back to a queue.
-        "redrive" => Redrive(Redrive),
+        "redrive" => Redrive(Redrive) : Broker WriteOnce,
         /// Reply to `redrive`.
-        "redrive_ok" => RedriveOk(RedriveOk),
+        "redrive_ok" => RedriveOk(RedriveOk) : Reply,
         /// A queue's counts.
-        "stats" => Stats(QueueName),
+        "stats" => Stats(QueueName) : Broker Read,
         /// Reply to `stats`.
-        "stats_ok" => StatsOk(QueueStats),
+        "stats_ok" => StatsOk(QueueStats) : Reply,
         /// Reply to `list_queues`.
-        "list_queues_ok" => ListQueuesOk(QueueList),
+        "list_queues_ok" => ListQueuesOk(QueueList) : Reply,
         /// Record a processed message id for a consumer.
-        "processed" => Processed(Processed),
+        "processed" => Processed(Processed) : Broker WriteOnce,
         /// Reply to `processed`.
-        "processed_ok" => ProcessedOk(ProcessedOk),
+        "processed_ok" => ProcessedOk(ProcessedOk) : Reply,
         /// Register an idempotent producer.
-        "init_producer" => InitProducer(InitProducer),
+        "init_producer" => InitProducer(InitProducer) : Broker WriteOnce,
         /// Reply to `init_producer`.
-        "init_producer_ok" => InitProducerOk(ProducerId),
+        "init_producer_ok" => InitProducerOk(ProducerId) : Reply,
         /// Apply operations atomically.
-        "txn" => Txn(Txn),
+        "txn" => Txn(Txn) : Broker WriteOnce,
         /// Reply to `txn`.
-        "txn_ok" => TxnOk(TxnOk),
+        "txn_ok" => TxnOk(TxnOk) : Reply,
         /// Two-phase commit, phase one.
-        "prepare" => Prepare(Prepare),
+        "prepare" => Prepare(Prepare) : Broker WriteOnce,
         /// Commit a prepared transaction.
-        "commit_txn" => CommitTxn(TxnId),
+        "commit_txn" => CommitTxn(TxnId) : Broker WriteOnce,
         /// Reply to `commit_txn`.
-        "commit_txn_ok" => CommitTxnOk(TxnOk),
+        "commit_txn_ok" => CommitTxnOk(TxnOk) : Reply,
         /// Abort a prepared transaction.
-        "abort_txn" => AbortTxn(TxnId),
+        "abort_txn" => AbortTxn(TxnId) : Broker WriteOnce,
         /// Reply to `list_prepared`.
-        "list_prepared_ok" => ListPreparedOk(PreparedList),
+        "list_prepared_ok" => ListPreparedOk(PreparedList) : Reply,
         /// Reply to `cancel_waits`.
-        "cancel_waits_ok" => CancelWaitsOk(Cancelled),
+        "cancel_waits_ok" => CancelWaitsOk(Cancelled) : Reply,
         /// Reply to `status`.
-        "status_ok" => StatusOk(NodeStatus),
+        "status_ok" => StatusOk(NodeStatus) : Reply,
         /// Raft, between nodes: a vote request.
-        "raft_vote" => RaftVote(RaftVote),
+        "raft_vote" => RaftVote(RaftVote) : Raft,
         /// Raft, between nodes: a vote answer.
-        "raft_vote_result" => RaftVoteResult(RaftVoteResult),
+        "raft_vote_result" => RaftVoteResult(RaftVoteResult) : Raft,
         /// Raft, between nodes: replicate entries.
-        "raft_append" => RaftAppend(RaftAppend),
+        "raft_append" => RaftAppend(RaftAppend) : Raft,
         /// Raft, between nodes: an append or snapshot answer.
-        "raft_append_result" => RaftAppendResult(RaftAppendResult),
+        "raft_append_result" => RaftAppendResult(RaftAppendResult) : Raft,
         /// Raft, between nodes: install a state machine snapshot.
-        "raft_snapshot" => RaftSnapshot(RaftSnapshot),
+        "raft_snapshot" => RaftSnapshot(RaftSnapshot) : Raft,
     }
 }
 

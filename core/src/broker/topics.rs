@@ -10,13 +10,17 @@
 
 use std::collections::BTreeMap;
 
-use crate::log::PartitionLog;
-use crate::msg::{Assignment, ErrorBody, ErrorCode, Fetched};
-use crate::timer::{TimerId, Timers};
+use crate::broker::logs::PartitionLog;
+use crate::wire::msg::{Assignment, ErrorBody, ErrorCode, Fetched};
+use crate::runtime::{TimerId, Timers};
 use crate::{Config, Time};
+use super::producers::Idempotence;
+use super::Broker;
+use crate::runtime::Ctx;
+use crate::wire::msg::{FetchOk, Payload, Publish, PublishOk, TopicList};
 
 /// FNV-1a, 64-bit: a stable hash (the same on every node and every run).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
@@ -47,7 +51,7 @@ struct Group {
 
 /// Every topic and consumer group.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Topics {
+pub(super) struct Topics {
     topics: BTreeMap<String, Topic>,
     groups: BTreeMap<String, Group>,
     /// Session deadlines: (group, consumer).
@@ -61,7 +65,7 @@ fn err(code: ErrorCode, text: impl Into<String>) -> ErrorBody {
 impl Topics {
     /// Creates a topic; repeating an identical create is fine, a different partition
     /// count is error 21.
-    pub fn create(
+    pub(super) fn create(
         &mut self,
         config: &Config,
         topic: &str,
@@ -102,12 +106,12 @@ impl Topics {
     }
 
     /// True if `topic` exists.
-    pub fn has_topic(&self, topic: &str) -> bool {
+    pub(super) fn has_topic(&self, topic: &str) -> bool {
         self.topics.contains_key(topic)
     }
 
     /// Records kept in all partitions of all topics.
-    pub fn record_count(&self) -> usize {
+    pub(super) fn record_count(&self) -> usize {
         self.topics
             .values()
             .flat_map(|t| &t.partitions)
@@ -116,7 +120,7 @@ impl Topics {
     }
 
     /// Topic name → partition count.
-    pub fn list(&self) -> BTreeMap<String, u32> {
+    pub(super) fn list(&self) -> BTreeMap<String, u32> {
         self.topics
             .iter()
             .map(|(name, t)| (name.clone(), t.partitions.len() as u32))
@@ -125,7 +129,7 @@ impl Topics {
 
     /// Appends to a topic, keeping each partition's last `keep` records; returns
     /// (partition, offset, old records dropped).
-    pub fn publish(
+    pub(super) fn publish(
         &mut self,
         topic: &str,
         key: Option<String>,
@@ -147,7 +151,7 @@ impl Topics {
 
     /// Adds `consumer` to `group` on `topic` and rebalances; a member that joins again
     /// keeps its partitions and resumes them from the committed offsets.
-    pub fn join(
+    pub(super) fn join(
         &mut self,
         now: Time,
         config: &Config,
@@ -213,7 +217,7 @@ impl Topics {
 
     /// Keeps a member's session alive; answers its current assignment (which tells a
     /// consumer that missed a rebalance its new generation).
-    pub fn heartbeat(
+    pub(super) fn heartbeat(
         &mut self,
         now: Time,
         config: &Config,
@@ -234,7 +238,7 @@ impl Topics {
     }
 
     /// Removes a member and rebalances.
-    pub fn leave(&mut self, group: &str, consumer: &str) -> Result<(), ErrorBody> {
+    pub(super) fn leave(&mut self, group: &str, consumer: &str) -> Result<(), ErrorBody> {
         let g = self
             .groups
             .get_mut(group)
@@ -250,7 +254,7 @@ impl Topics {
     }
 
     /// Removes members whose session ended by `now`; returns (group, consumer) of each.
-    pub fn expire_sessions(&mut self, now: Time) -> Vec<(String, String)> {
+    pub(super) fn expire_sessions(&mut self, now: Time) -> Vec<(String, String)> {
         let mut expired = Vec::new();
         while let Some((timer, (group, consumer))) = self.sessions.pop_due(now) {
             let Some(g) = self.groups.get_mut(&group) else {
@@ -267,7 +271,7 @@ impl Topics {
     }
 
     /// When the next session may end.
-    pub fn next_deadline(&self) -> Option<Time> {
+    pub(super) fn next_deadline(&self) -> Option<Time> {
         self.sessions.next_deadline()
     }
 
@@ -292,7 +296,7 @@ impl Topics {
     }
 
     /// The next up-to-`max` messages of the consumer's partitions.
-    pub fn fetch(
+    pub(super) fn fetch(
         &mut self,
         group: &str,
         consumer: &str,
@@ -321,23 +325,9 @@ impl Topics {
         Ok(msgs)
     }
 
-    /// Commits next-offsets for partitions the consumer owns; never backwards. All or
-    /// nothing: one bad partition refuses the whole commit.
-    pub fn commit(
-        &mut self,
-        group: &str,
-        consumer: &str,
-        generation: u64,
-        offsets: &BTreeMap<String, u64>,
-    ) -> Result<(), ErrorBody> {
-        let parsed = self.check_commit(group, consumer, generation, offsets)?;
-        self.apply_commit(group, &parsed);
-        Ok(())
-    }
-
-    /// What [`Topics::commit`] would commit, as (partition, next offset) pairs, or why
-    /// it would refuse; changes nothing.
-    pub fn check_commit(
+    /// What a `commit` would commit, as (partition, next offset) pairs, or why it
+    /// would refuse (all or nothing, never backwards); changes nothing.
+    pub(super) fn check_commit(
         &self,
         group: &str,
         consumer: &str,
@@ -374,7 +364,7 @@ impl Topics {
 
     /// Commits pairs that [`Topics::check_commit`] accepted (a prepared transaction
     /// applies them later, whatever the generation is by then); never backwards.
-    pub fn apply_commit(&mut self, group: &str, parsed: &[(u32, u64)]) {
+    pub(super) fn apply_commit(&mut self, group: &str, parsed: &[(u32, u64)]) {
         let g = self.groups.get_mut(group).expect("checked by check_commit");
         for &(partition, offset) in parsed {
             let slot = g.committed.entry(partition).or_insert(offset);
@@ -383,7 +373,7 @@ impl Topics {
     }
 
     /// Panics if a partition has two owners or a member lacks its session timer.
-    pub fn check_invariants(&self) {
+    pub(super) fn check_invariants(&self) {
         let mut sessions = 0;
         for g in self.groups.values() {
             let mut owners = BTreeMap::new();
@@ -457,6 +447,74 @@ fn unknown_member(group: &str, consumer: &str) -> ErrorBody {
         ErrorCode::UnknownMember,
         format!("{consumer:?} is not a member of group {group:?}; join"),
     )
+}
+
+impl Broker {
+    /// Runs a topic or consumer-group request.
+    pub(super) fn handle_topics(&mut self, cx: &Ctx<'_>, payload: Payload) -> Result<Payload, ErrorBody> {
+        let (now, config) = (cx.now, cx.config);
+        let max_of = |max: Option<usize>| max.unwrap_or(config.max_poll_messages).min(config.max_poll_messages);
+        Ok(match payload {
+            Payload::CreateTopic(create) => {
+                self.topics
+                    .create(config, &create.topic, create.partitions)?;
+                Payload::CreateTopicOk(create)
+            }
+            Payload::Publish(publish) => self.publish(now, config, publish)?,
+            Payload::ListTopics => Payload::ListTopicsOk(TopicList {
+                topics: self.topics.list(),
+            }),
+            Payload::Join(m) => {
+                let topic = m
+                    .topic
+                    .as_deref()
+                    .ok_or_else(|| err(ErrorCode::MalformedRequest, "join needs a topic"))?;
+                Payload::JoinOk(
+                    self.topics
+                        .join(now, config, topic, &m.group, &m.consumer)?,
+                )
+            }
+            Payload::Heartbeat(m) => {
+                Payload::HeartbeatOk(self.topics.heartbeat(now, config, &m.group, &m.consumer)?)
+            }
+            Payload::Leave(m) => {
+                self.topics.leave(&m.group, &m.consumer)?;
+                Payload::LeaveOk
+            }
+            Payload::Fetch(f) => Payload::FetchOk(FetchOk {
+                msgs: self
+                    .topics
+                    .fetch(&f.group, &f.consumer, f.generation, max_of(f.max))?,
+            }),
+            Payload::Commit(c) => {
+                let parsed =
+                    self.topics
+                        .check_commit(&c.group, &c.consumer, c.generation, &c.offsets)?;
+                self.txns.check_partitions(&c.group, &parsed)?;
+                self.topics.apply_commit(&c.group, &parsed);
+                Payload::CommitOk
+            }
+            other => unreachable!("{:?} is not a topic request", other.kind()),
+        })
+    }
+
+    fn publish(&mut self, now: Time, config: &Config, publish: Publish) -> Result<Payload, ErrorBody> {
+        let idempotence = Idempotence::of(publish.producer, publish.epoch, publish.seq)?;
+        let stream = format!("topic/{}", publish.topic);
+        self.idempotent(now, config, idempotence, &stream, |b| {
+            b.reserve_record(config)?;
+            let keep = config.max_records_per_log;
+            let (partition, offset, dropped) =
+                b.topics
+                    .publish(&publish.topic, publish.key, publish.msg, keep)?;
+            b.records = b.records + 1 - dropped;
+            Ok(Payload::PublishOk(PublishOk {
+                partition,
+                offset,
+                duplicate: false,
+            }))
+        })
+    }
 }
 
 #[cfg(test)]
@@ -617,7 +675,8 @@ mod tests {
                             (u32::from(partition) % PARTITIONS, u64::from(offset % 8));
                         let offsets = BTreeMap::from([(p.to_string(), offset)]);
                         let got = topics
-                            .commit("g", &name(consumer), generation, &offsets)
+                            .check_commit("g", &name(consumer), generation, &offsets)
+                            .map(|parsed| topics.apply_commit("g", &parsed))
                             .map_err(|e| e.code);
                         let want = model.check(&name(consumer), generation).and_then(|owned| {
                             if !owned.contains(&p) {

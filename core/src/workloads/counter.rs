@@ -4,11 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use crate::msg::Merge;
+use crate::wire::msg::Merge;
 
 /// A counter would overflow `u64`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct CounterOverflow;
+pub(crate) struct CounterOverflow;
 
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Peer {
@@ -20,7 +20,7 @@ struct Peer {
 
 /// A PN-counter replica plus per-peer gossip progress.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Counter {
+pub(crate) struct Counter {
     state: Merge,
     /// Bumped whenever `state` changes.
     version: u64,
@@ -29,7 +29,7 @@ pub struct Counter {
 
 impl Counter {
     /// Gossips with `peers` from now on.
-    pub fn set_peers(&mut self, peers: Vec<String>) {
+    pub(crate) fn set_peers(&mut self, peers: Vec<String>) {
         self.peers = peers
             .into_iter()
             .map(|node| Peer {
@@ -41,7 +41,7 @@ impl Counter {
     }
 
     /// Adds `delta` on behalf of node `me`.
-    pub fn add(&mut self, me: &str, delta: i64) -> Result<(), CounterOverflow> {
+    pub(crate) fn add(&mut self, me: &str, delta: i64) -> Result<(), CounterOverflow> {
         let side = if delta >= 0 {
             &mut self.state.inc
         } else {
@@ -59,7 +59,7 @@ impl Counter {
 
     /// Merges a peer's state, keeping only entries for `members`. Returns true if this
     /// replica changed.
-    pub fn merge(&mut self, other: &Merge, members: &[String]) -> bool {
+    pub(crate) fn merge(&mut self, other: &Merge, members: &[String]) -> bool {
         let mut changed = false;
         for (mine, theirs) in [
             (&mut self.state.inc, &other.inc),
@@ -83,7 +83,7 @@ impl Counter {
     }
 
     /// The counter's value: increments minus decrements (saturating).
-    pub fn value(&self) -> i64 {
+    pub(crate) fn value(&self) -> i64 {
         let sum =
             |side: &BTreeMap<String, u64>| side.values().map(|&c| i128::from(c)).sum::<i128>();
         let total = sum(&self.state.inc) - sum(&self.state.dec);
@@ -91,13 +91,13 @@ impl Counter {
     }
 
     /// How many peers there are.
-    pub fn peer_count(&self) -> usize {
+    pub(crate) fn peer_count(&self) -> usize {
         self.peers.len()
     }
 
     /// If peer `i` lags and has no merge in flight: its id, the state, and its version,
     /// and the merge is marked in flight.
-    pub fn next_sync(&mut self, i: usize) -> Option<(String, Merge, u64)> {
+    pub(crate) fn next_sync(&mut self, i: usize) -> Option<(String, Merge, u64)> {
         let peer = self.peers.get_mut(i)?;
         if peer.in_flight || peer.acked_version >= self.version {
             return None;
@@ -107,7 +107,7 @@ impl Counter {
     }
 
     /// Peer `i` acknowledged the state of `version` (`None`: the merge failed).
-    pub fn synced(&mut self, i: usize, version: Option<u64>) {
+    pub(crate) fn synced(&mut self, i: usize, version: Option<u64>) {
         if let Some(peer) = self.peers.get_mut(i) {
             peer.in_flight = false;
             if let Some(v) = version {
@@ -117,7 +117,7 @@ impl Counter {
     }
 
     /// Peers with a merge in flight, by index.
-    pub fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn in_flight(&self) -> impl Iterator<Item = usize> + '_ {
         self.peers
             .iter()
             .enumerate()

@@ -11,14 +11,14 @@ use crate::Time;
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
 )]
-pub struct TimerId {
+pub(crate) struct TimerId {
     at: Time,
     seq: u64,
 }
 
 impl TimerId {
     /// When this timer fires.
-    pub fn deadline(self) -> Time {
+    pub(crate) fn deadline(self) -> Time {
         self.at
     }
 }
@@ -29,8 +29,8 @@ impl TimerId {
     serialize = "K: serde::Serialize",
     deserialize = "K: serde::Deserialize<'de>"
 ))]
-pub struct Timers<K> {
-    #[serde(with = "crate::pairs")]
+pub(crate) struct Timers<K> {
+    #[serde(with = "crate::runtime::pairs")]
     queue: BTreeMap<TimerId, K>,
     next_seq: u64,
 }
@@ -46,7 +46,7 @@ impl<K> Default for Timers<K> {
 
 impl<K> Timers<K> {
     /// Schedules `key` to fire at `at`; O(log n).
-    pub fn schedule(&mut self, at: Time, key: K) -> TimerId {
+    pub(crate) fn schedule(&mut self, at: Time, key: K) -> TimerId {
         let id = TimerId {
             at,
             seq: self.next_seq,
@@ -57,17 +57,17 @@ impl<K> Timers<K> {
     }
 
     /// Removes a timer that has not fired; returns its key if it was still pending.
-    pub fn cancel(&mut self, id: TimerId) -> Option<K> {
+    pub(crate) fn cancel(&mut self, id: TimerId) -> Option<K> {
         self.queue.remove(&id)
     }
 
     /// The earliest deadline, if any timer is pending.
-    pub fn next_deadline(&self) -> Option<Time> {
+    pub(crate) fn next_deadline(&self) -> Option<Time> {
         self.queue.first_key_value().map(|(id, _)| id.at)
     }
 
     /// Takes the earliest timer whose deadline is at or before `now`.
-    pub fn pop_due(&mut self, now: Time) -> Option<(TimerId, K)> {
+    pub(crate) fn pop_due(&mut self, now: Time) -> Option<(TimerId, K)> {
         match self.queue.first_key_value() {
             Some((id, _)) if id.at <= now => self.queue.pop_first(),
             _ => None,
@@ -75,32 +75,33 @@ impl<K> Timers<K> {
     }
 
     /// True if `id` is still pending.
-    pub fn contains(&self, id: TimerId) -> bool {
+    pub(crate) fn contains(&self, id: TimerId) -> bool {
         self.queue.contains_key(&id)
     }
 
     /// How many timers are pending.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.queue.len()
     }
 
     /// True if no timer is pending.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 }
 
 /// A task that runs every `period_ms`, starting one period after it is started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Periodic {
+pub(crate) struct Periodic {
     period_us: u64,
     next_due: Option<Time>,
 }
 
 impl Periodic {
-    /// A stopped task with the given period (at least 1 ms).
-    pub const fn new(period_ms: u64) -> Periodic {
-        let period_ms = if period_ms == 0 { 1 } else { period_ms };
+    /// A stopped task with the given period (at least 1 ms: `Config::validate`).
+    pub(crate) const fn new(period_ms: u64) -> Periodic {
+        assert!(period_ms > 0, "a period of at least 1 ms");
         Periodic {
             period_us: period_ms * 1000,
             next_due: None,
@@ -108,18 +109,18 @@ impl Periodic {
     }
 
     /// Starts (or restarts) the task: it is next due one period after `now`.
-    pub fn start(&mut self, now: Time) {
+    pub(crate) fn start(&mut self, now: Time) {
         self.next_due = Some(now.plus_micros(self.period_us));
     }
 
     /// When the task is next due, if started.
-    pub fn next_deadline(&self) -> Option<Time> {
+    pub(crate) fn next_deadline(&self) -> Option<Time> {
         self.next_due
     }
 
     /// True (once per period) when the task is due; schedules the next run. Missed
     /// periods are not run twice: a late tick runs the task once.
-    pub fn fire_if_due(&mut self, now: Time) -> bool {
+    pub(crate) fn pop_due(&mut self, now: Time) -> bool {
         match self.next_due {
             Some(due) if due <= now => {
                 self.next_due = Some(now.plus_micros(self.period_us));
@@ -183,15 +184,15 @@ mod tests {
     #[test]
     fn periodic_runs_once_per_period_and_skips_missed_ones() {
         let mut task = Periodic::new(100);
-        assert!(!task.fire_if_due(Time::from_millis(1000)), "not started");
+        assert!(!task.pop_due(Time::from_millis(1000)), "not started");
         task.start(Time::ZERO);
         assert_eq!(task.next_deadline(), Some(Time::from_millis(100)));
-        assert!(!task.fire_if_due(Time::from_millis(99)));
-        assert!(task.fire_if_due(Time::from_millis(100)));
-        assert!(!task.fire_if_due(Time::from_millis(150)));
+        assert!(!task.pop_due(Time::from_millis(99)));
+        assert!(task.pop_due(Time::from_millis(100)));
+        assert!(!task.pop_due(Time::from_millis(150)));
         // A tick 1 s late runs the task once, then waits a full period again.
-        assert!(task.fire_if_due(Time::from_millis(1200)));
-        assert!(!task.fire_if_due(Time::from_millis(1250)));
+        assert!(task.pop_due(Time::from_millis(1200)));
+        assert!(!task.pop_due(Time::from_millis(1250)));
         assert_eq!(task.next_deadline(), Some(Time::from_millis(1300)));
     }
 }

@@ -1,24 +1,22 @@
-//! The node runtime: `init`, message ids, request dispatch and replies, the RPC table
-//! for requests to peers, the reply cache for retried client requests, periodic
-//! gossip, and the Maelstrom workloads built on them.
+//! [`Node`]: `init`, message ids, dispatch of each request by its kind's row in the
+//! `payloads!` table, replies, the RPC table for requests to peers, the reply cache
+//! for retried client requests, and periodic gossip for the Maelstrom workloads. On a
+//! cluster, the replication glue (`replication/cluster.rs`) extends `Node` with the
+//! Raft side of a step.
 
-use crate::broadcast::BroadcastSet;
 use crate::broker::Broker;
-use crate::counter::Counter;
-use crate::dedup::DedupCache;
-use crate::msg::{ErrorBody, ErrorCode, GenerateOk, Gossip, Init, Payload, ReadOk};
-use crate::rpc::{RpcTable, RpcTimeout};
-use crate::timer::Periodic;
+use crate::replication::{forward_failed, Replication};
+use crate::runtime::{cx, Ctx, Lru, Periodic, ReplyCache, RpcTable, RpcTimeout};
+use crate::wire::msg::{
+    Access, ErrorBody, ErrorCode, GenerateOk, Gossip, Init, NodeStatus, Payload, ReadOk, Route,
+};
 use crate::wire::{Body, Invalid, Message};
-use crate::{Config, Effect, Effects, Event, Level, LogRecord, Record, Rng, Time};
-
-mod cluster;
-pub use cluster::ClusterStatus;
-use cluster::Replication;
+use crate::workloads::{BroadcastSet, Counter};
+use crate::{Config, Effect, Effects, Event, Level, LogLine, Rng, Time, WalRecord};
 
 /// What a pending request to a peer is for: the callback, as data.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-enum Purpose {
+pub(crate) enum Purpose {
     /// A gossip batch to broadcast target `target`.
     Gossip { target: usize },
     /// Counter state of `version` to counter peer `peer`.
@@ -33,18 +31,18 @@ enum Purpose {
     },
 }
 
-/// The replicated state machine: the broker and the replies to its mutating requests
-/// (so a retried request gets its first reply on every replica alike).
+/// The replicated state machine: the broker and the replies to its write-once
+/// requests (so a retried request gets its first reply on every replica alike).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-struct Machine {
-    broker: Broker,
-    replies: DedupCache<(String, u64), Payload>,
+pub(crate) struct Machine {
+    pub(crate) broker: Broker,
+    pub(crate) replies: ReplyCache,
     /// Forwarded requests applied lately, by (forwarding node, msg_id): a copy the
     /// network duplicated is dropped, not run again (its reply could overtake the
     /// first one's and, for a `fetch` or `dequeue`, hide what the first returned).
-    forwarded: DedupCache<(String, u64), ()>,
+    pub(crate) forwarded: Lru<(String, u64), ()>,
     /// The latest time applied: entries' times never go back.
-    time: Time,
+    pub(crate) time: Time,
 }
 
 /// Who this node is, once `init` has said so.
@@ -61,38 +59,70 @@ struct Identity {
 pub struct Node {
     /// Not part of a snapshot: given again when restoring.
     #[serde(skip)]
-    config: Config,
-    rng: Rng,
-    now: Time,
+    pub(crate) config: Config,
+    pub(crate) rng: Rng,
+    pub(crate) now: Time,
     identity: Option<Identity>,
     next_msg_id: u64,
     next_unique_id: u64,
     rpc: RpcTable<Purpose>,
-    /// Replies to mutating requests the node answers itself (not the broker's), by
-    /// (client, msg_id).
-    replies: DedupCache<(String, u64), Payload>,
+    /// Replies to write-once requests the node runs itself (not the broker's).
+    replies: ReplyCache,
     broadcast: BroadcastSet,
     counter: Counter,
     gossip: Periodic,
-    machine: Machine,
+    pub(crate) machine: Machine,
     /// Raft replication of `machine`, on a cluster of more than one node.
-    cluster: Option<Replication>,
+    pub(crate) cluster: Option<Replication>,
     /// Set by recovery: the next step raises `next_msg_id` past every id the node may
     /// have used before it crashed (see [`Node::step`]).
     #[serde(skip)]
     restarted: bool,
     /// True while records are replayed: no elections, no proposals.
     #[serde(skip)]
-    replaying: bool,
+    pub(crate) replaying: bool,
 }
 
 /// The reply a request gets: an `*_ok` payload or an error.
-type Reply = Result<Payload, ErrorBody>;
+pub(crate) type Reply = Result<Payload, ErrorBody>;
 
 impl Node {
-    /// Rebuilds a node from its records (see [`Record`]), in the order they were
+    /// A node waiting for `init`.
+    ///
+    /// # Panics
+    /// If `config` is invalid: drivers call [`Config::validate`] first and report the
+    /// error to their operator.
+    pub fn new(config: Config) -> Node {
+        if let Err(e) = config.validate() {
+            panic!("invalid configuration: {e}");
+        }
+        Node {
+            rng: Rng::new(config.seed),
+            now: Time::ZERO,
+            identity: None,
+            next_msg_id: 0,
+            next_unique_id: 0,
+            rpc: RpcTable::new(config.max_pending_rpcs),
+            replies: ReplyCache::new(config.dedup_capacity),
+            broadcast: BroadcastSet::default(),
+            counter: Counter::default(),
+            gossip: Periodic::new(config.gossip_interval_ms),
+            machine: Machine {
+                broker: Broker::new(&config),
+                replies: ReplyCache::new(config.dedup_capacity),
+                forwarded: Lru::new(config.dedup_capacity),
+                time: Time::ZERO,
+            },
+            cluster: None,
+            restarted: false,
+            replaying: false,
+            config,
+        }
+    }
+
+    /// Rebuilds a node from its records (see [`WalRecord`]), in the order they were
     /// persisted. Effects of the replay (replies sent long ago) are dropped.
-    pub fn recover(config: Config, records: impl IntoIterator<Item = Record>) -> Node {
+    pub fn recover(config: Config, records: impl IntoIterator<Item = WalRecord>) -> Node {
         let mut node = Node::new(config);
         node.replay(records);
         node.restarted = true;
@@ -110,8 +140,9 @@ impl Node {
     pub fn restore(
         config: Config,
         snapshot: &[u8],
-        records: impl IntoIterator<Item = Record>,
+        records: impl IntoIterator<Item = WalRecord>,
     ) -> Result<Node, String> {
+        config.validate().map_err(|e| e.to_string())?;
         let mut node: Node =
             serde_json::from_slice(snapshot).map_err(|e| format!("unreadable snapshot: {e}"))?;
         node.config = config;
@@ -120,7 +151,7 @@ impl Node {
         Ok(node)
     }
 
-    fn replay(&mut self, records: impl IntoIterator<Item = Record>) {
+    fn replay(&mut self, records: impl IntoIterator<Item = WalRecord>) {
         let mut scratch = Effects::new();
         self.replaying = true;
         for record in records {
@@ -140,35 +171,10 @@ impl Node {
         self.now
     }
 
-    /// The broker's state (for inspection and tests).
-    pub fn broker(&self) -> &Broker {
+    /// The broker's state, to compare two nodes (`Debug`) or inspect it (`Serialize`).
+    #[cfg(feature = "sim")]
+    pub fn broker(&self) -> &(impl std::fmt::Debug + serde::Serialize) {
         &self.machine.broker
-    }
-
-    /// A node waiting for `init`.
-    pub fn new(config: Config) -> Node {
-        Node {
-            rng: Rng::new(config.seed),
-            now: Time::ZERO,
-            identity: None,
-            next_msg_id: 1,
-            next_unique_id: 0,
-            rpc: RpcTable::new(config.max_pending_rpcs),
-            replies: DedupCache::new(config.dedup_capacity),
-            broadcast: BroadcastSet::default(),
-            counter: Counter::default(),
-            gossip: Periodic::new(config.gossip_interval_ms),
-            machine: Machine {
-                broker: Broker::new(&config),
-                replies: DedupCache::new(config.dedup_capacity),
-                forwarded: DedupCache::new(config.dedup_capacity),
-                time: Time::ZERO,
-            },
-            cluster: None,
-            restarted: false,
-            replaying: false,
-            config,
-        }
     }
 
     /// This node's id, once initialised.
@@ -187,7 +193,7 @@ impl Node {
     }
 
     /// Handles one event at time `now` (earlier times are treated as the latest time
-    /// seen), appending effects to `out`. Due timers run first.
+    /// seen), appending effects to `out`. What is due runs first.
     pub fn step(&mut self, now: Time, event: Event, out: &mut Effects) {
         self.now = self.now.max(now);
         if std::mem::take(&mut self.restarted) {
@@ -198,45 +204,48 @@ impl Node {
             // per µs since its start.
             self.next_msg_id = self.next_msg_id.max(self.now.as_micros().saturating_add(1));
             if let Some(c) = &mut self.cluster {
-                c.restarted(self.now, &self.config, &mut self.rng);
+                c.restarted(&mut cx!(self));
             }
         }
-        let first_effect = out.len();
-        let clustered = self.cluster.is_some();
-        // On a cluster, broker timers run when the leader's time-only entries apply.
-        let timers_due = !clustered
-            && self
-                .machine
-                .broker
-                .next_deadline()
-                .is_some_and(|t| t <= self.now);
-        let durable = match &event {
-            Event::Message(msg) if changes_state(msg, clustered) => Some(msg.clone()),
-            _ => None,
-        };
-        if durable.is_some() || timers_due {
-            let record = Record {
-                at: self.now,
-                msg: durable,
-                raft: None,
-            };
-            out.insert(first_effect, Effect::Persist(record));
-        }
-        self.run_timers(out);
+        self.persist_input(&event, out);
+        self.run_due(out);
         match event {
             Event::Message(msg) => self.on_message(msg, out),
             Event::Invalid(bad) => self.on_invalid(bad, out),
             Event::Tick => {}
         }
-        if clustered {
+        if self.cluster.is_some() {
             self.drive_cluster(out);
         } else {
             self.send_completions(out);
         }
     }
 
+    /// Records the step's input first, if replaying it would change state: a request
+    /// that writes, or broker timers due in it (on a cluster, the Raft log holds both).
+    fn persist_input(&mut self, event: &Event, out: &mut Effects) {
+        let clustered = self.cluster.is_some();
+        let timers_due = !clustered
+            && self
+                .machine
+                .broker
+                .next_deadline()
+                .is_some_and(|t| t <= self.now);
+        let durable = match event {
+            Event::Message(msg) if persists(msg, clustered) => Some(msg.clone()),
+            _ => None,
+        };
+        if durable.is_some() || timers_due {
+            out.push(Effect::Persist(WalRecord {
+                at: self.now,
+                msg: durable,
+                raft: None,
+            }));
+        }
+    }
+
     /// Answers parked requests whose replies became due.
-    fn send_completions(&mut self, out: &mut Effects) {
+    pub(crate) fn send_completions(&mut self, out: &mut Effects) {
         for done in self.machine.broker.take_completions() {
             let src = self.id().unwrap_or_default().to_owned();
             let msg = self.message(src, done.client, done.reply, Some(done.msg_id));
@@ -297,8 +306,10 @@ impl Node {
         }
     }
 
-    fn run_timers(&mut self, out: &mut Effects) {
-        while let Some(timeout) = self.rpc.poll_timeout(self.now, &self.config, &mut self.rng) {
+    /// Runs everything due now: RPC retries and give-ups, a gossip round, and Raft's
+    /// timers (on a cluster) or the broker's (on a single node).
+    fn run_due(&mut self, out: &mut Effects) {
+        while let Some(timeout) = self.rpc.pop_due(&mut cx!(self)) {
             match timeout {
                 RpcTimeout::Resend(msg) => {
                     self.log(Level::Debug, "rpc_retry", out, || {
@@ -314,19 +325,19 @@ impl Node {
                 }
             }
         }
-        if self.gossip.fire_if_due(self.now) {
+        if self.gossip.pop_due(self.now) {
             self.gossip_round(out);
         }
         match &mut self.cluster {
             Some(_) if self.replaying => {}
-            Some(c) => c.tick(self.now, &self.config, &mut self.rng),
+            Some(c) => c.run_due(&mut cx!(self)),
             None => self.run_broker_timers(self.now, out),
         }
     }
 
     /// Runs the broker's due timers (visibility timeouts, sessions, long polls, ...).
-    fn run_broker_timers(&mut self, now: Time, out: &mut Effects) {
-        for (group, consumer) in self.machine.broker.on_time(now) {
+    pub(crate) fn run_broker_timers(&mut self, now: Time, out: &mut Effects) {
+        for (group, consumer) in self.machine.broker.run_due(now) {
             self.log(Level::Info, "group_session_expired", out, || {
                 format!("group={group} consumer={consumer}")
             });
@@ -363,7 +374,13 @@ impl Node {
 
     /// Sends a request to a peer and tracks it in the RPC table; false if the table is
     /// full (nothing was sent).
-    fn call(&mut self, to: String, payload: Payload, purpose: Purpose, out: &mut Effects) -> bool {
+    pub(crate) fn call(
+        &mut self,
+        to: String,
+        payload: Payload,
+        purpose: Purpose,
+        out: &mut Effects,
+    ) -> bool {
         let src = self.id().unwrap_or_default().to_owned();
         let msg = self.message(src, to, payload, None);
         // A forwarded request is sent once: its client retries (or not) on its own,
@@ -372,10 +389,7 @@ impl Node {
             Purpose::Forward { .. } => 1,
             _ => self.config.rpc_max_attempts,
         };
-        match self
-            .rpc
-            .start(self.now, &self.config, msg.clone(), purpose, attempts)
-        {
+        match self.rpc.start(&cx!(self), msg.clone(), purpose, attempts) {
             Ok(()) => {
                 out.push(Effect::Send(msg));
                 true
@@ -398,7 +412,7 @@ impl Node {
                 msg_id,
                 read,
             } => {
-                let err = cluster::forward_failed(read, "the leader did not answer in time");
+                let err = forward_failed(read, "the leader did not answer in time");
                 self.answer(&client, "", msg_id, Err(err), out);
             }
         }
@@ -432,7 +446,7 @@ impl Node {
 
     /// Sends `reply` to a request's sender; a request without `msg_id` cannot be
     /// answered, so an error for it is only logged.
-    fn answer(
+    pub(crate) fn answer(
         &mut self,
         to: &str,
         dest: &str,
@@ -455,7 +469,8 @@ impl Node {
         out.push(Effect::Send(msg));
     }
 
-    fn message(
+    /// A message from this node, with the next of its own `msg_id`s (0 first).
+    pub(crate) fn message(
         &mut self,
         src: String,
         dest: String,
@@ -475,7 +490,8 @@ impl Node {
         }
     }
 
-    /// Runs a request; `None` means it was parked (a long poll) and is answered later.
+    /// Runs a request by its kind's route; `None` means it was parked (a long poll, or
+    /// a cluster request answered once it commits).
     fn on_request(
         &mut self,
         src: &str,
@@ -486,7 +502,8 @@ impl Node {
         if let Payload::Init(init) = payload {
             return Some(self.init(init));
         }
-        if is_raft(&payload) {
+        let route = payload.route();
+        if route == Route::Raft {
             return self.on_raft(src, payload, out);
         }
         if self.identity.is_none() {
@@ -495,45 +512,66 @@ impl Node {
                 format!("not initialised: got {:?} before init", payload.kind()),
             )));
         }
-        if Broker::handles(&payload) {
-            if self.cluster.is_some() {
-                return self.cluster_request(src, msg_id, payload, out);
+        match route {
+            Route::Broker if self.cluster.is_some() => {
+                self.cluster_request(src, msg_id, payload, out)
             }
-            return self.run_broker(self.now, src, msg_id, payload);
+            Route::Broker => self.run_broker(self.now, src, msg_id, payload),
+            Route::Node => Some(self.run_node(src, msg_id, payload, out)),
+            Route::Reply | Route::Raft => Some(Err(ErrorBody::new(
+                ErrorCode::NotSupported,
+                format!(
+                    "{:?} is a reply, not a request (no in_reply_to)",
+                    payload.kind()
+                ),
+            ))),
         }
-        // A mutating request retried with the same (client, msg_id) gets the first reply.
-        let key = retry_key(src, msg_id, &payload);
+    }
+
+    /// Runs a node request; a retried write-once request gets its first reply.
+    fn run_node(
+        &mut self,
+        src: &str,
+        msg_id: Option<u64>,
+        payload: Payload,
+        out: &mut Effects,
+    ) -> Reply {
+        let key = ReplyCache::key(src, msg_id, &payload);
         if let Some(cached) = key.as_ref().and_then(|k| self.replies.get(k)) {
-            let cached = cached.clone();
             self.log(Level::Debug, "duplicate_request", out, || {
                 format!("src={src} msg_id={msg_id:?}")
             });
-            return Some(Ok(cached));
+            return Ok(cached);
         }
         let reply = self.handle(src, payload);
         if let (Some(key), Ok(ok)) = (key, &reply) {
             self.replies.insert(key, ok.clone());
         }
-        Some(reply)
+        reply
     }
 
-    /// Runs a broker request on the state machine at time `now`; a mutating request
-    /// retried with the same (client, msg_id) gets its first reply. `None`: parked.
-    fn run_broker(
+    /// Runs a broker request on the state machine at time `now`; a retried write-once
+    /// request gets its first reply. `None`: parked.
+    pub(crate) fn run_broker(
         &mut self,
         now: Time,
         src: &str,
         msg_id: Option<u64>,
         payload: Payload,
     ) -> Option<Reply> {
-        let key = retry_key(src, msg_id, &payload);
+        let key = ReplyCache::key(src, msg_id, &payload);
         if let Some(cached) = key.as_ref().and_then(|k| self.machine.replies.get(k)) {
-            return Some(Ok(cached.clone()));
+            return Some(Ok(cached));
         }
+        let cx = Ctx {
+            now,
+            config: &self.config,
+            rng: &mut self.rng,
+        };
         let reply = self
             .machine
             .broker
-            .handle(now, &self.config, src, msg_id, payload)
+            .handle(&cx, src, msg_id, payload)
             .transpose()?;
         if let (Some(key), Ok(ok)) = (key, &reply) {
             self.machine.replies.insert(key, ok.clone());
@@ -576,7 +614,7 @@ impl Node {
         Ok(Payload::InitOk)
     }
 
-    /// Runs an initialised node's request.
+    /// Runs an initialised node's request (one of [`Route::Node`], `init` aside).
     fn handle(&mut self, src: &str, payload: Payload) -> Reply {
         let me = self.identity.as_ref().expect("handle runs after init");
         let set_full = || {
@@ -588,22 +626,10 @@ impl Node {
                 ),
             )
         };
+        let limit = self.config.max_broadcast_values;
         match payload {
             Payload::Echo(echo) => Ok(Payload::EchoOk(echo)),
-            Payload::Status => {
-                let status = self.cluster_status();
-                let single = self.cluster.is_none();
-                Ok(Payload::StatusOk(crate::msg::NodeStatus {
-                    node: me.id.clone(),
-                    leader: status
-                        .as_ref()
-                        .and_then(|s| s.leader.clone())
-                        .or(single.then(|| me.id.clone())),
-                    term: status.as_ref().map_or(0, |s| s.term),
-                    commit_index: status.as_ref().map_or(0, |s| s.commit_index),
-                    applied_index: status.as_ref().map_or(0, |s| s.applied_index),
-                }))
-            }
+            Payload::Status => Ok(Payload::StatusOk(self.status())),
             Payload::Generate => {
                 let id = format!("{}-{}", me.id, self.next_unique_id);
                 self.next_unique_id += 1;
@@ -617,27 +643,18 @@ impl Node {
                 Ok(Payload::TopologyOk)
             }
             Payload::Broadcast(b) => {
-                let limit = self.config.max_broadcast_values;
                 self.broadcast
                     .insert(&[b.message], None, limit)
                     .map_err(|_| set_full())?;
                 Ok(Payload::BroadcastOk)
             }
             Payload::Gossip(g) => {
-                let limit = self.config.max_broadcast_values;
                 self.broadcast
                     .insert(&g.values, Some(src), limit)
                     .map_err(|_| set_full())?;
                 Ok(Payload::GossipOk)
             }
-            Payload::Read if self.broadcast.is_active() => Ok(Payload::ReadOk(ReadOk {
-                messages: Some(self.broadcast.values()),
-                value: None,
-            })),
-            Payload::Read => Ok(Payload::ReadOk(ReadOk {
-                messages: None,
-                value: Some(self.counter.value()),
-            })),
+            Payload::Read => Ok(Payload::ReadOk(self.read())),
             Payload::Add(add) => {
                 self.counter
                     .add(&me.id, add.delta)
@@ -648,17 +665,40 @@ impl Node {
                 self.counter.merge(&state, &me.node_ids);
                 Ok(Payload::MergeOk)
             }
-            Payload::Init(_) => unreachable!("init is handled before dispatch"),
-            other if Broker::handles(&other) => {
-                unreachable!("broker requests are dispatched before")
+            other => unreachable!("{:?} is not routed to the node", other.kind()),
+        }
+    }
+
+    /// `read`: the broadcast set once `topology` started that workload, else the counter.
+    fn read(&self) -> ReadOk {
+        if self.broadcast.is_active() {
+            ReadOk {
+                messages: Some(self.broadcast.values()),
+                value: None,
             }
-            reply => Err(ErrorBody::new(
-                ErrorCode::NotSupported,
-                format!(
-                    "{:?} is a reply, not a request (no in_reply_to)",
-                    reply.kind()
-                ),
-            )),
+        } else {
+            ReadOk {
+                messages: None,
+                value: Some(self.counter.value()),
+            }
+        }
+    }
+
+    /// `status`: this node, the leader it knows of (itself on a single node), and its
+    /// Raft indexes (zero on a single node).
+    fn status(&self) -> NodeStatus {
+        let me = self.id().unwrap_or_default().to_owned();
+        let status = self.cluster_status();
+        let single = self.cluster.is_none();
+        NodeStatus {
+            leader: status
+                .as_ref()
+                .and_then(|s| s.leader.clone())
+                .or(single.then(|| me.clone())),
+            node: me,
+            term: status.as_ref().map_or(0, |s| s.term),
+            commit_index: status.as_ref().map_or(0, |s| s.commit_index),
+            applied_index: status.as_ref().map_or(0, |s| s.applied_index),
         }
     }
 
@@ -666,10 +706,8 @@ impl Node {
         // A forwarded request is not retried on 11: the leader meant it.
         let forwarded = matches!(self.rpc.purpose(request_id), Some(Purpose::Forward { .. }));
         let transient = !forwarded
-            && matches!(&payload, Payload::Error(e) if e.code == ErrorCode::TemporarilyUnavailable.code());
-        let Some((request, purpose)) =
-            self.rpc
-                .on_reply(self.now, &self.config, &mut self.rng, request_id, transient)
+            && matches!(&payload, Payload::Error(e) if e.is(ErrorCode::TemporarilyUnavailable));
+        let Some((request, purpose)) = self.rpc.on_reply(&mut cx!(self), request_id, transient)
         else {
             self.log(Level::Debug, "reply_ignored", out, || {
                 format!("src={src} in_reply_to={request_id} type={}", payload.kind())
@@ -693,8 +731,8 @@ impl Node {
                 _,
             ) => {
                 let reply = match reply {
-                    Payload::Error(e) if e.code == ErrorCode::NotLeader.code() => {
-                        Err(cluster::forward_failed(read, &e.text))
+                    Payload::Error(e) if e.is(ErrorCode::NotLeader) => {
+                        Err(forward_failed(read, &e.text))
                     }
                     Payload::Error(e) => Err(e),
                     ok => Ok(ok),
@@ -710,7 +748,7 @@ impl Node {
         }
     }
 
-    fn log(
+    pub(crate) fn log(
         &self,
         level: Level,
         event: &'static str,
@@ -718,7 +756,7 @@ impl Node {
         detail: impl FnOnce() -> String,
     ) {
         if level >= self.config.log_level {
-            out.push(Effect::Log(LogRecord {
+            out.push(Effect::Log(LogLine {
                 level,
                 event,
                 detail: detail(),
@@ -727,69 +765,12 @@ impl Node {
     }
 }
 
-/// Requests that can change durable state and are persisted as they are: everything
-/// but replies, pure reads and Raft messages (which persist their own records), and on
-/// a cluster (`clustered`) broker requests too, which the Raft log holds.
-fn changes_state(msg: &Message, clustered: bool) -> bool {
+/// True if a message is persisted as it is: a request whose kind writes, unless the
+/// Raft log of a cluster (`clustered`) holds it, as it holds every broker request.
+/// Replies, reads and Raft messages (which persist their own changes) are not.
+fn persists(msg: &Message, clustered: bool) -> bool {
     let payload = &msg.body.payload;
-    let not_recorded = msg.body.in_reply_to.is_some()
-        || is_read(payload)
-        || matches!(payload, Payload::Echo(_) | Payload::Read | Payload::Status)
-        || is_raft(payload)
-        || (clustered && Broker::handles(payload));
-    !not_recorded
-}
-
-/// Broker requests that only read.
-fn is_read(payload: &Payload) -> bool {
-    matches!(
-        payload,
-        Payload::Poll(_)
-            | Payload::ListCommittedOffsets(_)
-            | Payload::ListTopics
-            | Payload::ListQueues
-            | Payload::Stats(_)
-            | Payload::ListPrepared
-    )
-}
-
-/// Raft's node-to-node messages.
-fn is_raft(payload: &Payload) -> bool {
-    matches!(
-        payload,
-        Payload::RaftVote(_)
-            | Payload::RaftVoteResult(_)
-            | Payload::RaftAppend(_)
-            | Payload::RaftAppendResult(_)
-            | Payload::RaftSnapshot(_)
-    )
-}
-
-/// The reply-cache key of a request: (client, msg_id) for a mutation, else none.
-fn retry_key(src: &str, msg_id: Option<u64>, payload: &Payload) -> Option<(String, u64)> {
-    msg_id
-        .filter(|_| is_mutation(payload))
-        .map(|id| (src.to_owned(), id))
-}
-
-/// Requests whose repetition would do something twice; their replies are cached.
-fn is_mutation(payload: &Payload) -> bool {
-    matches!(
-        payload,
-        Payload::Generate
-            | Payload::Broadcast(_)
-            | Payload::Add(_)
-            | Payload::Send(_)
-            | Payload::Publish(_)
-            | Payload::Enqueue(_)
-            | Payload::Ack(_)
-            | Payload::Nack(_)
-            | Payload::Redrive(_)
-            | Payload::Processed(_)
-            | Payload::InitProducer(_)
-            | Payload::Txn(_)
-            | Payload::Prepare(_)
-            | Payload::CommitTxn(_)
-            | Payload::AbortTxn(_)
-    )
+    msg.body.in_reply_to.is_none()
+        && matches!(payload.access(), Some(Access::Write | Access::WriteOnce))
+        && !(clustered && payload.route() == Route::Broker)
 }

@@ -17,16 +17,17 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::{is_read, Machine, Node, Purpose, Reply};
-use crate::msg::{ErrorBody, ErrorCode, Payload};
-use crate::raft::{Entry, Raft, RaftOut, RaftRecord, Refused};
+use super::raft::{Raft, RaftChange, Refused};
+use crate::broker::Broker;
+use crate::runtime::{cx, Ctx, Machine, Node, Purpose, Reply};
+use crate::wire::msg::{Access, Cancelled, ErrorBody, ErrorCode, Payload, RaftEntry, RaftSnapshot};
 use crate::wire::{Body, Message};
-use crate::{Config, Effect, Effects, Level, Record, Rng, Time};
+use crate::{Effect, Effects, Level, Time, WalRecord};
 
 /// A node's replication state.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub(super) struct Replication {
-    pub(super) raft: Raft,
+pub(crate) struct Replication {
+    pub(crate) raft: Raft,
     /// Raft runs (elections, heartbeats) once the broker API is used on the cluster, so
     /// the gossip workloads carry no Raft traffic.
     active: bool,
@@ -36,13 +37,10 @@ pub(super) struct Replication {
     leading: Option<u64>,
     /// Requests proposed while leading and not applied yet, by (client, msg_id): a
     /// retry that arrives meanwhile is not proposed twice.
-    #[serde(with = "crate::pairs")]
+    #[serde(with = "crate::runtime::pairs")]
     proposed: BTreeMap<(String, u64), u64>,
     /// A time-only entry proposed to run due broker timers, not applied yet.
     tick_proposed: Option<u64>,
-    /// Raft's output in this step; drained at the end of every step.
-    #[serde(skip)]
-    out: RaftOut,
 }
 
 /// Where a node stands in its cluster (for operators and tests).
@@ -62,7 +60,7 @@ pub struct ClusterStatus {
 
 /// The error a forwarded request's client gets when the leader did not take it or did
 /// not answer: a read can simply be retried (11); a write may have happened (0).
-pub(super) fn forward_failed(read: bool, why: &str) -> ErrorBody {
+pub(crate) fn forward_failed(read: bool, why: &str) -> ErrorBody {
     if read {
         ErrorBody::new(ErrorCode::TemporarilyUnavailable, why)
     } else {
@@ -78,15 +76,16 @@ fn unavailable(text: impl Into<String>) -> ErrorBody {
 }
 
 impl Replication {
-    pub(super) fn tick(&mut self, now: Time, config: &Config, rng: &mut Rng) {
-        if self.active && now >= self.raft.next_deadline() {
-            self.raft.tick(now, config, rng, &mut self.out);
+    /// Runs Raft's due timers (elections, heartbeats), once Raft is active.
+    pub(crate) fn run_due(&mut self, cx: &mut Ctx<'_>) {
+        if self.active && cx.now >= self.raft.next_deadline() {
+            self.raft.run_due(cx);
         }
     }
 
     /// When the node needs a tick: Raft's timer, or a due broker timer the leader
     /// must propose a time-only entry for.
-    pub(super) fn next_deadline(&self, broker: &crate::broker::Broker) -> Option<Time> {
+    pub(crate) fn next_deadline(&self, broker: &Broker) -> Option<Time> {
         if !self.active {
             return None;
         }
@@ -101,28 +100,27 @@ impl Replication {
 
     /// After a restart (a snapshot may have been taken while leading): a follower that
     /// waits for a leader, with nothing proposed.
-    pub(super) fn restarted(&mut self, now: Time, config: &Config, rng: &mut Rng) {
-        self.raft.restarted(now, config, rng);
+    pub(crate) fn restarted(&mut self, cx: &mut Ctx<'_>) {
+        self.raft.restarted(cx);
         self.leading = None;
         self.proposed.clear();
         self.tick_proposed = None;
     }
 
     /// Starts elections and heartbeats, if not yet running.
-    fn activate(&mut self, now: Time, config: &Config, rng: &mut Rng) {
+    fn activate(&mut self, cx: &mut Ctx<'_>) {
         if !self.active {
             self.active = true;
-            self.raft.activated(now, config, rng);
+            self.raft.activated(cx);
         }
     }
 
-    pub(super) fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         self.raft.check_invariants();
         assert!(
             self.applied <= self.raft.commit_index(),
             "applied past commit"
         );
-        assert!(self.out.is_empty(), "raft output left between steps");
         if self.leading.is_none() {
             assert!(self.proposed.is_empty(), "proposals kept without leading");
         }
@@ -150,14 +148,14 @@ impl Node {
     /// (a server that is only a broker calls this after init). No-op on a single node.
     pub fn start_replication(&mut self) {
         if let Some(c) = &mut self.cluster {
-            c.activate(self.now, &self.config, &mut self.rng);
+            c.activate(&mut cx!(self));
         }
     }
 
     /// Starts Raft for a cluster of `nodes` (more than one), this node being `me`.
-    pub(super) fn start_cluster(&mut self, me: &str, nodes: Vec<String>) {
+    pub(crate) fn start_cluster(&mut self, me: &str, nodes: Vec<String>) {
         let index = nodes.iter().position(|n| n == me).expect("me is in nodes");
-        let raft = Raft::new(self.now, index, nodes, &self.config, &mut self.rng);
+        let raft = Raft::new(&mut cx!(self), index, nodes);
         self.cluster = Some(Replication {
             raft,
             active: false,
@@ -165,13 +163,12 @@ impl Node {
             leading: None,
             proposed: BTreeMap::new(),
             tick_proposed: None,
-            out: RaftOut::default(),
         });
     }
 
     /// A broker request on a cluster: proposed (leader), answered from the applied
     /// state (a read on the leader), or forwarded (follower). `None`: answered later.
-    pub(super) fn cluster_request(
+    pub(crate) fn cluster_request(
         &mut self,
         src: &str,
         msg_id: Option<u64>,
@@ -180,11 +177,11 @@ impl Node {
     ) -> Option<Reply> {
         let me = self.id().unwrap_or_default().to_owned();
         let c = self.cluster.as_mut().expect("clustered");
-        c.activate(self.now, &self.config, &mut self.rng);
-        let read = is_read(&payload);
+        c.activate(&mut cx!(self));
+        let read = payload.access() == Some(Access::Read);
         if c.raft.is_leader() {
             if read {
-                if !c.raft.can_read(self.now, &self.config) {
+                if !c.raft.can_read(&cx!(self)) {
                     return Some(Err(unavailable(
                         "the leader has not confirmed its lease yet; retry",
                     )));
@@ -208,10 +205,7 @@ impl Node {
                     in_reply_to: None,
                 },
             };
-            return match c
-                .raft
-                .propose(self.now, Some(msg), &self.config, &mut c.out)
-            {
+            return match c.raft.propose(&mut cx!(self), Some(msg)) {
                 Ok(index) => {
                     if let Some(key) = key {
                         c.proposed.insert(key, index);
@@ -233,7 +227,7 @@ impl Node {
         }
         if payload == Payload::CancelWaits {
             // Long polls forwarded by this node are parked under this node's name.
-            return Some(Ok(Payload::CancelWaitsOk(crate::msg::Cancelled {
+            return Some(Ok(Payload::CancelWaitsOk(Cancelled {
                 cancelled: 0,
             })));
         }
@@ -257,7 +251,7 @@ impl Node {
     }
 
     /// A Raft message from `src`. Raft messages get no direct reply.
-    pub(super) fn on_raft(
+    pub(crate) fn on_raft(
         &mut self,
         src: &str,
         payload: Payload,
@@ -273,13 +267,13 @@ impl Node {
             });
             return None;
         };
-        c.activate(self.now, &self.config, &mut self.rng);
-        let (now, config, rng, o) = (self.now, &self.config, &mut self.rng, &mut c.out);
+        let cx = &mut cx!(self);
+        c.activate(cx);
         match payload {
-            Payload::RaftVote(m) => c.raft.on_vote(now, from, m, config, rng, o),
-            Payload::RaftVoteResult(m) => c.raft.on_vote_result(now, from, m, config, rng, o),
-            Payload::RaftAppend(m) => c.raft.on_append(now, from, m, config, rng, o),
-            Payload::RaftAppendResult(m) => c.raft.on_append_result(now, from, m, config, rng, o),
+            Payload::RaftVote(m) => c.raft.on_vote(cx, from, m),
+            Payload::RaftVoteResult(m) => c.raft.on_vote_result(cx, from, m),
+            Payload::RaftAppend(m) => c.raft.on_append(cx, from, m),
+            Payload::RaftAppendResult(m) => c.raft.on_append_result(cx, from, m),
             Payload::RaftSnapshot(m) => {
                 let index = m.index;
                 let machine = match Machine::deserialize(&m.machine) {
@@ -291,7 +285,7 @@ impl Node {
                         return None;
                     }
                 };
-                if c.raft.on_snapshot(now, from, m, config, rng, o) {
+                if c.raft.on_snapshot(cx, from, m) {
                     self.machine = machine;
                     c.applied = index;
                     c.tick_proposed = None;
@@ -303,14 +297,14 @@ impl Node {
     }
 
     /// Replays a persisted Raft record (recovery).
-    pub(super) fn restore_raft(&mut self, at: Time, record: RaftRecord) {
+    pub(crate) fn restore_raft(&mut self, at: Time, record: RaftChange) {
         self.now = self.now.max(at);
         let Some(c) = self.cluster.as_mut() else {
             return; // written before init cannot happen; ignore
         };
         c.active = true;
         c.raft.restore(&record);
-        if let RaftRecord::Snapshot { index, machine, .. } = record {
+        if let RaftChange::Snapshot { index, machine, .. } = record {
             self.machine = serde_json::from_value(machine).expect("a persisted snapshot reads");
             c.applied = index;
         }
@@ -319,7 +313,7 @@ impl Node {
     /// The end of every step on a cluster: propose a time-only entry if broker timers
     /// are due, persist Raft's records, apply what committed (answering clients), then
     /// send Raft's messages.
-    pub(super) fn drive_cluster(&mut self, out: &mut Effects) {
+    pub(crate) fn drive_cluster(&mut self, out: &mut Effects) {
         if self.replaying {
             return;
         }
@@ -335,13 +329,13 @@ impl Node {
             .next_deadline()
             .is_some_and(|t| t <= self.now);
         if c.leading.is_some() && c.tick_proposed.is_none() && timers_due {
-            if let Ok(index) = c.raft.propose(self.now, None, &self.config, &mut c.out) {
+            if let Ok(index) = c.raft.propose(&mut cx!(self), None) {
                 c.tick_proposed = Some(index);
             }
         }
-        let raft_out = std::mem::take(&mut c.out);
+        let raft_out = c.raft.take_out();
         for record in raft_out.records {
-            out.push(Effect::Persist(Record {
+            out.push(Effect::Persist(WalRecord {
                 at: self.now,
                 msg: None,
                 raft: Some(record),
@@ -361,7 +355,7 @@ impl Node {
         for peer in raft_out.snapshot_to {
             let c = self.cluster.as_mut().expect("clustered");
             let index = c.applied;
-            let snapshot = crate::msg::RaftSnapshot {
+            let snapshot = RaftSnapshot {
                 term: c.raft.term(),
                 index,
                 snapshot_term: c.raft.term_at(index).expect("applied entries are known"),
@@ -382,7 +376,6 @@ impl Node {
         }
         let c = self.cluster.as_mut().expect("clustered");
         c.raft.compact(c.applied, &self.config);
-        debug_assert!(c.out.is_empty());
     }
 
     /// Applies committed entries to the machine; the leader answers its own.
@@ -407,7 +400,7 @@ impl Node {
         }
     }
 
-    fn apply(&mut self, entry: Entry, mine: bool, out: &mut Effects) {
+    fn apply(&mut self, entry: RaftEntry, mine: bool, out: &mut Effects) {
         let at = self.machine.time.max(entry.at);
         self.machine.time = at;
         self.run_broker_timers(at, out);

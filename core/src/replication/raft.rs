@@ -7,33 +7,21 @@
 //! [`Raft`] knows nothing of what entries mean. The node feeds it messages and ticks,
 //! proposes entries, carries out its [`RaftOut`] (persist first, then send), and applies
 //! entries up to [`Raft::commit_index`] to its state machine. Persistent state changes
-//! come out as [`RaftRecord`]s; replaying them with [`Raft::restore`] rebuilds term, vote
+//! come out as [`RaftChange`]s; replaying them with [`Raft::restore`] rebuilds term, vote
 //! and log after a crash.
 
 use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::msg::{Payload, RaftAppend, RaftAppendResult, RaftSnapshot, RaftVote, RaftVoteResult};
-use crate::{Config, Message, Rng, Time};
-
-/// One log entry: a request to apply at time `at`, or only the passage of time (the
-/// leader's first entry of its term, or a tick that runs due broker timers).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
-    /// The term of the leader that proposed it.
-    pub term: u64,
-    /// The leader's clock when it proposed the entry: the state machine's time.
-    pub at: Time,
-    /// The request, or `None` for a time-only entry.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub msg: Option<Message>,
-}
+use crate::wire::msg::{Payload, RaftAppend, RaftEntry, RaftAppendResult, RaftSnapshot, RaftVote, RaftVoteResult};
+use crate::runtime::Ctx;
+use crate::{Config, Message, Time};
 
 /// A change to the durable Raft state, to persist before any later message is sent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-pub enum RaftRecord {
+pub(crate) enum RaftChange {
     /// The current term and the vote cast in it.
     Term {
         /// The term.
@@ -47,7 +35,7 @@ pub enum RaftRecord {
         /// Index of the first entry.
         index: u64,
         /// The entries.
-        entries: Vec<Entry>,
+        entries: Vec<RaftEntry>,
     },
     /// The state machine, as of `index` (of `term`), replaces the log up to there.
     Snapshot {
@@ -63,9 +51,9 @@ pub enum RaftRecord {
 /// What [`Raft`] asks the node to do, in order: persist `records`, then send `messages`,
 /// then send a snapshot of the state machine to each of `snapshot_to`.
 #[derive(Debug, Default)]
-pub struct RaftOut {
+pub(crate) struct RaftOut {
     /// Persist these first.
-    pub records: Vec<RaftRecord>,
+    pub records: Vec<RaftChange>,
     /// Then send these: (peer index, a `raft_*` payload).
     pub messages: Vec<(usize, Payload)>,
     /// Peers too far behind for the log: send them the state machine
@@ -78,7 +66,7 @@ pub struct RaftOut {
 
 impl RaftOut {
     /// True if there is nothing to do.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.records.is_empty()
             && self.messages.is_empty()
             && self.snapshot_to.is_empty()
@@ -88,7 +76,7 @@ impl RaftOut {
 
 /// Why a proposal was refused (it was not appended anywhere).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refused {
+pub(crate) enum Refused {
     /// This node is not the leader.
     NotLeader,
     /// Too many entries are not committed yet (`max_uncommitted_entries`).
@@ -100,7 +88,7 @@ pub enum Refused {
 struct Log {
     base_index: u64,
     base_term: u64,
-    entries: VecDeque<Entry>,
+    entries: VecDeque<RaftEntry>,
 }
 
 impl Log {
@@ -112,7 +100,7 @@ impl Log {
         self.entries.back().map_or(self.base_term, |e| e.term)
     }
 
-    fn get(&self, index: u64) -> Option<&Entry> {
+    fn get(&self, index: u64) -> Option<&RaftEntry> {
         let offset = index.checked_sub(self.base_index + 1)?;
         self.entries.get(usize::try_from(offset).ok()?)
     }
@@ -127,7 +115,7 @@ impl Log {
     }
 
     /// Replaces everything from `index` on with `entries`.
-    fn splice(&mut self, index: u64, entries: Vec<Entry>) {
+    fn splice(&mut self, index: u64, entries: Vec<RaftEntry>) {
         assert!(
             index > self.base_index,
             "cannot rewrite the compacted prefix"
@@ -178,7 +166,7 @@ enum Role {
 
 /// One node's Raft state.
 #[derive(Debug, Serialize, Deserialize)]
-pub struct Raft {
+pub(crate) struct Raft {
     me: usize,
     nodes: Vec<String>,
     term: u64,
@@ -201,11 +189,14 @@ pub struct Raft {
     term_start: u64,
     /// Per node (the leader's own slot unused).
     progress: Vec<Progress>,
+    /// What the node must do after this step; taken by [`Raft::take_out`].
+    #[serde(skip)]
+    out: RaftOut,
 }
 
 impl Raft {
     /// A follower of term 0 with an empty log; `nodes` is every node, `me` among them.
-    pub fn new(now: Time, me: usize, nodes: Vec<String>, config: &Config, rng: &mut Rng) -> Raft {
+    pub(crate) fn new(cx: &mut Ctx<'_>, me: usize, nodes: Vec<String>) -> Raft {
         assert!(me < nodes.len(), "me is one of the nodes");
         let mut raft = Raft {
             me,
@@ -219,67 +210,68 @@ impl Raft {
             leader: None,
             votes: BTreeSet::new(),
             leader_seen_at: None,
-            election_at: now,
-            heartbeat_at: now,
-            leader_since: now,
+            election_at: cx.now,
+            heartbeat_at: cx.now,
+            leader_since: cx.now,
             term_start: 0,
+            out: RaftOut::default(),
         };
-        raft.reset_election_timer(now, config, rng);
+        raft.reset_election_timer(cx);
         raft
     }
 
+    /// What to do now (persist, then send, then send snapshots), leaving nothing behind.
+    pub(crate) fn take_out(&mut self) -> RaftOut {
+        std::mem::take(&mut self.out)
+    }
+
     /// The node names, in index order.
-    pub fn nodes(&self) -> &[String] {
+    pub(crate) fn nodes(&self) -> &[String] {
         &self.nodes
     }
 
     /// The current term.
-    pub fn term(&self) -> u64 {
+    pub(crate) fn term(&self) -> u64 {
         self.term
     }
 
     /// True if this node leads the current term.
-    pub fn is_leader(&self) -> bool {
+    pub(crate) fn is_leader(&self) -> bool {
         self.role == Role::Leader
     }
 
-    /// The leader this node knows of (itself included).
-    pub fn leader(&self) -> Option<usize> {
-        self.leader
-    }
-
     /// The name of the leader this node knows of.
-    pub fn leader_name(&self) -> Option<&str> {
+    pub(crate) fn leader_name(&self) -> Option<&str> {
         self.leader.map(|i| self.nodes[i].as_str())
     }
 
     /// The index of the node named `name`, if it is one of the cluster's.
-    pub fn node_index(&self, name: &str) -> Option<usize> {
+    pub(crate) fn node_index(&self, name: &str) -> Option<usize> {
         self.nodes.iter().position(|n| n == name)
     }
 
     /// Entries up to here are committed: apply them.
-    pub fn commit_index(&self) -> u64 {
+    pub(crate) fn commit_index(&self) -> u64 {
         self.commit
     }
 
     /// The last index in the log.
-    pub fn last_index(&self) -> u64 {
+    pub(crate) fn last_index(&self) -> u64 {
         self.log.last_index()
     }
 
     /// The entry at `index`, if the log holds it (not compacted away).
-    pub fn entry(&self, index: u64) -> Option<&Entry> {
+    pub(crate) fn entry(&self, index: u64) -> Option<&RaftEntry> {
         self.log.get(index)
     }
 
     /// The term of the entry at `index`, if known.
-    pub fn term_at(&self, index: u64) -> Option<u64> {
+    pub(crate) fn term_at(&self, index: u64) -> Option<u64> {
         self.log.term_at(index)
     }
 
     /// Entries not yet committed (a limit on proposals).
-    pub fn uncommitted(&self) -> u64 {
+    pub(crate) fn uncommitted(&self) -> u64 {
         self.log.last_index() - self.commit
     }
 
@@ -287,16 +279,16 @@ impl Raft {
     /// is committed (so it has every earlier commit) and a majority answered appends sent
     /// within the last election timeout, so no other leader can have been elected since
     /// (followers disregard votes that soon after hearing from a leader).
-    pub fn can_read(&self, now: Time, config: &Config) -> bool {
+    pub(crate) fn can_read(&self, cx: &Ctx<'_>) -> bool {
         let since = Time::from_micros(
-            now.as_micros()
-                .saturating_sub(config.election_timeout_ms * 1_000),
+            cx.now.as_micros()
+                .saturating_sub(cx.config.election_timeout_ms * 1_000),
         );
         self.is_leader() && self.commit >= self.term_start && self.quorum_since(since, false)
     }
 
     /// When the node next needs a tick.
-    pub fn next_deadline(&self) -> Time {
+    pub(crate) fn next_deadline(&self) -> Time {
         match self.role {
             Role::Leader => self.heartbeat_at,
             _ => self.election_at,
@@ -304,24 +296,18 @@ impl Raft {
     }
 
     /// Appends an entry to a leader's log and starts replicating it.
-    pub fn propose(
-        &mut self,
-        now: Time,
-        msg: Option<Message>,
-        config: &Config,
-        out: &mut RaftOut,
-    ) -> Result<u64, Refused> {
+    pub(crate) fn propose(&mut self, cx: &mut Ctx<'_>, msg: Option<Message>) -> Result<u64, Refused> {
         if !self.is_leader() {
             return Err(Refused::NotLeader);
         }
-        if self.uncommitted() >= config.max_uncommitted_entries as u64 {
+        if self.uncommitted() >= cx.config.max_uncommitted_entries as u64 {
             return Err(Refused::Full);
         }
-        let index = self.append_own(now, msg, out);
+        let index = self.append_own(cx, msg);
         for peer in self.peers() {
             let p = &self.progress[peer];
             if !p.probing && !p.paused && p.next == index && p.in_flight < MAX_IN_FLIGHT {
-                self.send_append(peer, now, config, out);
+                self.send_append(cx, peer);
             }
         }
         Ok(index)
@@ -329,21 +315,21 @@ impl Raft {
 
     /// Time passed: start an election, or (a leader) send heartbeats and check that a
     /// majority still answers.
-    pub fn tick(&mut self, now: Time, config: &Config, rng: &mut Rng, out: &mut RaftOut) {
+    pub(crate) fn run_due(&mut self, cx: &mut Ctx<'_>) {
         match self.role {
-            Role::Leader if now >= self.heartbeat_at => {
-                let grace = self.leader_since.as_micros() + 2 * config.election_timeout_ms * 1_000;
+            Role::Leader if cx.now >= self.heartbeat_at => {
+                let grace = self.leader_since.as_micros() + 2 * cx.config.election_timeout_ms * 1_000;
                 let since = Time::from_micros(
-                    now.as_micros()
-                        .saturating_sub(2 * config.election_timeout_ms * 1_000),
+                    cx.now.as_micros()
+                        .saturating_sub(2 * cx.config.election_timeout_ms * 1_000),
                 );
-                if now.as_micros() > grace && !self.quorum_since(since, true) {
+                if cx.now.as_micros() > grace && !self.quorum_since(since, true) {
                     // Check-quorum: a leader cut off from a majority steps down, so its
                     // clients hear "unknown" instead of waiting forever.
-                    self.become_follower(now, self.term, None, config, rng, out);
+                    self.become_follower(cx, self.term, None);
                     return;
                 }
-                self.heartbeat_at = now.plus_millis(config.heartbeat_interval_ms);
+                self.heartbeat_at = cx.now.plus_millis(cx.config.heartbeat_interval_ms);
                 for peer in self.peers() {
                     let p = &mut self.progress[peer];
                     p.paused = false;
@@ -351,36 +337,28 @@ impl Raft {
                     if !p.probing && p.next > p.matched + 1 {
                         p.next = p.matched + 1; // resend what was not acknowledged
                     }
-                    self.send_append(peer, now, config, out);
+                    self.send_append(cx, peer);
                 }
             }
             Role::Leader => {}
-            _ if now >= self.election_at => {
+            _ if cx.now >= self.election_at => {
                 // Pre-vote: ask whether a vote would be granted before raising the term,
                 // so a node cut off from the rest cannot disrupt the cluster on return.
                 self.role = Role::PreCandidate;
                 self.leader = None;
                 self.votes = BTreeSet::from([self.me]);
-                self.reset_election_timer(now, config, rng);
-                self.ask_votes(true, out);
+                self.reset_election_timer(cx);
+                self.ask_votes(true);
             }
             _ => {}
         }
     }
 
     /// Handles a vote request from `from`.
-    pub fn on_vote(
-        &mut self,
-        now: Time,
-        from: usize,
-        req: RaftVote,
-        config: &Config,
-        rng: &mut Rng,
-        out: &mut RaftOut,
-    ) {
+    pub(crate) fn on_vote(&mut self, cx: &mut Ctx<'_>, from: usize, req: RaftVote) {
         let leader_alive = self.is_leader()
             || self.leader_seen_at.is_some_and(|t| {
-                now < t.plus_millis(config.election_timeout_ms) && self.leader.is_some()
+                cx.now < t.plus_millis(cx.config.election_timeout_ms) && self.leader.is_some()
             });
         let up_to_date =
             (req.last_term, req.last_index) >= (self.log.last_term(), self.log.last_index());
@@ -391,7 +369,7 @@ impl Raft {
                 granted: false,
                 pre: req.pre,
             };
-            out.messages.push((from, Payload::RaftVoteResult(reply)));
+            self.out.messages.push((from, Payload::RaftVoteResult(reply)));
             return;
         }
         if req.pre {
@@ -402,38 +380,30 @@ impl Raft {
                 granted,
                 pre: true,
             };
-            out.messages.push((from, Payload::RaftVoteResult(reply)));
+            self.out.messages.push((from, Payload::RaftVoteResult(reply)));
             return;
         }
         if req.term > self.term {
-            self.become_follower(now, req.term, None, config, rng, out);
+            self.become_follower(cx, req.term, None);
         }
         let granted = req.term == self.term && self.vote.map_or(true, |v| v == from) && up_to_date;
         if granted && self.vote.is_none() {
             self.vote = Some(from);
-            self.persist_term(out);
-            self.reset_election_timer(now, config, rng);
+            self.persist_term();
+            self.reset_election_timer(cx);
         }
         let reply = RaftVoteResult {
             term: self.term,
             granted,
             pre: false,
         };
-        out.messages.push((from, Payload::RaftVoteResult(reply)));
+        self.out.messages.push((from, Payload::RaftVoteResult(reply)));
     }
 
     /// Handles an answer to a vote request.
-    pub fn on_vote_result(
-        &mut self,
-        now: Time,
-        from: usize,
-        res: RaftVoteResult,
-        config: &Config,
-        rng: &mut Rng,
-        out: &mut RaftOut,
-    ) {
+    pub(crate) fn on_vote_result(&mut self, cx: &mut Ctx<'_>, from: usize, res: RaftVoteResult) {
         if res.term > self.term && !res.granted {
-            self.become_follower(now, res.term, None, config, rng, out);
+            self.become_follower(cx, res.term, None);
             return;
         }
         let expected = match (&self.role, res.pre) {
@@ -453,33 +423,25 @@ impl Raft {
             self.term = self.term.saturating_add(1);
             self.vote = Some(self.me);
             self.votes = BTreeSet::from([self.me]);
-            self.persist_term(out);
-            self.reset_election_timer(now, config, rng);
-            self.ask_votes(false, out);
+            self.persist_term();
+            self.reset_election_timer(cx);
+            self.ask_votes(false);
         } else {
-            self.become_leader(now, config, out);
+            self.become_leader(cx);
         }
     }
 
     /// Handles an append from the leader `from`.
-    pub fn on_append(
-        &mut self,
-        now: Time,
-        from: usize,
-        req: RaftAppend,
-        config: &Config,
-        rng: &mut Rng,
-        out: &mut RaftOut,
-    ) {
-        if !self.accept_leader(now, from, req.term, config, rng, out) {
-            self.answer_append(from, false, 0, req.sent_at, out);
+    pub(crate) fn on_append(&mut self, cx: &mut Ctx<'_>, from: usize, req: RaftAppend) {
+        if !self.accept_leader(cx, from, req.term) {
+            self.answer_append(from, false, 0, req.sent_at);
             return;
         }
         let mut prev = req.prev_index;
         let mut entries = req.entries;
         if prev > self.log.last_index() {
             let hint = self.log.last_index();
-            self.answer_append(from, false, hint, req.sent_at, out);
+            self.answer_append(from, false, hint, req.sent_at);
             return;
         }
         let last_new = prev + entries.len() as u64;
@@ -489,7 +451,7 @@ impl Raft {
             entries.drain(..skip as usize);
             prev += skip;
             if prev < self.log.base_index {
-                self.answer_append(from, true, last_new, req.sent_at, out);
+                self.answer_append(from, true, last_new, req.sent_at);
                 return;
             }
         } else if let Some(conflict) = self.log.term_at(prev).filter(|&t| t != req.prev_term) {
@@ -500,7 +462,7 @@ impl Raft {
                 i -= 1;
             }
             let hint = (i - 1).max(self.commit);
-            self.answer_append(from, false, hint, req.sent_at, out);
+            self.answer_append(from, false, hint, req.sent_at);
             return;
         }
         // Entries already held (same index and term) are skipped; from the first
@@ -514,37 +476,29 @@ impl Raft {
             assert!(index > self.commit, "a committed entry would be rewritten");
             let new = entries.split_off(k);
             self.log.splice(index, new.clone());
-            out.records.push(RaftRecord::Append {
+            self.out.records.push(RaftChange::Append {
                 index,
                 entries: new,
             });
         }
         self.commit = self.commit.max(req.commit.min(last_new));
-        self.answer_append(from, true, last_new, req.sent_at, out);
+        self.answer_append(from, true, last_new, req.sent_at);
     }
 
     /// Handles a snapshot from the leader `from`. True if the node must install its
     /// state machine (persisted through `out`): it is news to this node.
-    pub fn on_snapshot(
-        &mut self,
-        now: Time,
-        from: usize,
-        req: RaftSnapshot,
-        config: &Config,
-        rng: &mut Rng,
-        out: &mut RaftOut,
-    ) -> bool {
-        if !self.accept_leader(now, from, req.term, config, rng, out) {
-            self.answer_append(from, false, 0, req.sent_at, out);
+    pub(crate) fn on_snapshot(&mut self, cx: &mut Ctx<'_>, from: usize, req: RaftSnapshot) -> bool {
+        if !self.accept_leader(cx, from, req.term) {
+            self.answer_append(from, false, 0, req.sent_at);
             return false;
         }
         if req.index <= self.commit {
-            self.answer_append(from, true, req.index, req.sent_at, out);
+            self.answer_append(from, true, req.index, req.sent_at);
             return false;
         }
         self.install(req.index, req.snapshot_term);
-        self.answer_append(from, true, req.index, req.sent_at, out);
-        out.records.push(RaftRecord::Snapshot {
+        self.answer_append(from, true, req.index, req.sent_at);
+        self.out.records.push(RaftChange::Snapshot {
             index: req.index,
             term: req.snapshot_term,
             machine: req.machine,
@@ -553,17 +507,9 @@ impl Raft {
     }
 
     /// Handles an answer to an append or a snapshot.
-    pub fn on_append_result(
-        &mut self,
-        now: Time,
-        from: usize,
-        res: RaftAppendResult,
-        config: &Config,
-        rng: &mut Rng,
-        out: &mut RaftOut,
-    ) {
+    pub(crate) fn on_append_result(&mut self, cx: &mut Ctx<'_>, from: usize, res: RaftAppendResult) {
         if res.term > self.term {
-            self.become_follower(now, res.term, None, config, rng, out);
+            self.become_follower(cx, res.term, None);
             return;
         }
         if !self.is_leader() || res.term < self.term || from == self.me {
@@ -581,7 +527,7 @@ impl Raft {
             self.advance_commit();
             let p = &self.progress[from];
             if p.next <= last {
-                self.send_append(from, now, config, out);
+                self.send_append(cx, from);
             }
         } else {
             p.next = (res.index.saturating_add(1))
@@ -589,13 +535,13 @@ impl Raft {
                 .max(p.matched + 1);
             p.probing = true;
             p.paused = false;
-            self.send_append(from, now, config, out);
+            self.send_append(cx, from);
         }
     }
 
     /// The node sent `peer` its state machine as of `index` (a committed index it has
     /// applied): resume the peer after it.
-    pub fn snapshot_sent(&mut self, peer: usize, index: u64) {
+    pub(crate) fn snapshot_sent(&mut self, peer: usize, index: u64) {
         let p = &mut self.progress[peer];
         p.next = index + 1;
         p.probing = true;
@@ -604,7 +550,7 @@ impl Raft {
 
     /// Forgets log entries up to `applied` once the log holds more than
     /// `max_raft_log_entries` (followers that still need them get a snapshot).
-    pub fn compact(&mut self, applied: u64, config: &Config) {
+    pub(crate) fn compact(&mut self, applied: u64, config: &Config) {
         if self.log.entries.len() > config.max_raft_log_entries && applied > self.log.base_index {
             self.log.compact_to(applied.min(self.commit));
         }
@@ -612,42 +558,43 @@ impl Raft {
 
     /// Replays a persisted record (recovery). A snapshot record also resets the commit
     /// index to it; the node installs the state machine.
-    pub fn restore(&mut self, record: &RaftRecord) {
+    pub(crate) fn restore(&mut self, record: &RaftChange) {
         match record {
-            RaftRecord::Term { term, vote } => {
+            RaftChange::Term { term, vote } => {
                 self.term = *term;
                 self.vote = *vote;
             }
-            RaftRecord::Append { index, entries } => {
+            RaftChange::Append { index, entries } => {
                 let skip = self.log.base_index.saturating_sub(index - 1);
                 if skip < entries.len() as u64 {
                     let from = index + skip;
                     self.log.splice(from, entries[skip as usize..].to_vec());
                 }
             }
-            RaftRecord::Snapshot { index, term, .. } => self.install(*index, *term),
+            RaftChange::Snapshot { index, term, .. } => self.install(*index, *term),
         }
     }
 
     /// A cluster just started using Raft: look for a leader after a short random wait
     /// (up to one heartbeat interval) rather than a whole election timeout.
-    pub fn activated(&mut self, now: Time, config: &Config, rng: &mut Rng) {
-        self.restarted(now, config, rng);
-        let wait_us = rng.below(config.heartbeat_interval_ms * 1_000 + 1);
-        self.election_at = now.plus_micros(wait_us);
+    pub(crate) fn activated(&mut self, cx: &mut Ctx<'_>) {
+        self.restarted(cx);
+        let wait_us = cx.rng.below(cx.config.heartbeat_interval_ms * 1_000 + 1);
+        self.election_at = cx.now.plus_micros(wait_us);
     }
 
     /// After a restart: forget who led and what was in flight; wait for a leader.
-    pub fn restarted(&mut self, now: Time, config: &Config, rng: &mut Rng) {
+    pub(crate) fn restarted(&mut self, cx: &mut Ctx<'_>) {
         self.role = Role::Follower;
         self.leader = None;
         self.leader_seen_at = None;
         self.votes.clear();
-        self.reset_election_timer(now, config, rng);
+        self.reset_election_timer(cx);
     }
 
     /// Panics if an invariant is broken.
-    pub fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
+        assert!(self.out.is_empty(), "raft output left between steps");
         assert!(self.commit <= self.log.last_index(), "commit past the log");
         assert!(self.log.base_index <= self.commit, "compacted past commit");
         let mut term = self.log.base_term;
@@ -686,19 +633,19 @@ impl Raft {
         answered + 1 >= self.majority() || (grace && self.leader_since >= since)
     }
 
-    fn reset_election_timer(&mut self, now: Time, config: &Config, rng: &mut Rng) {
-        let base = config.election_timeout_ms * 1_000;
-        self.election_at = now.plus_micros(base + rng.below(base.max(1)));
+    fn reset_election_timer(&mut self, cx: &mut Ctx<'_>) {
+        let base = cx.config.election_timeout_ms * 1_000;
+        self.election_at = cx.now.plus_micros(base + cx.rng.below(base.max(1)));
     }
 
-    fn persist_term(&self, out: &mut RaftOut) {
-        out.records.push(RaftRecord::Term {
+    fn persist_term(&mut self) {
+        self.out.records.push(RaftChange::Term {
             term: self.term,
             vote: self.vote,
         });
     }
 
-    fn ask_votes(&self, pre: bool, out: &mut RaftOut) {
+    fn ask_votes(&mut self, pre: bool) {
         let req = RaftVote {
             term: if pre {
                 self.term.saturating_add(1)
@@ -710,38 +657,30 @@ impl Raft {
             pre,
         };
         for peer in self.peers() {
-            out.messages.push((peer, Payload::RaftVote(req.clone())));
+            self.out.messages.push((peer, Payload::RaftVote(req.clone())));
         }
     }
 
     /// Takes `term` (if newer) and follows `leader` (if known).
-    fn become_follower(
-        &mut self,
-        now: Time,
-        term: u64,
-        leader: Option<usize>,
-        config: &Config,
-        rng: &mut Rng,
-        out: &mut RaftOut,
-    ) {
+    fn become_follower(&mut self, cx: &mut Ctx<'_>, term: u64, leader: Option<usize>) {
         if self.is_leader() {
-            out.lost_leadership = Some(self.term);
+            self.out.lost_leadership = Some(self.term);
         }
         if term > self.term {
             self.term = term;
             self.vote = None;
-            self.persist_term(out);
+            self.persist_term();
         }
         self.role = Role::Follower;
         self.leader = leader;
         self.votes.clear();
-        self.reset_election_timer(now, config, rng);
+        self.reset_election_timer(cx);
     }
 
-    fn become_leader(&mut self, now: Time, config: &Config, out: &mut RaftOut) {
+    fn become_leader(&mut self, cx: &mut Ctx<'_>) {
         self.role = Role::Leader;
         self.leader = Some(self.me);
-        self.leader_since = now;
+        self.leader_since = cx.now;
         self.votes.clear();
         let next = self.log.last_index() + 1;
         for p in &mut self.progress {
@@ -755,73 +694,58 @@ impl Raft {
             };
         }
         // A no-op of the new term: committing it commits everything before it.
-        self.term_start = self.append_own(now, None, out);
-        self.heartbeat_at = now.plus_millis(config.heartbeat_interval_ms);
+        self.term_start = self.append_own(cx, None);
+        self.heartbeat_at = cx.now.plus_millis(cx.config.heartbeat_interval_ms);
         for peer in self.peers() {
-            self.send_append(peer, now, config, out);
+            self.send_append(cx, peer);
         }
     }
 
     /// Checks an append's or snapshot's term; a current one makes `from` the leader.
-    fn accept_leader(
-        &mut self,
-        now: Time,
-        from: usize,
-        term: u64,
-        config: &Config,
-        rng: &mut Rng,
-        out: &mut RaftOut,
-    ) -> bool {
+    fn accept_leader(&mut self, cx: &mut Ctx<'_>, from: usize, term: u64) -> bool {
         if term < self.term {
             return false;
         }
         if term > self.term || self.role != Role::Follower || self.leader != Some(from) {
-            self.become_follower(now, term, Some(from), config, rng, out);
+            self.become_follower(cx, term, Some(from));
         }
-        self.leader_seen_at = Some(now);
-        self.reset_election_timer(now, config, rng);
+        self.leader_seen_at = Some(cx.now);
+        self.reset_election_timer(cx);
         true
     }
 
-    fn answer_append(
-        &self,
-        to: usize,
-        success: bool,
-        index: u64,
-        sent_at: Time,
-        out: &mut RaftOut,
-    ) {
+    fn answer_append(&mut self, to: usize, success: bool, index: u64, sent_at: Time) {
         let res = RaftAppendResult {
             term: self.term,
             success,
             index,
             sent_at,
         };
-        out.messages.push((to, Payload::RaftAppendResult(res)));
+        self.out.messages.push((to, Payload::RaftAppendResult(res)));
     }
 
-    fn append_own(&mut self, now: Time, msg: Option<Message>, out: &mut RaftOut) -> u64 {
-        let entry = Entry {
+    fn append_own(&mut self, cx: &mut Ctx<'_>, msg: Option<Message>) -> u64 {
+        let entry = RaftEntry {
             term: self.term,
-            at: now,
+            at: cx.now,
             msg,
         };
         let index = self.log.last_index() + 1;
         self.log.entries.push_back(entry.clone());
-        out.records.push(RaftRecord::Append {
+        self.out.records.push(RaftChange::Append {
             index,
             entries: vec![entry],
         });
         index
     }
 
-    fn send_append(&mut self, peer: usize, now: Time, config: &Config, out: &mut RaftOut) {
+    fn send_append(&mut self, cx: &mut Ctx<'_>, peer: usize) {
         let p = &mut self.progress[peer];
         if p.paused {
             return;
         }
         if p.next <= self.log.base_index {
-            out.snapshot_to.push(peer);
+            self.out.snapshot_to.push(peer);
             p.paused = true;
             return;
         }
@@ -830,8 +754,8 @@ impl Raft {
         let end = self
             .log
             .last_index()
-            .min(prev_index + config.max_append_entries as u64);
-        let entries: Vec<Entry> = (p.next..=end)
+            .min(prev_index + cx.config.max_append_entries as u64);
+        let entries: Vec<RaftEntry> = (p.next..=end)
             .map(|i| self.log.get(i).expect("in the log").clone())
             .collect();
         if p.probing {
@@ -848,9 +772,9 @@ impl Raft {
             prev_term,
             entries,
             commit: self.commit,
-            sent_at: now,
+            sent_at: cx.now,
         };
-        out.messages.push((peer, Payload::RaftAppend(req)));
+        self.out.messages.push((peer, Payload::RaftAppend(req)));
     }
 
     fn advance_commit(&mut self) {
@@ -884,9 +808,10 @@ impl Raft {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Rng;
 
-    fn entry(term: u64) -> Entry {
-        Entry {
+    fn entry(term: u64) -> RaftEntry {
+        RaftEntry {
             term,
             at: Time::ZERO,
             msg: None,
@@ -895,26 +820,30 @@ mod tests {
 
     /// Node 0 of 3, restored with `entries` (by term) at `term`, elected leader of the
     /// next term by node 1's pre-vote and vote.
+    fn cx<'a>(now: Time, config: &'a Config, rng: &'a mut Rng) -> Ctx<'a> {
+        Ctx { now, config, rng }
+    }
+
     fn leader_with(term: u64, entries: &[u64]) -> (Raft, Config, Rng) {
         let config = Config::default();
         let mut rng = Rng::new(1);
         let nodes = vec!["n0".to_owned(), "n1".to_owned(), "n2".to_owned()];
-        let mut raft = Raft::new(Time::ZERO, 0, nodes, &config, &mut rng);
-        raft.restore(&RaftRecord::Term { term, vote: None });
-        raft.restore(&RaftRecord::Append {
+        let mut raft = Raft::new(&mut cx(Time::ZERO, &config, &mut rng), 0, nodes);
+        raft.restore(&RaftChange::Term { term, vote: None });
+        raft.restore(&RaftChange::Append {
             index: 1,
             entries: entries.iter().map(|&t| entry(t)).collect(),
         });
-        let mut out = RaftOut::default();
         let now = Time::from_millis(10_000);
-        raft.tick(now, &config, &mut rng, &mut out);
+        raft.run_due(&mut cx(now, &config, &mut rng));
         let grant = |pre: bool, term: u64| RaftVoteResult {
             term,
             granted: true,
             pre,
         };
-        raft.on_vote_result(now, 1, grant(true, term + 1), &config, &mut rng, &mut out);
-        raft.on_vote_result(now, 1, grant(false, term + 1), &config, &mut rng, &mut out);
+        raft.on_vote_result(&mut cx(now, &config, &mut rng), 1, grant(true, term + 1));
+        raft.on_vote_result(&mut cx(now, &config, &mut rng), 1, grant(false, term + 1));
+        raft.take_out();
         assert!(raft.is_leader());
         (raft, config, rng)
     }
@@ -926,8 +855,8 @@ mod tests {
             index,
             sent_at: Time::from_millis(10_000),
         };
-        let mut out = RaftOut::default();
-        raft.on_append_result(Time::from_millis(10_000), peer, res, config, rng, &mut out);
+        raft.on_append_result(&mut cx(Time::from_millis(10_000), config, rng), peer, res);
+        raft.take_out();
         raft.check_invariants();
     }
 
@@ -953,16 +882,16 @@ mod tests {
         let config = Config::default();
         let mut rng = Rng::new(2);
         let nodes = vec!["n0".to_owned(), "n1".to_owned(), "n2".to_owned()];
-        let mut raft = Raft::new(Time::ZERO, 0, nodes, &config, &mut rng);
-        raft.restore(&RaftRecord::Term {
+        let mut raft = Raft::new(&mut cx(Time::ZERO, &config, &mut rng), 0, nodes);
+        raft.restore(&RaftChange::Term {
             term: 2,
             vote: None,
         });
-        raft.restore(&RaftRecord::Append {
+        raft.restore(&RaftChange::Append {
             index: 1,
             entries: vec![entry(1), entry(2), entry(2)],
         });
-        let append = |prev_index, prev_term, entries: Vec<Entry>, commit| RaftAppend {
+        let append = |prev_index, prev_term, entries: Vec<RaftEntry>, commit| RaftAppend {
             term: 3,
             prev_index,
             prev_term,
@@ -970,16 +899,13 @@ mod tests {
             commit,
             sent_at: Time::ZERO,
         };
-        let mut out = RaftOut::default();
         // The leader of term 3 holds 1:[1] 2:[3]: the follower's term-2 run conflicts.
         raft.on_append(
-            Time::ZERO,
+            &mut cx(Time::ZERO, &config, &mut rng),
             1,
             append(2, 3, vec![], 0),
-            &config,
-            &mut rng,
-            &mut out,
         );
+        let out = raft.take_out();
         let hint = match out.messages.last() {
             Some((1, Payload::RaftAppendResult(r))) => {
                 assert!(!r.success);
@@ -988,20 +914,17 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(hint, 1, "back over the whole conflicting term at once");
-        let mut out = RaftOut::default();
         raft.on_append(
-            Time::ZERO,
+            &mut cx(Time::ZERO, &config, &mut rng),
             1,
             append(1, 1, vec![entry(3)], 2),
-            &config,
-            &mut rng,
-            &mut out,
         );
+        let out = raft.take_out();
         assert_eq!((raft.last_index(), raft.term_at(2)), (2, Some(3)));
         assert_eq!(raft.commit_index(), 2);
         assert_eq!(
             out.records,
-            vec![RaftRecord::Append {
+            vec![RaftChange::Append {
                 index: 2,
                 entries: vec![entry(3)]
             }],

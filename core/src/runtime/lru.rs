@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
     serialize = "K: serde::Serialize, V: serde::Serialize",
     deserialize = "K: serde::Deserialize<'de> + Ord, V: serde::Deserialize<'de>"
 ))]
-pub struct DedupCache<K, V> {
-    #[serde(with = "crate::pairs")]
+pub(crate) struct Lru<K, V> {
+    #[serde(with = "crate::runtime::pairs")]
     entries: BTreeMap<K, (u64, V)>,
     /// Recency stamp → key; the first entry is the least recently used.
     by_age: BTreeMap<u64, K>,
@@ -19,10 +19,10 @@ pub struct DedupCache<K, V> {
     capacity: usize,
 }
 
-impl<K: Ord + Clone, V> DedupCache<K, V> {
+impl<K: Ord + Clone, V> Lru<K, V> {
     /// An empty cache holding at most `capacity` entries (0 disables it).
-    pub fn new(capacity: usize) -> Self {
-        DedupCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Lru {
             entries: BTreeMap::new(),
             by_age: BTreeMap::new(),
             next_stamp: 0,
@@ -31,7 +31,7 @@ impl<K: Ord + Clone, V> DedupCache<K, V> {
     }
 
     /// The value stored for `key`, marking it most recently used.
-    pub fn get(&mut self, key: &K) -> Option<&V> {
+    pub(crate) fn get(&mut self, key: &K) -> Option<&V> {
         let stamp = self.next_stamp;
         let (old, value) = self.entries.get_mut(key)?;
         self.next_stamp += 1;
@@ -44,7 +44,7 @@ impl<K: Ord + Clone, V> DedupCache<K, V> {
 
     /// Stores `value` under `key` as most recently used, evicting the least recently
     /// used entry if the cache is full. Returns the evicted key, if any.
-    pub fn insert(&mut self, key: K, value: V) -> Option<K> {
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<K> {
         if self.capacity == 0 {
             return None;
         }
@@ -65,17 +65,19 @@ impl<K: Ord + Clone, V> DedupCache<K, V> {
     }
 
     /// How many entries are stored.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True if nothing is stored.
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Panics if the two indexes disagree or the cache is over capacity.
-    pub fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         assert!(
             self.entries.len() <= self.capacity,
             "dedup cache over capacity"
@@ -101,7 +103,7 @@ mod tests {
 
     #[test]
     fn evicts_least_recently_used() {
-        let mut cache = DedupCache::new(2);
+        let mut cache = Lru::new(2);
         cache.insert("a", 1);
         cache.insert("b", 2);
         assert_eq!(cache.get(&"a"), Some(&1)); // a is now newer than b
@@ -110,7 +112,7 @@ mod tests {
         assert_eq!(cache.get(&"a"), Some(&1));
         assert_eq!(cache.get(&"c"), Some(&3));
         assert_eq!(cache.len(), 2);
-        let mut off = DedupCache::new(0);
+        let mut off = Lru::new(0);
         assert_eq!(off.insert("a", 1), None);
         assert!(off.is_empty());
     }
@@ -122,7 +124,7 @@ mod tests {
             .with_type::<(u8, Vec<(u8, Option<u16>)>)>()
             .for_each(|(cap, ops)| {
                 let capacity = usize::from(*cap % 8);
-                let mut cache = DedupCache::new(capacity);
+                let mut cache = Lru::new(capacity);
                 let mut model: Vec<(u8, u16)> = Vec::new(); // most recent last
                 for &(key, op) in ops {
                     let key = key % 16;

@@ -7,13 +7,13 @@
 
 use std::collections::BTreeMap;
 
-use crate::timer::{TimerId, Timers};
+use crate::runtime::{Ctx, TimerId, Timers};
 use crate::{Config, Message, Rng, Time};
 
 /// The backoff before retry number `retry` (0 for the first retry), in microseconds:
 /// uniform in `0..=min(cap, base * 2^retry)` ("full jitter"), so retries from many
 /// nodes spread out instead of arriving together.
-pub fn backoff_us(config: &Config, retry: u32, rng: &mut Rng) -> u64 {
+pub(super) fn backoff_us(config: &Config, retry: u32, rng: &mut Rng) -> u64 {
     let ceiling_ms = config
         .rpc_backoff_base_ms
         .saturating_mul(1u64.checked_shl(retry).unwrap_or(u64::MAX))
@@ -41,7 +41,7 @@ struct Pending<P> {
 
 /// What a due timer means for a pending request.
 #[derive(Debug)]
-pub enum RpcTimeout<P> {
+pub(crate) enum RpcTimeout<P> {
     /// Send this request again (same `msg_id`).
     Resend(Message),
     /// Out of attempts: the request is removed and its purpose handed back.
@@ -55,12 +55,12 @@ pub enum RpcTimeout<P> {
 
 /// The table is full: the request was not started.
 #[derive(Debug, PartialEq, Eq)]
-pub struct RpcTableFull;
+pub(crate) struct RpcTableFull;
 
 /// Outstanding requests keyed by `msg_id`, each with its own timer; `P` says what the
 /// node does with the reply (its callback, as data).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct RpcTable<P> {
+pub(crate) struct RpcTable<P> {
     entries: BTreeMap<u64, Pending<P>>,
     timers: Timers<u64>,
     capacity: usize,
@@ -68,7 +68,7 @@ pub struct RpcTable<P> {
 
 impl<P> RpcTable<P> {
     /// An empty table holding at most `capacity` requests.
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         RpcTable {
             entries: BTreeMap::new(),
             timers: Timers::default(),
@@ -78,10 +78,9 @@ impl<P> RpcTable<P> {
 
     /// Registers `request` (already given its `msg_id`) as sent now; the caller sends it.
     /// It is sent at most `max_attempts` times (at least once).
-    pub fn start(
+    pub(crate) fn start(
         &mut self,
-        now: Time,
-        config: &Config,
+        cx: &Ctx<'_>,
         request: Message,
         purpose: P,
         max_attempts: u32,
@@ -95,12 +94,13 @@ impl<P> RpcTable<P> {
         }
         let timer = self
             .timers
-            .schedule(now.plus_millis(config.rpc_timeout_ms), msg_id);
+            .schedule(cx.now.plus_millis(cx.config.rpc_timeout_ms), msg_id);
+        assert!(max_attempts >= 1, "an RPC is sent at least once");
         let pending = Pending {
             request,
             purpose,
             attempts: 1,
-            max_attempts: max_attempts.max(1),
+            max_attempts,
             phase: Phase::AwaitingReply,
             timer,
         };
@@ -111,11 +111,9 @@ impl<P> RpcTable<P> {
     /// A reply to `msg_id` arrived. If `retry` (a transient error) and attempts remain,
     /// the request backs off and will be resent; otherwise it is removed and returned.
     /// A reply to an unknown or finished request returns `None`.
-    pub fn on_reply(
+    pub(crate) fn on_reply(
         &mut self,
-        now: Time,
-        config: &Config,
-        rng: &mut Rng,
+        cx: &mut Ctx<'_>,
         msg_id: u64,
         retry: bool,
     ) -> Option<(Message, P)> {
@@ -123,9 +121,9 @@ impl<P> RpcTable<P> {
         if retry && pending.attempts < pending.max_attempts {
             if pending.phase == Phase::AwaitingReply {
                 self.timers.cancel(pending.timer);
-                let wait = backoff_us(config, pending.attempts - 1, rng);
+                let wait = backoff_us(cx.config, pending.attempts - 1, cx.rng);
                 pending.phase = Phase::BackingOff;
-                pending.timer = self.timers.schedule(now.plus_micros(wait), msg_id);
+                pending.timer = self.timers.schedule(cx.now.plus_micros(wait), msg_id);
             }
             return None;
         }
@@ -136,12 +134,8 @@ impl<P> RpcTable<P> {
 
     /// Handles the next due timer, if any: a timed-out attempt starts a backoff (or
     /// gives up after the last attempt), and a finished backoff resends.
-    pub fn poll_timeout(
-        &mut self,
-        now: Time,
-        config: &Config,
-        rng: &mut Rng,
-    ) -> Option<RpcTimeout<P>> {
+    pub(crate) fn pop_due(&mut self, cx: &mut Ctx<'_>) -> Option<RpcTimeout<P>> {
+        let (now, config) = (cx.now, cx.config);
         while let Some((timer, msg_id)) = self.timers.pop_due(now) {
             let Some(pending) = self.entries.get_mut(&msg_id) else {
                 continue;
@@ -158,7 +152,7 @@ impl<P> RpcTable<P> {
                     });
                 }
                 Phase::AwaitingReply => {
-                    let wait = backoff_us(config, pending.attempts - 1, rng);
+                    let wait = backoff_us(config, pending.attempts - 1, cx.rng);
                     pending.phase = Phase::BackingOff;
                     pending.timer = self.timers.schedule(now.plus_micros(wait), msg_id);
                 }
@@ -175,32 +169,32 @@ impl<P> RpcTable<P> {
     }
 
     /// What the pending request `msg_id` is for, if it is pending.
-    pub fn purpose(&self, msg_id: u64) -> Option<&P> {
+    pub(crate) fn purpose(&self, msg_id: u64) -> Option<&P> {
         self.entries.get(&msg_id).map(|p| &p.purpose)
     }
 
     /// When the next timer is due.
-    pub fn next_deadline(&self) -> Option<Time> {
+    pub(crate) fn next_deadline(&self) -> Option<Time> {
         self.timers.next_deadline()
     }
 
     /// Purposes of every pending request, in `msg_id` order.
-    pub fn purposes(&self) -> impl Iterator<Item = &P> {
+    pub(crate) fn purposes(&self) -> impl Iterator<Item = &P> {
         self.entries.values().map(|p| &p.purpose)
     }
 
     /// How many requests are pending.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
     /// True if no request is pending.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
     /// Panics unless every entry has exactly one live timer and vice versa.
-    pub fn check_invariants(&self) {
+    pub(crate) fn check_invariants(&self) {
         assert!(
             self.entries.len() <= self.capacity,
             "rpc table over capacity"
@@ -223,7 +217,7 @@ impl<P> RpcTable<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::Payload;
+    use crate::wire::msg::Payload;
     use crate::wire::Body;
 
     fn request(msg_id: u64) -> Message {
@@ -236,6 +230,10 @@ mod tests {
                 in_reply_to: None,
             },
         }
+    }
+
+    fn cx<'a>(now: Time, config: &'a Config, rng: &'a mut Rng) -> Ctx<'a> {
+        Ctx { now, config, rng }
     }
 
     fn config() -> Config {
@@ -273,7 +271,7 @@ mod tests {
         let mut rng = Rng::new(9);
         let mut table = RpcTable::new(config.max_pending_rpcs);
         table
-            .start(Time::ZERO, &config, request(1), "p", 3)
+            .start(&cx(Time::ZERO, &config, &mut rng), request(1), "p", 3)
             .unwrap();
         let mut now;
         let mut resends = 0;
@@ -281,7 +279,7 @@ mod tests {
             now = table
                 .next_deadline()
                 .expect("pending requests have a timer");
-            match table.poll_timeout(now, &config, &mut rng) {
+            match table.pop_due(&mut cx(now, &config, &mut rng)) {
                 Some(RpcTimeout::Resend(m)) => {
                     assert_eq!(m.body.msg_id, Some(1), "a retry keeps its msg_id");
                     resends += 1;
@@ -310,35 +308,35 @@ mod tests {
         let mut rng = Rng::new(3);
         let mut table = RpcTable::new(config.max_pending_rpcs);
         table
-            .start(Time::ZERO, &config, request(1), 'a', 3)
+            .start(&cx(Time::ZERO, &config, &mut rng), request(1), 'a', 3)
             .unwrap();
         table
-            .start(Time::ZERO, &config, request(2), 'b', 3)
+            .start(&cx(Time::ZERO, &config, &mut rng), request(2), 'b', 3)
             .unwrap();
         assert_eq!(
-            table.start(Time::ZERO, &config, request(3), 'c', 3),
+            table.start(&cx(Time::ZERO, &config, &mut rng), request(3), 'c', 3),
             Err(RpcTableFull)
         );
         // A transient error keeps the request and schedules a resend.
         assert!(table
-            .on_reply(Time::ZERO, &config, &mut rng, 1, true)
+            .on_reply(&mut cx(Time::ZERO, &config, &mut rng), 1, true)
             .is_none());
         let at = table.next_deadline().unwrap();
         assert!(at <= Time::from_millis(10));
         assert!(matches!(
-            table.poll_timeout(at, &config, &mut rng),
+            table.pop_due(&mut cx(at, &config, &mut rng)),
             Some(RpcTimeout::Resend(_))
         ));
         let done = table
-            .on_reply(at, &config, &mut rng, 1, false)
+            .on_reply(&mut cx(at, &config, &mut rng), 1, false)
             .map(|(_, p)| p);
         assert_eq!(done, Some('a'));
         assert!(
-            table.on_reply(at, &config, &mut rng, 1, false).is_none(),
+            table.on_reply(&mut cx(at, &config, &mut rng), 1, false).is_none(),
             "late duplicate"
         );
         assert!(
-            table.on_reply(at, &config, &mut rng, 99, false).is_none(),
+            table.on_reply(&mut cx(at, &config, &mut rng), 99, false).is_none(),
             "unknown id"
         );
         assert_eq!(table.purposes().copied().collect::<Vec<_>>(), ['b']);

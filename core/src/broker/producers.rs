@@ -7,16 +7,19 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::msg::{ErrorBody, ErrorCode, Payload};
-use crate::timer::{TimerId, Timers};
+use crate::wire::msg::{ErrorBody, ErrorCode, Payload};
+use crate::runtime::{TimerId, Timers};
 use crate::{Config, Time};
+use super::Broker;
+use crate::runtime::Ctx;
+use crate::wire::msg::{ProcessedOk, ProducerId};
 
 /// How many recent replies each (producer, stream) keeps for answering retries.
-pub const REMEMBERED_WRITES: usize = 8;
+pub(super) const REMEMBERED_WRITES: usize = 8;
 
 /// The producer fields of one write, all three present.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Idempotence {
+pub(super) struct Idempotence {
     /// The id `init_producer` gave.
     pub producer: u64,
     /// The epoch `init_producer` gave.
@@ -27,7 +30,7 @@ pub struct Idempotence {
 
 impl Idempotence {
     /// The producer fields of a request: all three or none.
-    pub fn of(
+    pub(super) fn of(
         producer: Option<u64>,
         epoch: Option<u64>,
         seq: Option<u64>,
@@ -49,7 +52,7 @@ impl Idempotence {
 
 /// What to do with a write.
 #[derive(Debug, PartialEq)]
-pub enum Admit {
+pub(super) enum Admit {
     /// A new write: do it, then [`Producers::record`] its reply.
     New,
     /// A retry of a write already done: answer this (its original reply).
@@ -75,8 +78,8 @@ struct Window {
 
 /// Every registered producer.
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
-pub struct Producers {
-    #[serde(with = "crate::pairs")]
+pub(super) struct Producers {
+    #[serde(with = "crate::runtime::pairs")]
     producers: BTreeMap<u64, Producer>,
     /// Name → id, for producers that registered with a name.
     names: BTreeMap<String, u64>,
@@ -94,7 +97,7 @@ impl Producers {
     /// Registers a producer. A `name` seen before keeps its id and gets the next epoch,
     /// fencing the previous incarnation; no name: a fresh id at epoch 0.
     /// Returns (id, epoch).
-    pub fn register(
+    pub(super) fn register(
         &mut self,
         now: Time,
         config: &Config,
@@ -138,7 +141,7 @@ impl Producers {
     }
 
     /// Decides what to do with write `w` to `stream`.
-    pub fn admit(&self, config: &Config, w: Idempotence, stream: &str) -> Result<Admit, ErrorBody> {
+    pub(super) fn admit(&self, config: &Config, w: Idempotence, stream: &str) -> Result<Admit, ErrorBody> {
         let Some(p) = self.producers.get(&w.producer) else {
             let text = format!(
                 "unknown producer {} (never registered, or idle past producer_expiry_ms): init_producer",
@@ -190,7 +193,7 @@ impl Producers {
     }
 
     /// Records that the write `w`, admitted as new, was done and answered `reply`.
-    pub fn record(
+    pub(super) fn record(
         &mut self,
         now: Time,
         config: &Config,
@@ -220,7 +223,7 @@ impl Producers {
     }
 
     /// Forgets producers idle past their expiry.
-    pub fn expire(&mut self, now: Time) {
+    pub(super) fn expire(&mut self, now: Time) {
         while let Some((timer, id)) = self.expiries.pop_due(now) {
             if self.producers.get(&id).is_some_and(|p| p.expiry == timer) {
                 let p = self.producers.remove(&id).expect("checked");
@@ -233,12 +236,12 @@ impl Producers {
     }
 
     /// When the next producer may expire.
-    pub fn next_deadline(&self) -> Option<Time> {
+    pub(super) fn next_deadline(&self) -> Option<Time> {
         self.expiries.next_deadline()
     }
 
     /// Panics if the counts disagree with the tables.
-    pub fn check_invariants(&self) {
+    pub(super) fn check_invariants(&self) {
         let windows: usize = self.producers.values().map(|p| p.streams.len()).sum();
         assert_eq!(windows, self.windows, "producer window count");
         for (name, id) in &self.names {
@@ -269,5 +272,26 @@ fn mark_duplicate(reply: Payload) -> Payload {
             Payload::EnqueueOk(ok)
         }
         other => other,
+    }
+}
+
+impl Broker {
+    /// Runs `init_producer` or `processed` (idempotent producers and consumers).
+    pub(super) fn handle_producers(&mut self, cx: &Ctx<'_>, payload: Payload) -> Result<Payload, ErrorBody> {
+        Ok(match payload {
+            Payload::InitProducer(init) => {
+                let (producer, epoch) = self.producers.register(cx.now, cx.config, init.name)?;
+                Payload::InitProducerOk(ProducerId { producer, epoch })
+            }
+            Payload::Processed(p) => {
+                let key = (p.consumer, p.id);
+                let first_time = self.processed.get(&key).is_none();
+                if first_time {
+                    self.processed.insert(key, ());
+                }
+                Payload::ProcessedOk(ProcessedOk { first_time })
+            }
+            other => unreachable!("{:?} is not a producer request", other.kind()),
+        })
     }
 }
