@@ -37,7 +37,7 @@
 //! | `workloads` | Maelstrom's broadcast and counter workloads |
 //! | `broker` | keyed logs, topics and consumer groups, work queues, idempotent producers, transactions |
 //! | `replication` | Raft, and the glue that replicates the broker over it |
-//! | [`sim`] | an in-process cluster on a simulated network (feature `sim`) |
+//! | `sim` | an in-process cluster on a simulated network (feature `sim`) |
 #![warn(unreachable_pub)]
 
 mod broker;
@@ -50,7 +50,8 @@ mod workloads;
 
 pub use replication::ClusterStatus;
 pub use runtime::{
-    Config, ConfigError, ConfigField, Effect, Effects, Event, Level, LogLine, Node, Rng, Time, WalRecord,
+    Config, ConfigError, ConfigField, Effect, Effects, Event, Level, LogLine, Node, Rng, Time,
+    WalRecord,
 };
 pub use wire::msg::{ErrorCode, Payload};
 pub use wire::Message;

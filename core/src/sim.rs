@@ -18,7 +18,7 @@ pub use crate::broker::{Queue, QueueConfig, QueueError, SetAside};
 use crate::broker::fnv1a;
 use crate::wire::msg::{Init, Payload};
 use crate::wire::{Body, Message};
-use crate::{Config, Effect, Effects, Event, Node, WalRecord, Rng, Time};
+use crate::{Config, Effect, Effects, Event, Node, Rng, Time, WalRecord};
 
 /// How the simulated network behaves between nodes.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -615,10 +615,10 @@ fn replaying_the_records_rebuilds_the_same_state_and_receipts_still_work() {
         ..Default::default()
     }));
     h.stats("q"); // reads are not recorded
-    assert!(h.records.iter().all(|r| !matches!(
-        r.msg().map(|m| &m.body.payload),
-        Some(Payload::Stats(_))
-    )));
+    assert!(h
+        .records
+        .iter()
+        .all(|r| !matches!(r.msg().map(|m| &m.body.payload), Some(Payload::Stats(_)))));
     h.check_recovery(config.clone());
     // A recovered node honours receipts handed out before the crash.
     let mut recovered = Node::recover(config, h.records.clone());

@@ -5,8 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use herald_core::wire::msg::*;
 use herald_core::sim::{Cluster, NetConfig};
+use herald_core::wire::msg::*;
 use herald_core::{Config, Rng, Time};
 
 mod common;

@@ -17,8 +17,8 @@
 
 use std::collections::BTreeMap;
 
-use herald_core::wire::msg::*;
 use herald_core::sim::Cluster;
+use herald_core::wire::msg::*;
 use herald_core::{Config, Rng};
 
 mod common;

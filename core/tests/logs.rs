@@ -12,8 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use herald_core::wire::msg::*;
 use herald_core::sim::Cluster;
+use herald_core::wire::msg::*;
 use herald_core::{Config, Rng};
 
 mod common;

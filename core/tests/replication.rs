@@ -3,8 +3,8 @@
 //! depose a healthy leader, a follower too far behind for the log, a whole-cluster
 //! restart.
 
-use herald_core::wire::msg::*;
 use herald_core::sim::{Cluster, NetConfig};
+use herald_core::wire::msg::*;
 use herald_core::{Config, Time};
 
 fn cluster(seed: u64, config: Config) -> Cluster {

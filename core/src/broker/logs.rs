@@ -3,11 +3,11 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde_json::Value;
 use super::producers::Idempotence;
 use super::{err, Broker};
 use crate::runtime::Ctx;
 use crate::wire::msg::{ErrorBody, ErrorCode, Offsets, Payload, PollOk, SendOk};
+use serde_json::Value;
 
 /// One stored record.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -42,7 +42,11 @@ impl PartitionLog {
 
     /// Up to `max` records from offset `from` on (from the oldest kept, if `from` was
     /// dropped), with their offsets.
-    pub(super) fn read(&self, from: u64, max: usize) -> impl Iterator<Item = (u64, &PartitionEntry)> {
+    pub(super) fn read(
+        &self,
+        from: u64,
+        max: usize,
+    ) -> impl Iterator<Item = (u64, &PartitionEntry)> {
         let from = from.max(self.start);
         let skip = usize::try_from(from - self.start)
             .unwrap_or(usize::MAX)
@@ -64,7 +68,6 @@ impl PartitionLog {
     pub(super) fn len(&self) -> usize {
         self.records.len()
     }
-
 }
 
 /// The Maelstrom kafka workload: a log per key, and committed offsets per group.
@@ -160,7 +163,10 @@ impl KeyedLogs {
     }
 
     /// Whether [`KeyedLogs::commit`] would accept `offsets`; changes nothing.
-    pub(super) fn check_commit(&self, offsets: &BTreeMap<String, u64>) -> Result<(), OffsetPastEnd> {
+    pub(super) fn check_commit(
+        &self,
+        offsets: &BTreeMap<String, u64>,
+    ) -> Result<(), OffsetPastEnd> {
         for (key, &offset) in offsets {
             let end = self.logs.get(key).map_or(0, PartitionLog::end_offset);
             if offset >= end {
@@ -197,7 +203,11 @@ impl KeyedLogs {
 impl Broker {
     /// Runs a keyed-log request (Maelstrom kafka): `send`, `poll`, `commit_offsets`,
     /// `list_committed_offsets`.
-    pub(super) fn handle_logs(&mut self, cx: &Ctx<'_>, payload: Payload) -> Result<Payload, ErrorBody> {
+    pub(super) fn handle_logs(
+        &mut self,
+        cx: &Ctx<'_>,
+        payload: Payload,
+    ) -> Result<Payload, ErrorBody> {
         let (now, config) = (cx.now, cx.config);
         Ok(match payload {
             Payload::Send(send) => {

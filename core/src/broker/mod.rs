@@ -20,10 +20,10 @@ use logs::KeyedLogs;
 use producers::{Admit, Idempotence, Producers};
 #[cfg_attr(not(feature = "sim"), allow(unreachable_pub))]
 pub use queue::{Queue, QueueConfig, QueueError, SetAside};
+use queues::Waiter;
 #[cfg(feature = "sim")]
 pub(crate) use topics::fnv1a;
 use topics::Topics;
-use queues::Waiter;
 use txn::Txns;
 
 /// A reply to a request that was parked (a long-polling `dequeue`), due now.

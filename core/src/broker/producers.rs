@@ -7,12 +7,12 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::wire::msg::{ErrorBody, ErrorCode, Payload};
-use crate::runtime::{TimerId, Timers};
-use crate::{Config, Time};
 use super::Broker;
 use crate::runtime::Ctx;
+use crate::runtime::{TimerId, Timers};
+use crate::wire::msg::{ErrorBody, ErrorCode, Payload};
 use crate::wire::msg::{ProcessedOk, ProducerId};
+use crate::{Config, Time};
 
 /// How many recent replies each (producer, stream) keeps for answering retries.
 pub(super) const REMEMBERED_WRITES: usize = 8;
@@ -141,7 +141,12 @@ impl Producers {
     }
 
     /// Decides what to do with write `w` to `stream`.
-    pub(super) fn admit(&self, config: &Config, w: Idempotence, stream: &str) -> Result<Admit, ErrorBody> {
+    pub(super) fn admit(
+        &self,
+        config: &Config,
+        w: Idempotence,
+        stream: &str,
+    ) -> Result<Admit, ErrorBody> {
         let Some(p) = self.producers.get(&w.producer) else {
             let text = format!(
                 "unknown producer {} (never registered, or idle past producer_expiry_ms): init_producer",
@@ -277,7 +282,11 @@ fn mark_duplicate(reply: Payload) -> Payload {
 
 impl Broker {
     /// Runs `init_producer` or `processed` (idempotent producers and consumers).
-    pub(super) fn handle_producers(&mut self, cx: &Ctx<'_>, payload: Payload) -> Result<Payload, ErrorBody> {
+    pub(super) fn handle_producers(
+        &mut self,
+        cx: &Ctx<'_>,
+        payload: Payload,
+    ) -> Result<Payload, ErrorBody> {
         Ok(match payload {
             Payload::InitProducer(init) => {
                 let (producer, epoch) = self.producers.register(cx.now, cx.config, init.name)?;

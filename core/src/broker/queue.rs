@@ -336,7 +336,12 @@ impl Queue {
 
     /// The delivery failed: visible again after `delay_ms` (it keeps its count, so it
     /// may be dead-lettered when it becomes visible).
-    pub(crate) fn nack(&mut self, now: Time, receipt: &str, delay_ms: u64) -> Result<(), QueueError> {
+    pub(crate) fn nack(
+        &mut self,
+        now: Time,
+        receipt: &str,
+        delay_ms: u64,
+    ) -> Result<(), QueueError> {
         let (seq, until, _) = self.in_flight_entry(receipt)?;
         self.wakeups.remove(&(until, seq));
         self.in_flight -= 1;
@@ -668,11 +673,156 @@ mod tests {
                 .retain(|(_, at)| at.plus_millis(config().dedup_window_ms) > now);
         }
 
+        /// What `Queue::enqueue` should answer, applied to the model.
+        fn enqueue(
+            &mut self,
+            now: Time,
+            id: Option<String>,
+            body: u64,
+            delay: u64,
+            ttl_ms: Option<u64>,
+        ) -> Result<(String, bool), QueueError> {
+            let config = config();
+            let model = self;
+            match &id {
+                Some(id) if model.ids.iter().any(|(i, _)| i == id) => Ok((id.clone(), true)),
+                Some(_) if model.ids.len() >= config.max_dedup_ids => Err(QueueError::DedupFull),
+                _ if model.msgs.len() >= config.max_depth => Err(QueueError::Full),
+                _ => {
+                    let seq = model.next_seq;
+                    model.next_seq += 1;
+                    let id = id.clone().unwrap_or(format!("m-{seq}"));
+                    if id.starts_with('p') {
+                        model.ids.push((id.clone(), now));
+                    }
+                    let state = if delay > 0 {
+                        ModelState::Waiting {
+                            until: now.plus_millis(delay),
+                            receipt: None,
+                        }
+                    } else {
+                        ModelState::Ready
+                    };
+                    let expires_at = ttl_ms.map(|t| now.plus_millis(t));
+                    model.msgs.push(ModelMsg {
+                        seq,
+                        id: id.clone(),
+                        body,
+                        deliveries: 0,
+                        expires_at,
+                        state,
+                    });
+                    Ok((id, false))
+                }
+            }
+        }
+
+        /// What `Queue::dequeue` should deliver, applied to the model.
+        fn dequeue(&mut self, now: Time, max: usize, vis: u64) -> Vec<(String, u32, Value)> {
+            let mut want = Vec::new();
+            for m in self
+                .msgs
+                .iter_mut()
+                .filter(|m| m.state == ModelState::Ready)
+                .take(max)
+            {
+                m.deliveries += 1;
+                let receipt = format!("{}.{}", m.seq, self.next_nonce);
+                self.next_nonce += 1;
+                m.state = ModelState::Waiting {
+                    until: now.plus_millis(vis),
+                    receipt: Some(receipt),
+                };
+                want.push((m.id.clone(), m.deliveries, m.body.into()));
+            }
+            want
+        }
+
+        /// The queue's counts must be the model's.
+        fn check_stats(&self, stats: &QueueStats) {
+            let model = self;
+            let ready = model
+                .msgs
+                .iter()
+                .filter(|m| m.state == ModelState::Ready)
+                .count();
+            let in_flight = model
+                .msgs
+                .iter()
+                .filter(|m| {
+                    matches!(
+                        m.state,
+                        ModelState::Waiting {
+                            receipt: Some(_),
+                            ..
+                        }
+                    )
+                })
+                .count();
+            assert_eq!(
+                (stats.depth, stats.ready, stats.in_flight, stats.delayed),
+                (
+                    model.msgs.len(),
+                    ready,
+                    in_flight,
+                    model.msgs.len() - ready - in_flight
+                )
+            );
+            assert_eq!(stats.acked, model.acked.len() as u64);
+            assert_eq!(
+                (stats.expired, stats.dead_lettered),
+                (model.expired, model.dead.len() as u64)
+            );
+        }
+
         fn in_flight(&self, receipt: &str) -> Option<usize> {
             self.msgs.iter().position(|m| {
                 matches!(&m.state, ModelState::Waiting { receipt: Some(r), .. } if r == receipt)
             })
         }
+    }
+
+    /// Acks, nacks or extends `receipt` on both the queue and the model: (got, want).
+    fn settle(
+        queue: &mut Queue,
+        model: &mut Model,
+        now: Time,
+        op: Op,
+        receipt: &str,
+    ) -> (Result<(), QueueError>, Result<(), QueueError>) {
+        let receipt = receipt.to_owned();
+        let found = model.in_flight(&receipt);
+        let want = found.map(|_| ()).ok_or(QueueError::InvalidReceipt);
+        let got = match op {
+            Op::Ack { .. } => {
+                if let Some(i) = found {
+                    model.acked.push(model.msgs.remove(i).seq);
+                }
+                queue.ack(&receipt)
+            }
+            Op::Nack { delay_ms, .. } => {
+                let until = now.plus_millis(u64::from(delay_ms % 50));
+                if let Some(i) = found {
+                    model.msgs[i].state = ModelState::Waiting {
+                        until,
+                        receipt: None,
+                    };
+                }
+                queue.nack(now, &receipt, u64::from(delay_ms % 50))
+            }
+            Op::Extend { visibility_ms, .. } => {
+                let until = now.plus_millis(u64::from(visibility_ms % 50));
+                if let Some(i) = found {
+                    model.msgs[i].state = ModelState::Waiting {
+                        until,
+                        receipt: Some(receipt.clone()),
+                    };
+                }
+                queue.extend(now, &receipt, u64::from(visibility_ms % 50))
+            }
+            _ => unreachable!(),
+        };
+        (got, want)
     }
 
     #[test]
@@ -703,41 +853,7 @@ mod tests {
                             ttl_ms,
                             SetAside::default(),
                         );
-                        let want = match &id {
-                            Some(id) if model.ids.iter().any(|(i, _)| i == id) => {
-                                Ok((id.clone(), true))
-                            }
-                            Some(_) if model.ids.len() >= config.max_dedup_ids => {
-                                Err(QueueError::DedupFull)
-                            }
-                            _ if model.msgs.len() >= config.max_depth => Err(QueueError::Full),
-                            _ => {
-                                let seq = model.next_seq;
-                                model.next_seq += 1;
-                                let id = id.clone().unwrap_or(format!("m-{seq}"));
-                                if id.starts_with('p') {
-                                    model.ids.push((id.clone(), now));
-                                }
-                                let state = if delay > 0 {
-                                    ModelState::Waiting {
-                                        until: now.plus_millis(delay),
-                                        receipt: None,
-                                    }
-                                } else {
-                                    ModelState::Ready
-                                };
-                                let expires_at = ttl_ms.map(|t| now.plus_millis(t));
-                                model.msgs.push(ModelMsg {
-                                    seq,
-                                    id: id.clone(),
-                                    body,
-                                    deliveries: 0,
-                                    expires_at,
-                                    state,
-                                });
-                                Ok((id, false))
-                            }
-                        };
+                        let want = model.enqueue(now, id, body, delay, ttl_ms);
                         assert_eq!(got, want, "enqueue");
                     }
                     Op::Dequeue { max, visibility_ms } => {
@@ -751,22 +867,7 @@ mod tests {
                                 (d.id, d.deliveries, d.msg)
                             })
                             .collect();
-                        let mut want = Vec::new();
-                        for m in model
-                            .msgs
-                            .iter_mut()
-                            .filter(|m| m.state == ModelState::Ready)
-                            .take(max)
-                        {
-                            m.deliveries += 1;
-                            let receipt = format!("{}.{}", m.seq, model.next_nonce);
-                            model.next_nonce += 1;
-                            m.state = ModelState::Waiting {
-                                until: now.plus_millis(vis),
-                                receipt: Some(receipt),
-                            };
-                            want.push((m.id.clone(), m.deliveries, m.body.into()));
-                        }
+                        let want = model.dequeue(now, max, vis);
                         assert_eq!(got, want, "dequeue");
                         assert!(
                             got.iter().all(|(_, d, _)| *d <= config.max_deliveries),
@@ -778,37 +879,7 @@ mod tests {
                             .get(usize::from(pick) % receipts.len().max(1))
                             .cloned()
                             .unwrap_or_else(|| "9.9".into());
-                        let found = model.in_flight(&receipt);
-                        let want = found.map(|_| ()).ok_or(QueueError::InvalidReceipt);
-                        let got = match op {
-                            Op::Ack { .. } => {
-                                if let Some(i) = found {
-                                    model.acked.push(model.msgs.remove(i).seq);
-                                }
-                                queue.ack(&receipt)
-                            }
-                            Op::Nack { delay_ms, .. } => {
-                                let until = now.plus_millis(u64::from(delay_ms % 50));
-                                if let Some(i) = found {
-                                    model.msgs[i].state = ModelState::Waiting {
-                                        until,
-                                        receipt: None,
-                                    };
-                                }
-                                queue.nack(now, &receipt, u64::from(delay_ms % 50))
-                            }
-                            Op::Extend { visibility_ms, .. } => {
-                                let until = now.plus_millis(u64::from(visibility_ms % 50));
-                                if let Some(i) = found {
-                                    model.msgs[i].state = ModelState::Waiting {
-                                        until,
-                                        receipt: Some(receipt.clone()),
-                                    };
-                                }
-                                queue.extend(now, &receipt, u64::from(visibility_ms % 50))
-                            }
-                            _ => unreachable!(),
-                        };
+                        let (got, want) = settle(&mut queue, &mut model, now, op, &receipt);
                         assert_eq!(got, want, "{op:?} {receipt}");
                     }
                     Op::AdvanceMs(ms) => now = now.plus_millis(u64::from(ms % 60)),
@@ -826,39 +897,7 @@ mod tests {
                     "dead-lettered early or late"
                 );
                 queue.check_invariants();
-                let stats = queue.stats(now);
-                let ready = model
-                    .msgs
-                    .iter()
-                    .filter(|m| m.state == ModelState::Ready)
-                    .count();
-                let in_flight = model
-                    .msgs
-                    .iter()
-                    .filter(|m| {
-                        matches!(
-                            m.state,
-                            ModelState::Waiting {
-                                receipt: Some(_),
-                                ..
-                            }
-                        )
-                    })
-                    .count();
-                assert_eq!(
-                    (stats.depth, stats.ready, stats.in_flight, stats.delayed),
-                    (
-                        model.msgs.len(),
-                        ready,
-                        in_flight,
-                        model.msgs.len() - ready - in_flight
-                    )
-                );
-                assert_eq!(stats.acked, model.acked.len() as u64);
-                assert_eq!(
-                    (stats.expired, stats.dead_lettered),
-                    (model.expired, model.dead.len() as u64)
-                );
+                model.check_stats(&queue.stats(now));
             }
         });
     }

@@ -21,7 +21,6 @@ pub(super) struct Waiter {
     pub(super) timer: TimerId,
 }
 
-
 /// How a delivery is settled: the three requests that name a receipt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Settle {

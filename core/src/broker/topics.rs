@@ -10,14 +10,14 @@
 
 use std::collections::BTreeMap;
 
-use crate::broker::logs::PartitionLog;
-use crate::wire::msg::{Assignment, ErrorBody, ErrorCode, Fetched};
-use crate::runtime::{TimerId, Timers};
-use crate::{Config, Time};
 use super::producers::Idempotence;
 use super::Broker;
+use crate::broker::logs::PartitionLog;
 use crate::runtime::Ctx;
+use crate::runtime::{TimerId, Timers};
+use crate::wire::msg::{Assignment, ErrorBody, ErrorCode, Fetched};
 use crate::wire::msg::{FetchOk, Payload, Publish, PublishOk, TopicList};
+use crate::{Config, Time};
 
 /// FNV-1a, 64-bit: a stable hash (the same on every node and every run).
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
@@ -451,9 +451,16 @@ fn unknown_member(group: &str, consumer: &str) -> ErrorBody {
 
 impl Broker {
     /// Runs a topic or consumer-group request.
-    pub(super) fn handle_topics(&mut self, cx: &Ctx<'_>, payload: Payload) -> Result<Payload, ErrorBody> {
+    pub(super) fn handle_topics(
+        &mut self,
+        cx: &Ctx<'_>,
+        payload: Payload,
+    ) -> Result<Payload, ErrorBody> {
         let (now, config) = (cx.now, cx.config);
-        let max_of = |max: Option<usize>| max.unwrap_or(config.max_poll_messages).min(config.max_poll_messages);
+        let max_of = |max: Option<usize>| {
+            max.unwrap_or(config.max_poll_messages)
+                .min(config.max_poll_messages)
+        };
         Ok(match payload {
             Payload::CreateTopic(create) => {
                 self.topics
@@ -498,7 +505,12 @@ impl Broker {
         })
     }
 
-    fn publish(&mut self, now: Time, config: &Config, publish: Publish) -> Result<Payload, ErrorBody> {
+    fn publish(
+        &mut self,
+        now: Time,
+        config: &Config,
+        publish: Publish,
+    ) -> Result<Payload, ErrorBody> {
         let idempotence = Idempotence::of(publish.producer, publish.epoch, publish.seq)?;
         let stream = format!("topic/{}", publish.topic);
         self.idempotent(now, config, idempotence, &stream, |b| {
@@ -572,6 +584,67 @@ mod tests {
                 .filter(|p| names[*p as usize % names.len()] == consumer)
                 .collect()
         }
+        /// What `Topics::fetch` should return, as (partition, offset) pairs.
+        fn fetch(
+            &mut self,
+            consumer: &str,
+            generation: u64,
+            max: usize,
+        ) -> Result<Vec<(u32, u64)>, u32> {
+            let model = self;
+            model.check(consumer, generation).map(|owned| {
+                let mut out = Vec::new();
+                for p in owned {
+                    let from = *model
+                        .positions
+                        .get(&p)
+                        .or(model.committed.get(&p))
+                        .unwrap_or(&0);
+                    let end = model.lengths[p as usize].min(from + (max - out.len()) as u64);
+                    out.extend((from..end.max(from)).map(|o| (p, o)));
+                    model.positions.insert(p, end.max(from));
+                }
+                out
+            })
+        }
+
+        /// What a commit of `offset` for partition `p` should answer.
+        fn commit(
+            &mut self,
+            consumer: &str,
+            generation: u64,
+            p: u32,
+            offset: u64,
+        ) -> Result<(), u32> {
+            let model = self;
+            model.check(consumer, generation).and_then(|owned| {
+                if !owned.contains(&p) {
+                    Err(ErrorCode::NotOwner.code())
+                } else if offset > model.lengths[p as usize] {
+                    Err(ErrorCode::PreconditionFailed.code())
+                } else {
+                    let slot = model.committed.entry(p).or_insert(offset);
+                    *slot = (*slot).max(offset);
+                    Ok(())
+                }
+            })
+        }
+
+        /// The (group, consumer) pairs whose session ends by `now`, removed.
+        fn expire(&mut self, now: Time, timeout: u64) -> Vec<(String, String)> {
+            let gone: Vec<String> = self
+                .members
+                .iter()
+                .filter(|(_, seen)| seen.plus_millis(timeout) <= now)
+                .map(|(n, _)| n.clone())
+                .collect();
+            for name in &gone {
+                self.members.remove(name);
+                self.rebalance();
+            }
+            gone.into_iter().map(|n| ("g".to_owned(), n)).collect()
+        }
+
         fn check(&self, consumer: &str, generation: u64) -> Result<Vec<u32>, u32> {
             if !self.members.contains_key(consumer) {
                 return Err(ErrorCode::UnknownMember.code());
@@ -643,21 +716,7 @@ mod tests {
                         let got = topics
                             .fetch("g", &name(consumer), generation, max)
                             .map_err(|e| e.code);
-                        let want = model.check(&name(consumer), generation).map(|owned| {
-                            let mut out = Vec::new();
-                            for p in owned {
-                                let from = *model
-                                    .positions
-                                    .get(&p)
-                                    .or(model.committed.get(&p))
-                                    .unwrap_or(&0);
-                                let end =
-                                    model.lengths[p as usize].min(from + (max - out.len()) as u64);
-                                out.extend((from..end.max(from)).map(|o| (p, o)));
-                                model.positions.insert(p, end.max(from));
-                            }
-                            out
-                        });
+                        let want = model.fetch(&name(consumer), generation, max);
                         assert_eq!(
                             got.map(|msgs| msgs.iter().map(|m| (m.partition, m.offset)).collect()),
                             want
@@ -678,17 +737,7 @@ mod tests {
                             .check_commit("g", &name(consumer), generation, &offsets)
                             .map(|parsed| topics.apply_commit("g", &parsed))
                             .map_err(|e| e.code);
-                        let want = model.check(&name(consumer), generation).and_then(|owned| {
-                            if !owned.contains(&p) {
-                                Err(ErrorCode::NotOwner.code())
-                            } else if offset > model.lengths[p as usize] {
-                                Err(ErrorCode::PreconditionFailed.code())
-                            } else {
-                                let slot = model.committed.entry(p).or_insert(offset);
-                                *slot = (*slot).max(offset);
-                                Ok(())
-                            }
-                        });
+                        let want = model.commit(&name(consumer), generation, p, offset);
                         assert_eq!(got, want);
                     }
                     Op::Publish(key) => {
@@ -706,19 +755,7 @@ mod tests {
                 }
                 let mut expired: Vec<(String, String)> = topics.expire_sessions(now);
                 expired.sort();
-                let timeout = config.group_session_timeout_ms;
-                let gone: Vec<String> = model
-                    .members
-                    .iter()
-                    .filter(|(_, seen)| seen.plus_millis(timeout) <= now)
-                    .map(|(n, _)| n.clone())
-                    .collect();
-                for name in &gone {
-                    model.members.remove(name);
-                    model.rebalance();
-                }
-                let want: Vec<(String, String)> =
-                    gone.into_iter().map(|n| ("g".to_owned(), n)).collect();
+                let want = model.expire(now, config.group_session_timeout_ms);
                 assert_eq!(expired, want, "session expiry");
                 topics.check_invariants();
             }

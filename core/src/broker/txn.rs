@@ -10,12 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::queues::{no_queue, queue_error};
-use super::{err, Broker};
+use super::{err, Broker, QueueError};
+use crate::broker::logs::OffsetPastEnd;
 use crate::runtime::Ctx;
 use crate::runtime::Lru;
-use crate::broker::logs::OffsetPastEnd;
-use crate::wire::msg::*;
 use crate::runtime::{TimerId, Timers};
+use crate::wire::msg::*;
 use crate::{Config, Time};
 
 /// Something a prepared transaction holds: nobody else may ack that delivery or
@@ -246,7 +246,11 @@ impl Txns {
 impl Broker {
     /// Runs a transaction request: `txn`, `prepare`, `commit_txn`, `abort_txn`,
     /// `list_prepared`.
-    pub(super) fn handle_txn(&mut self, cx: &Ctx<'_>, payload: Payload) -> Result<Payload, ErrorBody> {
+    pub(super) fn handle_txn(
+        &mut self,
+        cx: &Ctx<'_>,
+        payload: Payload,
+    ) -> Result<Payload, ErrorBody> {
         let (now, config) = (cx.now, cx.config);
         match payload {
             Payload::Txn(t) => self.txn(now, config, t.ops),
@@ -259,24 +263,14 @@ impl Broker {
     }
 
     /// `txn`: all of `ops` or none of them.
-    fn txn(
-        &mut self,
-        now: Time,
-        config: &Config,
-        ops: Vec<Payload>,
-    ) -> Result<Payload, ErrorBody> {
+    fn txn(&mut self, now: Time, config: &Config, ops: Vec<Payload>) -> Result<Payload, ErrorBody> {
         self.check_ops(config, &ops)?;
         let results = self.apply_ops(now, config, ops);
         Ok(Payload::TxnOk(TxnOk { results }))
     }
 
     /// `prepare`: checks `ops`, locks and reserves what they need, stores them.
-    fn prepare(
-        &mut self,
-        now: Time,
-        config: &Config,
-        p: Prepare,
-    ) -> Result<Payload, ErrorBody> {
+    fn prepare(&mut self, now: Time, config: &Config, p: Prepare) -> Result<Payload, ErrorBody> {
         if let Some(existing) = self.txns.prepared.get(&p.txid) {
             if existing.ops == p.ops {
                 return Ok(Payload::PrepareOk);
@@ -460,27 +454,7 @@ impl Broker {
             }
             Payload::Enqueue(e) => {
                 no_producer(e.producer)?;
-                let q = self
-                    .queues
-                    .get(&e.queue)
-                    .ok_or_else(|| no_queue(&e.queue))?;
-                let depth = claims.depth.entry(e.queue.clone()).or_default();
-                *depth += 1;
-                if q.room() < self.txns.reserved_depth(&e.queue) + *depth {
-                    return Err(queue_error(
-                        &e.queue,
-                        crate::broker::queue::QueueError::Full,
-                        q.config(),
-                    ));
-                }
-                if e.id.is_some() {
-                    let ids = claims.ids.entry(e.queue.clone()).or_default();
-                    *ids += 1;
-                    if q.dedup_room() < self.txns.reserved_ids(&e.queue) + *ids {
-                        let x = crate::broker::queue::QueueError::DedupFull;
-                        return Err(queue_error(&e.queue, x, q.config()));
-                    }
-                }
+                self.claim_room(claims, e)?;
             }
             Payload::Ack(r) => {
                 let q = self
@@ -491,22 +465,7 @@ impl Broker {
                     .map_err(|x| queue_error(&r.queue, x, q.config()))?;
                 self.claim(claims, Lock::receipt(&r.queue, &r.receipt))?;
             }
-            Payload::CommitOffsets(c) => {
-                let group = c.group.clone().unwrap_or_default();
-                self.logs
-                    .check_commit(&c.offsets)
-                    .map_err(|OffsetPastEnd { key, offset }| {
-                        let text = format!("offset {offset} of key {key:?} was never sent");
-                        err(ErrorCode::PreconditionFailed, text)
-                    })?;
-                for key in c.offsets.keys() {
-                    let lock = Lock::LogOffset {
-                        group: group.clone(),
-                        key: key.clone(),
-                    };
-                    self.claim(claims, lock)?;
-                }
-            }
+            Payload::CommitOffsets(c) => self.claim_log_offsets(claims, c)?,
             Payload::Commit(c) => {
                 let parsed =
                     self.topics
@@ -523,6 +482,48 @@ impl Broker {
                 let text = format!("{:?} cannot be part of a transaction", other.kind());
                 return Err(err(ErrorCode::MalformedRequest, text));
             }
+        }
+        Ok(())
+    }
+
+    /// Claims the room an `enqueue` needs in its queue (depth, and a dedup id if it
+    /// has one), beside what prepared transactions and earlier operations set aside.
+    fn claim_room(&self, claims: &mut Claims, e: &Enqueue) -> Result<(), ErrorBody> {
+        let q = self
+            .queues
+            .get(&e.queue)
+            .ok_or_else(|| no_queue(&e.queue))?;
+        let depth = claims.depth.entry(e.queue.clone()).or_default();
+        *depth += 1;
+        if q.room() < self.txns.reserved_depth(&e.queue) + *depth {
+            return Err(queue_error(&e.queue, QueueError::Full, q.config()));
+        }
+        if e.id.is_some() {
+            let ids = claims.ids.entry(e.queue.clone()).or_default();
+            *ids += 1;
+            if q.dedup_room() < self.txns.reserved_ids(&e.queue) + *ids {
+                return Err(queue_error(&e.queue, QueueError::DedupFull, q.config()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Claims a group's committed offsets of the keys a `commit_offsets` names, once
+    /// each offset is known to have been sent.
+    fn claim_log_offsets(&self, claims: &mut Claims, c: &CommitOffsets) -> Result<(), ErrorBody> {
+        let group = c.group.clone().unwrap_or_default();
+        self.logs
+            .check_commit(&c.offsets)
+            .map_err(|OffsetPastEnd { key, offset }| {
+                let text = format!("offset {offset} of key {key:?} was never sent");
+                err(ErrorCode::PreconditionFailed, text)
+            })?;
+        for key in c.offsets.keys() {
+            let lock = Lock::LogOffset {
+                group: group.clone(),
+                key: key.clone(),
+            };
+            self.claim(claims, lock)?;
         }
         Ok(())
     }

@@ -227,9 +227,7 @@ impl Node {
         }
         if payload == Payload::CancelWaits {
             // Long polls forwarded by this node are parked under this node's name.
-            return Some(Ok(Payload::CancelWaitsOk(Cancelled {
-                cancelled: 0,
-            })));
+            return Some(Ok(Payload::CancelWaitsOk(Cancelled { cancelled: 0 })));
         }
         let Some(leader) = leader else {
             return Some(Err(unavailable(

@@ -14,8 +14,10 @@ use std::collections::{BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::msg::{Payload, RaftAppend, RaftEntry, RaftAppendResult, RaftSnapshot, RaftVote, RaftVoteResult};
 use crate::runtime::Ctx;
+use crate::wire::msg::{
+    Payload, RaftAppend, RaftAppendResult, RaftEntry, RaftSnapshot, RaftVote, RaftVoteResult,
+};
 use crate::{Config, Message, Time};
 
 /// A change to the durable Raft state, to persist before any later message is sent.
@@ -281,7 +283,8 @@ impl Raft {
     /// (followers disregard votes that soon after hearing from a leader).
     pub(crate) fn can_read(&self, cx: &Ctx<'_>) -> bool {
         let since = Time::from_micros(
-            cx.now.as_micros()
+            cx.now
+                .as_micros()
                 .saturating_sub(cx.config.election_timeout_ms * 1_000),
         );
         self.is_leader() && self.commit >= self.term_start && self.quorum_since(since, false)
@@ -296,7 +299,11 @@ impl Raft {
     }
 
     /// Appends an entry to a leader's log and starts replicating it.
-    pub(crate) fn propose(&mut self, cx: &mut Ctx<'_>, msg: Option<Message>) -> Result<u64, Refused> {
+    pub(crate) fn propose(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        msg: Option<Message>,
+    ) -> Result<u64, Refused> {
         if !self.is_leader() {
             return Err(Refused::NotLeader);
         }
@@ -318,9 +325,11 @@ impl Raft {
     pub(crate) fn run_due(&mut self, cx: &mut Ctx<'_>) {
         match self.role {
             Role::Leader if cx.now >= self.heartbeat_at => {
-                let grace = self.leader_since.as_micros() + 2 * cx.config.election_timeout_ms * 1_000;
+                let grace =
+                    self.leader_since.as_micros() + 2 * cx.config.election_timeout_ms * 1_000;
                 let since = Time::from_micros(
-                    cx.now.as_micros()
+                    cx.now
+                        .as_micros()
                         .saturating_sub(2 * cx.config.election_timeout_ms * 1_000),
                 );
                 if cx.now.as_micros() > grace && !self.quorum_since(since, true) {
@@ -369,7 +378,9 @@ impl Raft {
                 granted: false,
                 pre: req.pre,
             };
-            self.out.messages.push((from, Payload::RaftVoteResult(reply)));
+            self.out
+                .messages
+                .push((from, Payload::RaftVoteResult(reply)));
             return;
         }
         if req.pre {
@@ -380,7 +391,9 @@ impl Raft {
                 granted,
                 pre: true,
             };
-            self.out.messages.push((from, Payload::RaftVoteResult(reply)));
+            self.out
+                .messages
+                .push((from, Payload::RaftVoteResult(reply)));
             return;
         }
         if req.term > self.term {
@@ -397,7 +410,9 @@ impl Raft {
             granted,
             pre: false,
         };
-        self.out.messages.push((from, Payload::RaftVoteResult(reply)));
+        self.out
+            .messages
+            .push((from, Payload::RaftVoteResult(reply)));
     }
 
     /// Handles an answer to a vote request.
@@ -507,7 +522,12 @@ impl Raft {
     }
 
     /// Handles an answer to an append or a snapshot.
-    pub(crate) fn on_append_result(&mut self, cx: &mut Ctx<'_>, from: usize, res: RaftAppendResult) {
+    pub(crate) fn on_append_result(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        from: usize,
+        res: RaftAppendResult,
+    ) {
         if res.term > self.term {
             self.become_follower(cx, res.term, None);
             return;
@@ -657,7 +677,9 @@ impl Raft {
             pre,
         };
         for peer in self.peers() {
-            self.out.messages.push((peer, Payload::RaftVote(req.clone())));
+            self.out
+                .messages
+                .push((peer, Payload::RaftVote(req.clone())));
         }
     }
 

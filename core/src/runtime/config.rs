@@ -242,7 +242,10 @@ mod tests {
         let mut config = Config::default();
         let err = config.set("max_line_bytes", "lots").unwrap_err();
         assert_eq!(err.field, "max_line_bytes");
-        assert_eq!(config.set("no_such_field", "1").unwrap_err().field, "config");
+        assert_eq!(
+            config.set("no_such_field", "1").unwrap_err().field,
+            "config"
+        );
         config.set("rpc_max_attempts", "0").unwrap();
         assert_eq!(config.validate().unwrap_err().field, "rpc_max_attempts");
         let config = Config {
@@ -252,7 +255,10 @@ mod tests {
         };
         let err = config.validate().unwrap_err();
         assert_eq!(err.field, "heartbeat_interval_ms");
-        assert!(err.to_string().contains("less than election_timeout_ms"), "{err}");
+        assert!(
+            err.to_string().contains("less than election_timeout_ms"),
+            "{err}"
+        );
         let config = Config {
             rpc_backoff_base_ms: 10,
             rpc_backoff_cap_ms: 5,

@@ -127,9 +127,8 @@ impl std::str::FromStr for Level {
     type Err = String;
 
     fn from_str(name: &str) -> Result<Level, String> {
-        Level::parse(name).ok_or_else(|| {
-            format!("{name:?} is not a level (debug, info, warn, error or off)")
-        })
+        Level::parse(name)
+            .ok_or_else(|| format!("{name:?} is not a level (debug, info, warn, error or off)"))
     }
 }
 

@@ -332,11 +332,15 @@ mod tests {
             .map(|(_, p)| p);
         assert_eq!(done, Some('a'));
         assert!(
-            table.on_reply(&mut cx(at, &config, &mut rng), 1, false).is_none(),
+            table
+                .on_reply(&mut cx(at, &config, &mut rng), 1, false)
+                .is_none(),
             "late duplicate"
         );
         assert!(
-            table.on_reply(&mut cx(at, &config, &mut rng), 99, false).is_none(),
+            table
+                .on_reply(&mut cx(at, &config, &mut rng), 99, false)
+                .is_none(),
             "unknown id"
         );
         assert_eq!(table.purposes().copied().collect::<Vec<_>>(), ['b']);

@@ -479,5 +479,4 @@ mod tests {
             let _ = decode(bytes);
         });
     }
-
 }

@@ -81,7 +81,6 @@ impl LineFramer {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

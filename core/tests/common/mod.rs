@@ -3,8 +3,8 @@
 // Each test binary uses a part of these.
 #![allow(dead_code)]
 
-use herald_core::wire::msg::Payload;
 use herald_core::sim::{Cluster, NetConfig};
+use herald_core::wire::msg::Payload;
 use herald_core::Rng;
 
 /// The seeds to run: `SIM_SEED`, else `0..SIM_SEEDS`, else `0..default`.
