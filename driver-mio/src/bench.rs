@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_core::wire::msg::{CreateQueue, Dequeue, Enqueue, InitProducer, ProducerId, Receipt};
 use herald_core::wire;
+use herald_core::wire::msg::{CreateQueue, Dequeue, Enqueue, InitProducer, ProducerId, Receipt};
 use herald_core::Payload;
 
 /// Which server and which commands.

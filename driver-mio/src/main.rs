@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use herald_core::wire::msg::*;
-use herald_core::{Config, Level, Payload};
+use herald_core::{Config, ConfigError, Level, Payload};
 use herald_mio::client::{Client, Reply};
 use herald_mio::server::{serve, ClusterConfig, ServerConfig};
 use herald_mio::wal::FsyncPolicy;
@@ -142,7 +143,7 @@ enum Command {
     },
 }
 
-/// `herald serve` flags; each node limit has one (defaults from herald-core).
+/// `herald serve` flags: the server's own, then one per node [`Config`] field.
 #[derive(Args)]
 struct ServeArgs {
     /// Where the write-ahead log lives.
@@ -151,74 +152,21 @@ struct ServeArgs {
     /// always (sync before replying), never, or a sync interval in ms.
     #[arg(long, default_value = "always")]
     fsync: FsyncPolicy,
-    /// debug, info, warn, error or off.
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    /// Most connections at once; more are refused.
     #[arg(long, default_value_t = ServerConfig::default().max_connections)]
     max_connections: usize,
+    /// Reply bytes buffered per connection before its requests stop being read.
     #[arg(long, default_value_t = ServerConfig::default().max_write_buffer_bytes)]
     max_write_buffer_bytes: usize,
+    /// A connection with no traffic for this long is closed.
     #[arg(long, default_value_t = ServerConfig::default().idle_timeout_ms)]
     idle_timeout_ms: u64,
+    /// Log segments are rotated past this size.
     #[arg(long, default_value_t = ServerConfig::default().max_segment_bytes)]
     max_segment_bytes: u64,
     /// Snapshot and delete the log once it grows past this many bytes.
     #[arg(long, default_value_t = ServerConfig::default().compact_after_bytes)]
     compact_after_bytes: u64,
-    #[arg(long, default_value_t = Config::default().max_line_bytes)]
-    max_line_bytes: usize,
-    #[arg(long, default_value_t = Config::default().dedup_capacity)]
-    dedup_capacity: usize,
-    #[arg(long, default_value_t = Config::default().max_poll_messages)]
-    max_poll_messages: usize,
-    #[arg(long, default_value_t = Config::default().max_log_keys)]
-    max_log_keys: usize,
-    #[arg(long, default_value_t = Config::default().max_log_records)]
-    max_log_records: usize,
-    #[arg(long, default_value_t = Config::default().max_topics)]
-    max_topics: usize,
-    #[arg(long, default_value_t = Config::default().max_partitions)]
-    max_partitions: u32,
-    #[arg(long, default_value_t = Config::default().max_groups)]
-    max_groups: usize,
-    #[arg(long, default_value_t = Config::default().max_group_members)]
-    max_group_members: usize,
-    #[arg(long, default_value_t = Config::default().group_session_timeout_ms)]
-    group_session_timeout_ms: u64,
-    #[arg(long, default_value_t = Config::default().max_queues)]
-    max_queues: usize,
-    #[arg(long, default_value_t = Config::default().queue_max_depth)]
-    queue_max_depth: usize,
-    #[arg(long, default_value_t = Config::default().queue_visibility_ms)]
-    queue_visibility_ms: u64,
-    #[arg(long, default_value_t = Config::default().queue_dedup_window_ms)]
-    queue_dedup_window_ms: u64,
-    #[arg(long, default_value_t = Config::default().queue_max_dedup_ids)]
-    queue_max_dedup_ids: usize,
-    #[arg(long, default_value_t = Config::default().max_dequeue_batch)]
-    max_dequeue_batch: usize,
-    #[arg(long, default_value_t = Config::default().max_wait_ms)]
-    max_wait_ms: u64,
-    #[arg(long, default_value_t = Config::default().max_waiters)]
-    max_waiters: usize,
-    #[arg(long, default_value_t = Config::default().max_processed_ids)]
-    max_processed_ids: usize,
-    #[arg(long, default_value_t = Config::default().max_records_per_log)]
-    max_records_per_log: usize,
-    #[arg(long, default_value_t = Config::default().max_producers)]
-    max_producers: usize,
-    #[arg(long, default_value_t = Config::default().max_producer_streams)]
-    max_producer_streams: usize,
-    #[arg(long, default_value_t = Config::default().producer_expiry_ms)]
-    producer_expiry_ms: u64,
-    #[arg(long, default_value_t = Config::default().max_txn_ops)]
-    max_txn_ops: usize,
-    #[arg(long, default_value_t = Config::default().max_prepared)]
-    max_prepared: usize,
-    #[arg(long, default_value_t = Config::default().prepared_timeout_ms)]
-    prepared_timeout_ms: u64,
-    #[arg(long, default_value_t = Config::default().max_txn_outcomes)]
-    max_txn_outcomes: usize,
     /// Run as this node of a cluster (needs --peers).
     #[arg(long, requires = "peers")]
     node_id: Option<String>,
@@ -227,16 +175,95 @@ struct ServeArgs {
     /// to any node; peers connect to each other's --addr.
     #[arg(long, requires = "node_id")]
     peers: Option<String>,
-    #[arg(long, default_value_t = Config::default().election_timeout_ms)]
-    election_timeout_ms: u64,
-    #[arg(long, default_value_t = Config::default().heartbeat_interval_ms)]
-    heartbeat_interval_ms: u64,
-    #[arg(long, default_value_t = Config::default().max_append_entries)]
-    max_append_entries: usize,
-    #[arg(long, default_value_t = Config::default().max_uncommitted_entries)]
-    max_uncommitted_entries: usize,
-    #[arg(long, default_value_t = Config::default().max_raft_log_entries)]
-    max_raft_log_entries: usize,
+    #[command(flatten)]
+    node: NodeFlags,
+}
+
+/// The node configuration `herald serve` starts from: herald-core's defaults, except
+/// that it logs at `info`.
+fn serve_defaults() -> Config {
+    Config {
+        log_level: Level::Info,
+        ..Config::default()
+    }
+}
+
+/// The flag of the [`Config`] field `name`: `max_line_bytes` is `--max-line-bytes`.
+fn flag_name(name: &str) -> String {
+    name.replace('_', "-")
+}
+
+/// One `herald serve` flag per [`Config`] field, made from [`Config::FIELDS`]: its help
+/// is the field's doc, its default the field in [`serve_defaults`], and its value is
+/// parsed by [`Config::set`] (in [`NodeFlags::config`], so every error names its flag).
+#[derive(Clone, Debug, Default)]
+struct NodeFlags {
+    /// The fields given on the command line, with their text.
+    given: Vec<(&'static str, String)>,
+}
+
+impl NodeFlags {
+    /// [`serve_defaults`] with the given fields set, once it passes
+    /// [`Config::validate`]; an error names the flag at fault.
+    fn config(&self) -> Result<Config, String> {
+        let flag_error = |e: ConfigError| format!("--{}: {}", flag_name(e.field), e.reason);
+        let mut config = serve_defaults();
+        for (name, text) in &self.given {
+            config.set(name, text).map_err(flag_error)?;
+        }
+        config.validate().map_err(flag_error)?;
+        Ok(config)
+    }
+}
+
+impl Args for NodeFlags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        let defaults = serve_defaults();
+        for field in Config::FIELDS {
+            let default = defaults.get(field.name).expect("every field has a value");
+            let doc: Vec<&str> = field.doc.iter().map(|line| line.trim()).collect();
+            // Like the derived flags' help: no final period.
+            let mut help = doc.join(" ").trim_end_matches('.').to_owned();
+            if Level::parse(&default).is_some() {
+                help.push_str(": debug, info, warn, error or off");
+            }
+            cmd = cmd.arg(
+                Arg::new(field.name)
+                    .long(flag_name(field.name))
+                    .value_name(field.name.to_uppercase())
+                    .help(help)
+                    .default_value(default)
+                    .action(ArgAction::Set)
+                    .value_parser(clap::value_parser!(String)),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        NodeFlags::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for NodeFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<NodeFlags, clap::Error> {
+        let mut flags = NodeFlags::default();
+        flags.update_from_arg_matches(matches)?;
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        for field in Config::FIELDS {
+            if matches.value_source(field.name) != Some(ValueSource::CommandLine) {
+                continue;
+            }
+            if let Some(text) = matches.get_one::<String>(field.name) {
+                self.given.retain(|(name, _)| *name != field.name);
+                self.given.push((field.name, text.clone()));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Parses `--peers` (see its help) and checks `--node-id` is among them.
@@ -268,44 +295,7 @@ fn cluster_config(node_id: String, peers: &str) -> Result<ClusterConfig, String>
 impl ServeArgs {
     fn into_config(self, addr: &str) -> Result<ServerConfig, String> {
         let addr = addr.parse().map_err(|e| format!("--addr {addr:?}: {e}"))?;
-        let log_level = Level::parse(&self.log_level)
-            .ok_or(format!("unknown --log-level {:?}", self.log_level))?;
-        let node = Config {
-            log_level,
-            max_line_bytes: self.max_line_bytes,
-            dedup_capacity: self.dedup_capacity,
-            max_poll_messages: self.max_poll_messages,
-            max_log_keys: self.max_log_keys,
-            max_log_records: self.max_log_records,
-            max_topics: self.max_topics,
-            max_partitions: self.max_partitions,
-            max_groups: self.max_groups,
-            max_group_members: self.max_group_members,
-            group_session_timeout_ms: self.group_session_timeout_ms,
-            max_queues: self.max_queues,
-            queue_max_depth: self.queue_max_depth,
-            queue_visibility_ms: self.queue_visibility_ms,
-            queue_dedup_window_ms: self.queue_dedup_window_ms,
-            queue_max_dedup_ids: self.queue_max_dedup_ids,
-            max_dequeue_batch: self.max_dequeue_batch,
-            max_wait_ms: self.max_wait_ms,
-            max_waiters: self.max_waiters,
-            max_processed_ids: self.max_processed_ids,
-            max_records_per_log: self.max_records_per_log,
-            max_producers: self.max_producers,
-            max_producer_streams: self.max_producer_streams,
-            producer_expiry_ms: self.producer_expiry_ms,
-            max_txn_ops: self.max_txn_ops,
-            max_prepared: self.max_prepared,
-            prepared_timeout_ms: self.prepared_timeout_ms,
-            max_txn_outcomes: self.max_txn_outcomes,
-            election_timeout_ms: self.election_timeout_ms,
-            heartbeat_interval_ms: self.heartbeat_interval_ms,
-            max_append_entries: self.max_append_entries,
-            max_uncommitted_entries: self.max_uncommitted_entries,
-            max_raft_log_entries: self.max_raft_log_entries,
-            ..Config::default()
-        };
+        let node = self.node.config()?;
         let cluster = match (self.node_id, self.peers) {
             (Some(id), Some(peers)) => Some(cluster_config(id, &peers)?),
             _ => None,
@@ -334,29 +324,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let conn = cli.conn;
     let command = match cli.command {
-        Command::Serve(args) => {
-            let config = match args.into_config(&conn.addr) {
-                Ok(config) => config,
-                Err(e) => {
-                    eprintln!("herald serve: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let data_dir = config.data_dir.clone();
-            let result = serve(config, |addr| {
-                eprintln!(
-                    "herald: listening on {addr}, data in {}",
-                    data_dir.display()
-                );
-            });
-            return match result {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("herald serve: {e}");
-                    ExitCode::FAILURE
-                }
-            };
-        }
+        Command::Serve(args) => return run_serve(*args, &conn.addr),
         Command::Bench {
             target,
             connections,
@@ -374,19 +342,7 @@ fn main() -> ExitCode {
                 duration: Duration::from_secs(seconds),
                 queue,
             };
-            return match herald_mio::bench::run(&config) {
-                Ok(results) => {
-                    print!("{}", herald_mio::bench::report(&config, &results));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!(
-                        "herald bench: {e} (is the server running at {}?)",
-                        conn.addr
-                    );
-                    ExitCode::from(3)
-                }
-            };
+            return run_bench(&config);
         }
         other => other,
     };
@@ -417,6 +373,48 @@ fn main() -> ExitCode {
     }
 }
 
+/// `herald serve`: a bad flag exits 2, a server failure 1.
+fn run_serve(args: ServeArgs, addr: &str) -> ExitCode {
+    let config = match args.into_config(addr) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("herald serve: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let data_dir = config.data_dir.clone();
+    let result = serve(config, |addr| {
+        eprintln!(
+            "herald: listening on {addr}, data in {}",
+            data_dir.display()
+        );
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `herald bench`: a connection failure exits 3.
+fn run_bench(config: &herald_mio::bench::BenchConfig) -> ExitCode {
+    match herald_mio::bench::run(config) {
+        Ok(results) => {
+            print!("{}", herald_mio::bench::report(config, &results));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "herald bench: {e} (is the server running at {}?)",
+                config.addr
+            );
+            ExitCode::from(3)
+        }
+    }
+}
+
 enum Failure {
     Server(ErrorBody),
     Io(std::io::Error),
@@ -427,22 +425,52 @@ fn ok(reply: std::io::Result<Reply>) -> Result<Payload, Failure> {
     reply.map_err(Failure::Io)?.map_err(Failure::Server)
 }
 
+/// Runs one client command: sends its request and prints the reply (`herald request`
+/// always as JSON, the others as JSON with `--json`, else as text).
 fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), Failure> {
-    let request = match command {
-        Command::Serve(_) | Command::Bench { .. } => unreachable!("handled in main"),
-        Command::Tail { key, mut from } => loop {
-            let poll = Poll {
-                offsets: [(key.clone(), from)].into(),
-                max: None,
-            };
-            if let Payload::PollOk(ok) = ok(client.call(Payload::Poll(poll)))? {
-                for (offset, msg) in ok.msgs.get(&key).into_iter().flatten() {
-                    println!("{offset}\t{msg}");
-                    from = offset + 1;
-                }
+    let json = json || matches!(command, Command::Request { .. });
+    match command {
+        Command::Tail { key, from } => return tail(client, &key, from),
+        Command::Dequeue {
+            wait_ms: Some(wait),
+            ..
+        } => client
+            .set_timeout(Some(Duration::from_millis(wait + 10_000)))
+            .map_err(Failure::Io)?,
+        _ => {}
+    }
+    let reply = ok(client.call(request(command)?))?;
+    if json {
+        println!("{}", serde_json::to_string(&reply).expect("serializable"));
+    } else {
+        print_reply(reply);
+    }
+    Ok(())
+}
+
+/// `herald tail`: polls the log `key` from `from` until stopped (or an error).
+fn tail(client: &mut Client, key: &str, mut from: u64) -> Result<(), Failure> {
+    loop {
+        let poll = Poll {
+            offsets: [(key.to_owned(), from)].into(),
+            max: None,
+        };
+        if let Payload::PollOk(ok) = ok(client.call(Payload::Poll(poll)))? {
+            for (offset, msg) in ok.msgs.get(key).into_iter().flatten() {
+                println!("{offset}\t{msg}");
+                from = offset + 1;
             }
-            std::thread::sleep(Duration::from_millis(200));
-        },
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The request a client command sends (`herald request`'s body must decode).
+fn request(command: Command) -> Result<Payload, Failure> {
+    Ok(match command {
+        Command::Serve(_) | Command::Bench { .. } | Command::Tail { .. } => {
+            unreachable!("not a single request")
+        }
         Command::Send { key, msg } => Payload::Send(Send {
             key,
             msg: message(&msg),
@@ -488,19 +516,12 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
             max,
             wait_ms,
             visibility_ms,
-        } => {
-            if let Some(wait) = wait_ms {
-                client
-                    .set_timeout(Some(Duration::from_millis(wait + 10_000)))
-                    .map_err(Failure::Io)?;
-            }
-            Payload::Dequeue(Dequeue {
-                queue,
-                max: Some(max),
-                visibility_ms,
-                wait_ms,
-            })
-        }
+        } => Payload::Dequeue(Dequeue {
+            queue,
+            max: Some(max),
+            visibility_ms,
+            wait_ms,
+        }),
         Command::Ack { queue, receipt } => Payload::Ack(Receipt {
             queue,
             receipt,
@@ -534,18 +555,16 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
         }),
         Command::Request { body } => {
             let line = format!(r#"{{"src":"","dest":"","body":{body}}}"#);
-            let msg = herald_core::wire::decode(line.as_bytes())
-                .map_err(|e| Failure::Usage(e.to_string()))?;
-            let reply = ok(client.call(msg.body.payload))?;
-            println!("{}", serde_json::to_string(&reply).expect("serializable"));
-            return Ok(());
+            herald_core::wire::decode(line.as_bytes())
+                .map_err(|e| Failure::Usage(e.to_string()))?
+                .body
+                .payload
         }
-    };
-    let reply = ok(client.call(request))?;
-    if json {
-        println!("{}", serde_json::to_string(&reply).expect("serializable"));
-        return Ok(());
-    }
+    })
+}
+
+/// Prints a reply as text.
+fn print_reply(reply: Payload) {
     match reply {
         Payload::SendOk(r) => println!("offset {}", r.offset),
         Payload::PollOk(r) => {
@@ -590,5 +609,211 @@ fn run_client(client: &mut Client, command: Command, json: bool) -> Result<(), F
         ),
         other => println!("{}", other.kind()),
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServeArgs {
+        let argv = ["herald", "serve"].iter().chain(flags);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Serve(args) => *args,
+            _ => panic!("not serve"),
+        }
+    }
+
+    fn serve_config(flags: &[&str]) -> Result<ServerConfig, String> {
+        serve_args(flags).into_config("127.0.0.1:0")
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_config_field_has_a_serve_flag_with_its_doc_and_default() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let defaults = serve_defaults();
+        for field in Config::FIELDS {
+            let long = flag_name(field.name);
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long.as_str()))
+                .unwrap_or_else(|| panic!("no --{long}"));
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                help.contains(field.doc[0].trim().trim_end_matches('.')),
+                "--{long}: help {help:?} is not its doc"
+            );
+            let default: Vec<_> = arg.get_default_values().iter().collect();
+            assert_eq!(
+                default,
+                [&defaults.get(field.name).unwrap()],
+                "--{long} default"
+            );
+        }
+    }
+
+    #[test]
+    fn the_flags_of_before_keep_their_names_and_defaults() {
+        let cli = Cli::command();
+        let serve = cli.find_subcommand("serve").unwrap();
+        let default_of = |long: &str| -> String {
+            let arg = serve
+                .get_arguments()
+                .find(|a| a.get_long() == Some(long))
+                .unwrap_or_else(|| panic!("--{long} is gone"));
+            let values = arg.get_default_values();
+            values
+                .first()
+                .map_or(String::new(), |v| v.to_string_lossy().into_owned())
+        };
+        let server = ServerConfig::default();
+        for (long, default) in [
+            ("data-dir", "herald-data".to_owned()),
+            ("fsync", "always".to_owned()),
+            ("log-level", "info".to_owned()),
+            ("max-connections", server.max_connections.to_string()),
+            (
+                "max-write-buffer-bytes",
+                server.max_write_buffer_bytes.to_string(),
+            ),
+            ("idle-timeout-ms", server.idle_timeout_ms.to_string()),
+            ("max-segment-bytes", server.max_segment_bytes.to_string()),
+            (
+                "compact-after-bytes",
+                server.compact_after_bytes.to_string(),
+            ),
+            ("node-id", String::new()),
+            ("peers", String::new()),
+        ] {
+            assert_eq!(default_of(long), default, "--{long}");
+        }
+        let node = Config::default();
+        for name in [
+            "max_line_bytes",
+            "dedup_capacity",
+            "max_poll_messages",
+            "max_log_keys",
+            "max_log_records",
+            "max_topics",
+            "max_partitions",
+            "max_groups",
+            "max_group_members",
+            "group_session_timeout_ms",
+            "max_queues",
+            "queue_max_depth",
+            "queue_visibility_ms",
+            "queue_dedup_window_ms",
+            "queue_max_dedup_ids",
+            "max_dequeue_batch",
+            "max_wait_ms",
+            "max_waiters",
+            "max_processed_ids",
+            "max_records_per_log",
+            "max_producers",
+            "max_producer_streams",
+            "producer_expiry_ms",
+            "max_txn_ops",
+            "max_prepared",
+            "prepared_timeout_ms",
+            "max_txn_outcomes",
+            "election_timeout_ms",
+            "heartbeat_interval_ms",
+            "max_append_entries",
+            "max_uncommitted_entries",
+            "max_raft_log_entries",
+        ] {
+            let long = name.replace('_', "-");
+            assert_eq!(default_of(&long), node.get(name).unwrap(), "--{long}");
+        }
+    }
+
+    #[test]
+    fn no_flags_give_the_defaults_and_info_logging() {
+        let config = serve_config(&[]).unwrap();
+        assert_eq!(config.node.log_level, Level::Info);
+        assert_eq!(
+            config.node,
+            Config {
+                log_level: Level::Info,
+                ..Config::default()
+            }
+        );
+        assert_eq!(config.compact_after_bytes, 64 << 20);
+        assert!(config.cluster.is_none());
+    }
+
+    #[test]
+    fn given_flags_reach_the_config() {
+        let config = serve_config(&[
+            "--queue-max-depth",
+            "7",
+            "--log-level",
+            "debug",
+            "--election-timeout-ms=900",
+            "--heartbeat-interval-ms",
+            "600",
+            "--rpc-max-attempts",
+            "3",
+            "--seed",
+            "42",
+            "--compact-after-bytes",
+            "20000",
+            "--max-connections",
+            "5",
+        ])
+        .unwrap();
+        let node = config.node;
+        assert_eq!(node.queue_max_depth, 7);
+        assert_eq!(node.log_level, Level::Debug);
+        assert_eq!(node.election_timeout_ms, 900);
+        assert_eq!(node.heartbeat_interval_ms, 600);
+        assert_eq!(node.rpc_max_attempts, 3);
+        assert_eq!(node.seed, 42);
+        assert_eq!(node.max_line_bytes, Config::default().max_line_bytes);
+        assert_eq!(config.compact_after_bytes, 20_000);
+        assert_eq!(config.max_connections, 5);
+        // Every field's flag reaches its field: set each to its default plus one.
+        let defaults = serve_defaults();
+        for field in Config::FIELDS {
+            let Ok(n) = defaults.get(field.name).unwrap().parse::<u64>() else {
+                continue; // log_level, checked above
+            };
+            let flag = format!("--{}={}", flag_name(field.name), n + 1);
+            let config = serve_args(&[&flag]).node.config();
+            let got = config.unwrap_or_else(|e| panic!("{flag}: {e}"));
+            assert_eq!(got.get(field.name).unwrap(), (n + 1).to_string(), "{flag}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_flag() {
+        let err = serve_config(&["--max-line-bytes", "lots"]).err().unwrap();
+        assert!(
+            err.starts_with("--max-line-bytes: \"lots\" is not a valid value"),
+            "{err}"
+        );
+        let err = serve_config(&["--log-level", "loud"]).err().unwrap();
+        assert!(err.starts_with("--log-level: "), "{err}");
+        let err = serve_config(&["--rpc-max-attempts", "0"]).err().unwrap();
+        assert_eq!(err, "--rpc-max-attempts: must be at least 1, not 0");
+        let err = serve_config(&["--heartbeat-interval-ms", "600"])
+            .err()
+            .unwrap();
+        assert!(
+            err.starts_with(
+                "--heartbeat-interval-ms: must be less than election_timeout_ms (500), not 600"
+            ),
+            "{err}"
+        );
+        // A flag that takes no part in the relation is fine on its own.
+        assert!(serve_config(&["--election-timeout-ms", "700"]).is_ok());
+        assert!(Cli::try_parse_from(["herald", "serve", "--no-such-limit", "1"]).is_err());
+    }
 }

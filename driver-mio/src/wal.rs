@@ -468,8 +468,8 @@ fn read_frames(
             }
             return Err(corrupt(at, "checksum mismatch".into()));
         }
-        let record =
-            WalRecord::decode(payload).map_err(|e| corrupt(at, format!("undecodable record: {e}")))?;
+        let record = WalRecord::decode(payload)
+            .map_err(|e| corrupt(at, format!("undecodable record: {e}")))?;
         records.push(record);
         at = end;
     }
@@ -594,7 +594,11 @@ mod tests {
         .unwrap();
         let (_, recovery) = Wal::open(&dir, FsyncPolicy::Never, 100).unwrap();
         assert_eq!(recovery.snapshot.as_deref(), Some(&b"state after 20"[..]));
-        let times: Vec<u64> = recovery.records.iter().map(|r| r.at().as_micros()).collect();
+        let times: Vec<u64> = recovery
+            .records
+            .iter()
+            .map(|r| r.at().as_micros())
+            .collect();
         assert_eq!(times, [20, 21, 22], "only the records after the snapshot");
         assert!(!dir.join("snapshot-0000000099.tmp").exists());
         // A damaged snapshot is refused, not ignored.

@@ -975,3 +975,44 @@ fn killing_the_leader_of_a_3_node_cluster_loses_no_acknowledged_send() {
     eprintln!("acknowledged sends: {before} before the leader was killed, {after} after");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_bad_serve_flag_exits_2_naming_it_before_touching_the_data_dir() {
+    let dir = data_dir("bad-flags");
+    let less = "must be less than election_timeout_ms";
+    for (flags, named, reason) in [
+        (
+            &["--heartbeat-interval-ms", "600"][..],
+            "--heartbeat-interval-ms",
+            format!("{less} (500), not 600"),
+        ),
+        (
+            &["--election-timeout-ms", "50"][..],
+            "--heartbeat-interval-ms",
+            format!("{less} (50), not 100"),
+        ),
+        (
+            &["--queue-max-depth", "many"][..],
+            "--queue-max-depth",
+            "\"many\" is not a valid value".to_owned(),
+        ),
+        (
+            &["--max-poll-messages", "0"][..],
+            "--max-poll-messages",
+            "must be at least 1".to_owned(),
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["--addr", "127.0.0.1:0", "serve", "--data-dir"])
+            .arg(&dir)
+            .args(flags)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
+        let expected = format!("herald serve: {named}: {reason}");
+        assert!(stderr.starts_with(&expected), "{flags:?}: {stderr}");
+        assert!(!dir.exists(), "{flags:?} created the data dir");
+    }
+}

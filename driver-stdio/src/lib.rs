@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError
 use std::time::{Duration, Instant};
 
 use herald_core::wire::{self, DecodeError, Frame, LineFramer};
-use herald_core::{Config, Effect, Effects, Event, Level, Node, Time};
+use herald_core::{Config, ConfigError, Effect, Effects, Event, Level, Node, Time};
 
 /// Where the driver gets the time from.
 pub trait Clock {
@@ -167,7 +167,7 @@ enum Input {
 const CHANNEL_BATCHES: usize = 16;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
-/// Runs a node until `input` ends: the driver loop of design.md §4.
+/// Runs a node until `input` ends: the driver loop of docs/architecture.md.
 pub fn run(
     input: impl Read + Send,
     output: impl Write,
@@ -281,30 +281,143 @@ fn read_lines(mut input: impl Read, max_line_bytes: usize, tx: SyncSender<Input>
     }
 }
 
+/// The environment variable of the [`Config`] field `name`: `HERALD_LOG` for
+/// `log_level`, else `HERALD_` and the name in capitals (`HERALD_MAX_LINE_BYTES`).
+pub fn env_var_name(name: &str) -> String {
+    match name {
+        "log_level" => "HERALD_LOG".to_owned(),
+        _ => format!("HERALD_{}", name.to_uppercase()),
+    }
+}
+
 /// Builds the node's configuration from the environment: `HERALD_LOG` (debug, info,
 /// warn, error, off; default warn), `HERALD_SEED` (default: from the clock and pid),
-/// and `HERALD_MAX_LINE_BYTES`.
+/// and `HERALD_<FIELD>` for every other [`Config`] field (`HERALD_MAX_LINE_BYTES`,
+/// `HERALD_ELECTION_TIMEOUT_MS`, ...). See [`config_from_vars`].
 pub fn config_from_env() -> Result<Config, String> {
-    let mut config = Config::default();
-    if let Ok(level) = std::env::var("HERALD_LOG") {
-        config.log_level =
-            Level::parse(&level).ok_or_else(|| format!("HERALD_LOG: unknown level {level:?}"))?;
+    let mut vars = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        let Some(name) = name.to_str().filter(|n| n.starts_with("HERALD_")) else {
+            continue;
+        };
+        let value = value
+            .into_string()
+            .map_err(|v| format!("{name}: {v:?} is not UTF-8"))?;
+        vars.push((name.to_owned(), value));
     }
-    config.seed = match std::env::var("HERALD_SEED") {
-        Ok(seed) => seed
-            .parse()
-            .map_err(|_| format!("HERALD_SEED: not a number: {seed:?}"))?,
-        Err(_) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            nanos ^ u64::from(std::process::id()).rotate_left(32)
-        }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    config_from_vars(vars, nanos ^ u64::from(std::process::id()).rotate_left(32))
+}
+
+/// [`Config::default`] with each field whose variable ([`env_var_name`]) is among
+/// `vars` (name, value) set from it by [`Config::set`], and `seed` set to `seed` unless
+/// `HERALD_SEED` is given; then [`Config::validate`]. Other variables are ignored. An
+/// error names the variable at fault and why.
+pub fn config_from_vars<N, V>(
+    vars: impl IntoIterator<Item = (N, V)>,
+    seed: u64,
+) -> Result<Config, String>
+where
+    N: AsRef<str>,
+    V: AsRef<str>,
+{
+    let vars: Vec<(N, V)> = vars.into_iter().collect();
+    let var = |name: &str| {
+        vars.iter()
+            .rev()
+            .find(|(n, _)| n.as_ref() == name)
+            .map(|(_, v)| v.as_ref())
     };
-    if let Ok(max) = std::env::var("HERALD_MAX_LINE_BYTES") {
-        config.max_line_bytes = max
-            .parse()
-            .map_err(|_| format!("HERALD_MAX_LINE_BYTES: not a number: {max:?}"))?;
+    let var_error = |e: ConfigError| format!("{}: {}", env_var_name(e.field), e.reason);
+    let mut config = Config {
+        seed,
+        ..Config::default()
+    };
+    for field in Config::FIELDS {
+        if let Some(text) = var(&env_var_name(field.name)) {
+            config.set(field.name, text).map_err(var_error)?;
+        }
     }
+    config.validate().map_err(var_error)?;
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, String> {
+        config_from_vars(vars.iter().copied(), 7)
+    }
+
+    #[test]
+    fn no_variables_give_the_defaults_and_the_fallback_seed() {
+        let expected = Config {
+            seed: 7,
+            ..Config::default()
+        };
+        assert_eq!(config(&[]), Ok(expected.clone()));
+        assert_eq!(
+            config(&[("HERALD_BLESS", "1"), ("PATH", "/bin")]),
+            Ok(expected)
+        );
+    }
+
+    #[test]
+    fn every_field_is_read_from_its_variable() {
+        let config = config(&[
+            ("HERALD_LOG", "debug"),
+            ("HERALD_SEED", "42"),
+            ("HERALD_MAX_LINE_BYTES", "4096"),
+            ("HERALD_ELECTION_TIMEOUT_MS", "900"),
+            ("HERALD_HEARTBEAT_INTERVAL_MS", "600"),
+            ("HERALD_QUEUE_MAX_DEPTH", " 12 "),
+        ])
+        .unwrap();
+        assert_eq!(config.log_level, Level::Debug);
+        assert_eq!(config.seed, 42);
+        assert_eq!(config.max_line_bytes, 4096);
+        assert_eq!(config.election_timeout_ms, 900);
+        assert_eq!(config.heartbeat_interval_ms, 600);
+        assert_eq!(config.queue_max_depth, 12);
+        assert_eq!(config.max_topics, Config::default().max_topics);
+        let defaults = Config::default();
+        for field in Config::FIELDS {
+            let Ok(n) = defaults.get(field.name).unwrap().parse::<u64>() else {
+                continue; // log_level, checked above
+            };
+            let var = env_var_name(field.name);
+            let value = (n + 1).to_string();
+            let config = config_from_vars([(var.as_str(), value.as_str())], 0)
+                .unwrap_or_else(|e| panic!("{var}={value}: {e}"));
+            assert_eq!(config.get(field.name).unwrap(), value, "{var}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_variable() {
+        let err = config(&[("HERALD_HEARTBEAT_INTERVAL_MS", "600")]).unwrap_err();
+        assert!(
+            err.starts_with(
+                "HERALD_HEARTBEAT_INTERVAL_MS: must be less than election_timeout_ms (500), not 600"
+            ),
+            "{err}"
+        );
+        let err = config(&[("HERALD_SEED", "soon")]).unwrap_err();
+        assert!(
+            err.starts_with("HERALD_SEED: \"soon\" is not a valid value"),
+            "{err}"
+        );
+        let err = config(&[("HERALD_LOG", "loud")]).unwrap_err();
+        assert!(
+            err.starts_with("HERALD_LOG: \"loud\" is not a valid value"),
+            "{err}"
+        );
+        let err = config(&[("HERALD_MAX_LINE_BYTES", "0")]).unwrap_err();
+        assert_eq!(err, "HERALD_MAX_LINE_BYTES: must be at least 1, not 0");
+        let err = config(&[("HERALD_RPC_BACKOFF_BASE_MS", "5000")]).unwrap_err();
+        assert!(err.starts_with("HERALD_RPC_BACKOFF_BASE_MS: "), "{err}");
+    }
 }

@@ -142,3 +142,41 @@ fn an_over_long_line_is_dropped_and_the_node_keeps_serving() {
     assert!(logs[0].contains("event=line_too_long"), "{logs:?}");
     assert!(logs[1].contains("event=unreadable_line"), "{logs:?}");
 }
+
+#[test]
+fn a_bad_setting_in_the_environment_exits_2_naming_it() {
+    for (var, value, reason) in [
+        (
+            "HERALD_HEARTBEAT_INTERVAL_MS",
+            "600",
+            "must be less than election_timeout_ms (500), not 600",
+        ),
+        ("HERALD_MAX_TOPICS", "lots", "\"lots\" is not a valid value"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_herald-node"))
+            .env(var, value)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        let expected = format!("herald-node: {var}: {reason}");
+        assert!(stderr.starts_with(&expected), "{var}={value}: {stderr}");
+        assert!(out.stdout.is_empty(), "{var}={value}");
+    }
+}
+
+#[test]
+fn the_help_names_every_setting() {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald-node"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    assert!(help.contains("HERALD_MAX_LINE_BYTES=1048576"), "{help}");
+    for field in herald_core::Config::FIELDS {
+        let var = format!(" {}=", herald_stdio::env_var_name(field.name));
+        assert!(help.contains(&var), "{var} missing from:\n{help}");
+    }
+}
