@@ -11,8 +11,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
-use herald_core::wire::msg::{Dequeue, DequeueOk, Enqueue, Init, Receipt};
 use herald_core::sim::{Queue, QueueConfig, SetAside};
+use herald_core::wire::msg::{Dequeue, DequeueOk, Enqueue, Init, Receipt};
 use herald_core::wire::Body;
 use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Time};
 use serde_json::Value;
