@@ -252,7 +252,7 @@ impl Conn {
                         .next()
                         .map_or(Reply::Empty, |m| Reply::Took(Some(m.receipt)))),
                     Payload::Error(e)
-                        if e.code == herald_core::ErrorCode::TemporarilyUnavailable.code() =>
+                        if e.is(herald_core::ErrorCode::TemporarilyUnavailable) =>
                     {
                         Ok(Reply::Full)
                     }

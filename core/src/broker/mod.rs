@@ -168,9 +168,9 @@ impl Broker {
             self.process_queue(now, &name);
         }
         self.expire_waiters(now);
-        self.producers.expire(now);
+        self.producers.run_due(now);
         self.expire_prepared(now);
-        self.topics.expire_sessions(now)
+        self.topics.run_due(now)
     }
 
     /// Replies to parked requests that became due.

@@ -228,7 +228,7 @@ impl Producers {
     }
 
     /// Forgets producers idle past their expiry.
-    pub(super) fn expire(&mut self, now: Time) {
+    pub(super) fn run_due(&mut self, now: Time) {
         while let Some((timer, id)) = self.expiries.pop_due(now) {
             if self.producers.get(&id).is_some_and(|p| p.expiry == timer) {
                 let p = self.producers.remove(&id).expect("checked");

@@ -392,7 +392,7 @@ impl Queue {
     /// Applies everything due by `now`: expiries, delays and visibility timeouts ending.
     /// A message becoming visible after `max_deliveries` is taken out and returned for
     /// the dead-letter queue, up to `dead_letter_room` of them; the rest stay visible.
-    pub(crate) fn process_due(&mut self, now: Time, mut dead_letter_room: usize) -> Vec<Exhausted> {
+    pub(crate) fn run_due(&mut self, now: Time, mut dead_letter_room: usize) -> Vec<Exhausted> {
         while let Some(&(at, seq)) = self.expiries.first() {
             if at > now {
                 break;
@@ -885,7 +885,7 @@ mod tests {
                     Op::AdvanceMs(ms) => now = now.plus_millis(u64::from(ms % 60)),
                 }
                 let dead: Vec<(String, u32)> = queue
-                    .process_due(now, usize::MAX)
+                    .run_due(now, usize::MAX)
                     .into_iter()
                     .map(|e| (e.id, e.dead_letter.deliveries))
                     .collect();
@@ -908,7 +908,7 @@ mod tests {
         q.enqueue(Time::ZERO, None, 1.into(), 0, None, SetAside::default())
             .unwrap();
         let first = q.dequeue(Time::ZERO, 1, Some(10)).remove(0);
-        q.process_due(Time::from_millis(10), 0);
+        q.run_due(Time::from_millis(10), 0);
         let second = q.dequeue(Time::from_millis(10), 1, Some(10)).remove(0);
         assert_eq!((first.deliveries, second.deliveries), (1, 2));
         assert_eq!(

@@ -311,7 +311,7 @@ impl Broker {
             .queues
             .get_mut(name)
             .expect("checked")
-            .process_due(now, room);
+            .run_due(now, room);
         if let (false, Some(dlq)) = (exhausted.is_empty(), dlq) {
             let target = self.queues.get_mut(&dlq).expect("room came from it");
             for message in exhausted {

@@ -254,7 +254,7 @@ impl Topics {
     }
 
     /// Removes members whose session ended by `now`; returns (group, consumer) of each.
-    pub(super) fn expire_sessions(&mut self, now: Time) -> Vec<(String, String)> {
+    pub(super) fn run_due(&mut self, now: Time) -> Vec<(String, String)> {
         let mut expired = Vec::new();
         while let Some((timer, (group, consumer))) = self.sessions.pop_due(now) {
             let Some(g) = self.groups.get_mut(&group) else {
@@ -753,7 +753,7 @@ mod tests {
                     }
                     Op::AdvanceMs(ms) => now = now.plus_millis(u64::from(ms % 40)),
                 }
-                let mut expired: Vec<(String, String)> = topics.expire_sessions(now);
+                let mut expired: Vec<(String, String)> = topics.run_due(now);
                 expired.sort();
                 let want = model.expire(now, config.group_session_timeout_ms);
                 assert_eq!(expired, want, "session expiry");

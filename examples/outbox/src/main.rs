@@ -196,7 +196,7 @@ fn relay(db: &Path, addr: &str, until_empty: bool) -> Result<(), String> {
                         .map_err(|e| e.to_string())?;
                 }
                 Ok(other) => return Err(format!("enqueue answered {other:?}")),
-                Err(e) if e.code == ErrorCode::TemporarilyUnavailable.code() => {
+                Err(e) if e.is(ErrorCode::TemporarilyUnavailable) => {
                     thread::sleep(Duration::from_millis(50));
                     break;
                 }
