@@ -251,9 +251,7 @@ impl Conn {
                         .into_iter()
                         .next()
                         .map_or(Reply::Empty, |m| Reply::Took(Some(m.receipt)))),
-                    Payload::Error(e)
-                        if e.is(herald_core::ErrorCode::TemporarilyUnavailable) =>
-                    {
+                    Payload::Error(e) if e.is(herald_core::ErrorCode::TemporarilyUnavailable) => {
                         Ok(Reply::Full)
                     }
                     Payload::Error(e) => {
