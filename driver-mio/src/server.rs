@@ -183,6 +183,10 @@ fn log(level: Level, min: Level, line: impl FnOnce() -> String) {
 /// Runs the server until SIGINT or SIGTERM. `on_ready` is called with the bound
 /// address once the server accepts connections (after recovery).
 pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
+    config
+        .node
+        .validate()
+        .map_err(|e| format!("invalid configuration: {e}"))?;
     let level = config.node.log_level;
     let started = Instant::now();
     let (wal, recovery) = Wal::open(&config.data_dir, config.fsync, config.max_segment_bytes)
@@ -736,5 +740,27 @@ impl Server {
             "event=shutdown clean=true".into()
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_node_config_is_an_error_before_the_data_dir_is_touched() {
+        let dir = std::env::temp_dir().join(format!("herald-invalid-{}", std::process::id()));
+        let config = ServerConfig {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.clone(),
+            node: Config {
+                rpc_max_attempts: 0,
+                ..Config::default()
+            },
+            ..ServerConfig::default()
+        };
+        let err = serve(config, |_| panic!("must not listen")).unwrap_err();
+        assert!(err.contains("rpc_max_attempts"), "{err}");
+        assert!(!dir.exists(), "the data dir was created");
     }
 }

@@ -296,14 +296,15 @@ pub fn env_var_name(name: &str) -> String {
 /// `HERALD_ELECTION_TIMEOUT_MS`, ...). See [`config_from_vars`].
 pub fn config_from_env() -> Result<Config, String> {
     let mut vars = Vec::new();
-    for (name, value) in std::env::vars_os() {
-        let Some(name) = name.to_str().filter(|n| n.starts_with("HERALD_")) else {
-            continue;
-        };
-        let value = value
-            .into_string()
-            .map_err(|v| format!("{name}: {v:?} is not UTF-8"))?;
-        vars.push((name.to_owned(), value));
+    for field in Config::FIELDS {
+        let name = env_var_name(field.name);
+        match std::env::var(&name) {
+            Ok(value) => vars.push((name, value)),
+            Err(std::env::VarError::NotPresent) => {}
+            Err(std::env::VarError::NotUnicode(v)) => {
+                return Err(format!("{name}: {v:?} is not UTF-8"));
+            }
+        }
     }
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -207,14 +207,17 @@ impl Node {
                 c.restarted(&mut cx!(self));
             }
         }
-        self.persist_input(&event, out);
+        // Read before the event: the `init` that starts a cluster ends like a single
+        // node's step.
+        let clustered = self.cluster.is_some();
+        self.persist_input(&event, clustered, out);
         self.run_due(out);
         match event {
             Event::Message(msg) => self.on_message(msg, out),
             Event::Invalid(bad) => self.on_invalid(bad, out),
             Event::Tick => {}
         }
-        if self.cluster.is_some() {
+        if clustered {
             self.drive_cluster(out);
         } else {
             self.send_completions(out);
@@ -223,8 +226,7 @@ impl Node {
 
     /// Records the step's input first, if replaying it would change state: a request
     /// that writes, or broker timers due in it (on a cluster, the Raft log holds both).
-    fn persist_input(&mut self, event: &Event, out: &mut Effects) {
-        let clustered = self.cluster.is_some();
+    fn persist_input(&mut self, event: &Event, clustered: bool, out: &mut Effects) {
         let timers_due = !clustered
             && self
                 .machine
