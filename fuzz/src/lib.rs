@@ -265,6 +265,31 @@ pub fn check_framer(bytes: &[u8], chunk: u8) {
     }
 }
 
+/// Any bytes fed in chunks of `chunk` bytes through the Kafka frame decoder, each frame
+/// answered: the decoder never holds more than one frame, nothing panics, and every
+/// answer is a well-formed frame.
+pub fn check_kafka_frames(bytes: &[u8], chunk: u8) {
+    let max = 64;
+    let mut decoder = herald_kafka::FrameDecoder::new(max);
+    for piece in bytes.chunks(usize::from(chunk).max(1)) {
+        let fed = decoder.feed(piece, |frame| {
+            assert!(frame.len() <= max);
+            if let herald_kafka::Outcome::Respond(out) = herald_kafka::handle_frame(frame) {
+                let mut answers = herald_kafka::FrameDecoder::new(out.len());
+                let mut whole = 0;
+                answers
+                    .feed(&out, |_| whole += 1)
+                    .expect("a well-formed frame");
+                assert_eq!((whole, answers.buffered()), (1, 0));
+            }
+        });
+        assert!(decoder.buffered() <= max + 4);
+        if fed.is_err() {
+            return;
+        }
+    }
+}
+
 /// Builds a typed input from a fuzzer's raw bytes (for the libFuzzer targets), the way
 /// bolero does; `None` if the bytes run out.
 pub fn from_fuzz_bytes<T: TypeGenerator>(bytes: &[u8]) -> Option<T> {

@@ -3,7 +3,10 @@
 //! same checks run coverage-guided under libFuzzer as the cargo-fuzz targets in
 //! `fuzz_targets/` (see the README).
 
-use herald_fuzz::{check_codec, check_framer, run_cluster_ops, run_ops, test_time, ClusterOp, Op};
+use herald_fuzz::{
+    check_codec, check_framer, check_kafka_frames, run_cluster_ops, run_ops, test_time, ClusterOp,
+    Op,
+};
 
 /// Any bytes: decoding never panics, and whatever decodes re-encodes to a line that
 /// decodes to the same message.
@@ -22,6 +25,15 @@ fn framer_any_bytes() {
         .with_test_time(test_time())
         .with_type::<(Vec<u8>, u8)>()
         .for_each(|(bytes, chunk)| check_framer(bytes, *chunk));
+}
+
+/// Any bytes in any chunking through the Kafka frame decoder and request handler.
+#[test]
+fn kafka_frames_any_bytes() {
+    bolero::check!()
+        .with_test_time(test_time())
+        .with_type::<(Vec<u8>, u8)>()
+        .for_each(|(bytes, chunk)| check_kafka_frames(bytes, *chunk));
 }
 
 /// Any sequence of events into a node: no panic, invariants hold after every step,
