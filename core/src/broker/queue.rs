@@ -683,17 +683,16 @@ mod tests {
             ttl_ms: Option<u64>,
         ) -> Result<(String, bool), QueueError> {
             let config = config();
-            let model = self;
             match &id {
-                Some(id) if model.ids.iter().any(|(i, _)| i == id) => Ok((id.clone(), true)),
-                Some(_) if model.ids.len() >= config.max_dedup_ids => Err(QueueError::DedupFull),
-                _ if model.msgs.len() >= config.max_depth => Err(QueueError::Full),
+                Some(id) if self.ids.iter().any(|(i, _)| i == id) => Ok((id.clone(), true)),
+                Some(_) if self.ids.len() >= config.max_dedup_ids => Err(QueueError::DedupFull),
+                _ if self.msgs.len() >= config.max_depth => Err(QueueError::Full),
                 _ => {
-                    let seq = model.next_seq;
-                    model.next_seq += 1;
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
                     let id = id.clone().unwrap_or(format!("m-{seq}"));
                     if id.starts_with('p') {
-                        model.ids.push((id.clone(), now));
+                        self.ids.push((id.clone(), now));
                     }
                     let state = if delay > 0 {
                         ModelState::Waiting {
@@ -704,7 +703,7 @@ mod tests {
                         ModelState::Ready
                     };
                     let expires_at = ttl_ms.map(|t| now.plus_millis(t));
-                    model.msgs.push(ModelMsg {
+                    self.msgs.push(ModelMsg {
                         seq,
                         id: id.clone(),
                         body,
@@ -740,13 +739,12 @@ mod tests {
 
         /// The queue's counts must be the model's.
         fn check_stats(&self, stats: &QueueStats) {
-            let model = self;
-            let ready = model
+            let ready = self
                 .msgs
                 .iter()
                 .filter(|m| m.state == ModelState::Ready)
                 .count();
-            let in_flight = model
+            let in_flight = self
                 .msgs
                 .iter()
                 .filter(|m| {
@@ -762,16 +760,16 @@ mod tests {
             assert_eq!(
                 (stats.depth, stats.ready, stats.in_flight, stats.delayed),
                 (
-                    model.msgs.len(),
+                    self.msgs.len(),
                     ready,
                     in_flight,
-                    model.msgs.len() - ready - in_flight
+                    self.msgs.len() - ready - in_flight
                 )
             );
-            assert_eq!(stats.acked, model.acked.len() as u64);
+            assert_eq!(stats.acked, self.acked.len() as u64);
             assert_eq!(
                 (stats.expired, stats.dead_lettered),
-                (model.expired, model.dead.len() as u64)
+                (self.expired, self.dead.len() as u64)
             );
         }
 
@@ -790,15 +788,14 @@ mod tests {
         op: Op,
         receipt: &str,
     ) -> (Result<(), QueueError>, Result<(), QueueError>) {
-        let receipt = receipt.to_owned();
-        let found = model.in_flight(&receipt);
+        let found = model.in_flight(receipt);
         let want = found.map(|_| ()).ok_or(QueueError::InvalidReceipt);
         let got = match op {
             Op::Ack { .. } => {
                 if let Some(i) = found {
                     model.acked.push(model.msgs.remove(i).seq);
                 }
-                queue.ack(&receipt)
+                queue.ack(receipt)
             }
             Op::Nack { delay_ms, .. } => {
                 let until = now.plus_millis(u64::from(delay_ms % 50));
@@ -808,17 +805,17 @@ mod tests {
                         receipt: None,
                     };
                 }
-                queue.nack(now, &receipt, u64::from(delay_ms % 50))
+                queue.nack(now, receipt, u64::from(delay_ms % 50))
             }
             Op::Extend { visibility_ms, .. } => {
                 let until = now.plus_millis(u64::from(visibility_ms % 50));
                 if let Some(i) = found {
                     model.msgs[i].state = ModelState::Waiting {
                         until,
-                        receipt: Some(receipt.clone()),
+                        receipt: Some(receipt.to_owned()),
                     };
                 }
-                queue.extend(now, &receipt, u64::from(visibility_ms % 50))
+                queue.extend(now, receipt, u64::from(visibility_ms % 50))
             }
             _ => unreachable!(),
         };

@@ -591,18 +591,17 @@ mod tests {
             generation: u64,
             max: usize,
         ) -> Result<Vec<(u32, u64)>, u32> {
-            let model = self;
-            model.check(consumer, generation).map(|owned| {
+            self.check(consumer, generation).map(|owned| {
                 let mut out = Vec::new();
                 for p in owned {
-                    let from = *model
+                    let from = *self
                         .positions
                         .get(&p)
-                        .or(model.committed.get(&p))
+                        .or(self.committed.get(&p))
                         .unwrap_or(&0);
-                    let end = model.lengths[p as usize].min(from + (max - out.len()) as u64);
+                    let end = self.lengths[p as usize].min(from + (max - out.len()) as u64);
                     out.extend((from..end.max(from)).map(|o| (p, o)));
-                    model.positions.insert(p, end.max(from));
+                    self.positions.insert(p, end.max(from));
                 }
                 out
             })
@@ -616,14 +615,13 @@ mod tests {
             p: u32,
             offset: u64,
         ) -> Result<(), u32> {
-            let model = self;
-            model.check(consumer, generation).and_then(|owned| {
+            self.check(consumer, generation).and_then(|owned| {
                 if !owned.contains(&p) {
                     Err(ErrorCode::NotOwner.code())
-                } else if offset > model.lengths[p as usize] {
+                } else if offset > self.lengths[p as usize] {
                     Err(ErrorCode::PreconditionFailed.code())
                 } else {
-                    let slot = model.committed.entry(p).or_insert(offset);
+                    let slot = self.committed.entry(p).or_insert(offset);
                     *slot = (*slot).max(offset);
                     Ok(())
                 }
