@@ -99,19 +99,19 @@ impl FrameDecoder {
     }
 }
 
-/// Appends `body` to `out` as one frame.
-///
-/// # Panics
-/// If `body` is longer than `i32::MAX` bytes (responses are bounded far below that).
-pub fn write_frame(body: &[u8], out: &mut Vec<u8>) {
-    let len = i32::try_from(body.len()).expect("a frame fits an i32 length");
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(body);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Appends `body` to `out` as one frame.
+    ///
+    /// # Panics
+    /// If `body` is longer than `i32::MAX` bytes (responses are bounded far below that).
+    fn write_frame(body: &[u8], out: &mut Vec<u8>) {
+        let len = i32::try_from(body.len()).expect("a frame fits an i32 length");
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(body);
+    }
 
     #[test]
     fn frames_split_anywhere_come_out_whole_and_in_order() {

@@ -4,7 +4,7 @@
 //! answers and holds no socket; a driver moves the bytes. Messages are encoded and
 //! decoded with the `kafka-protocol` crate (generated from Kafka's own schemas).
 //!
-//! What is here so far: framing ([`FrameDecoder`], [`write_frame`]), request headers,
+//! What is here so far: framing ([`FrameDecoder`]), request headers,
 //! and `ApiVersions`, answered by this layer alone. The table of supported APIs
 //! ([`SUPPORTED_APIS`]) lists exactly what is implemented, because clients choose
 //! their behaviour by it. The APIs that reach the broker (Metadata, Produce, Fetch,
@@ -12,9 +12,9 @@
 
 mod frame;
 
-pub use frame::{write_frame, FrameDecoder, FrameError};
+pub use frame::{FrameDecoder, FrameError};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
@@ -135,21 +135,22 @@ fn api_versions(frame: &[u8], header: &Header, range: &ApiRange) -> Outcome {
     )
 }
 
-/// A response frame: length, the response header at the API's header version, body.
+/// A response frame: length, the response header at the API's header version, body;
+/// encoded in place behind a length that is filled in last.
 fn respond(key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) -> Outcome {
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let mut buf = BytesMut::new();
+    let mut out = vec![0; 4];
     let encoded = header
-        .encode(&mut buf, key.response_header_version(version))
-        .and_then(|()| body.encode(&mut buf, version));
-    match encoded {
-        Ok(()) => {
-            let mut out = Vec::with_capacity(buf.len() + 4);
-            write_frame(&buf, &mut out);
-            Outcome::Respond(out)
-        }
-        Err(e) => Outcome::Close(format!(
+        .encode(&mut out, key.response_header_version(version))
+        .and_then(|()| body.encode(&mut out, version));
+    if let Err(e) = encoded {
+        return Outcome::Close(format!(
             "cannot encode the {key:?} v{version} response: {e}"
-        )),
+        ));
     }
+    let Ok(len) = i32::try_from(out.len() - 4) else {
+        return Outcome::Close(format!("the {key:?} response is over 2 GiB"));
+    };
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Outcome::Respond(out)
 }
