@@ -25,7 +25,7 @@ row() { printf '%-26s %12s %10s %14s %10s\n' "$@"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a/b}'; }
 
 port=$(free_port)
-"$herald" --addr "127.0.0.1:$port" serve --data-dir "$work/single" --fsync "$FSYNC" --log-level warn 2>/dev/null &
+"$herald" --addr "127.0.0.1:$port" serve --kafka-addr none --data-dir "$work/single" --fsync "$FSYNC" --log-level warn 2>/dev/null &
 pids+=($!)
 wait_port "$port"
 read -r s_p s_p99 s_c s_c99 <<<"$(bench "$port")"
@@ -33,7 +33,7 @@ read -r s_p s_p99 s_c s_c99 <<<"$(bench "$port")"
 ports=("$(free_port)" "$(free_port)" "$(free_port)")
 peers="n1=127.0.0.1:${ports[0]},n2=127.0.0.1:${ports[1]},n3=127.0.0.1:${ports[2]}"
 for i in 1 2 3; do
-  "$herald" --addr "127.0.0.1:${ports[$((i-1))]}" serve --data-dir "$work/n$i" --fsync "$FSYNC" \
+  "$herald" --addr "127.0.0.1:${ports[$((i-1))]}" serve --kafka-addr none --data-dir "$work/n$i" --fsync "$FSYNC" \
     --log-level warn --node-id "n$i" --peers "$peers" 2>/dev/null &
   pids+=($!)
 done

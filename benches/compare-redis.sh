@@ -36,7 +36,7 @@ run_level() { # level herald_fsync redis_args...
   local level=$1 fsync=$2; shift 2
   local hp rp
   hp=$(free_port)
-  "$herald" --addr "127.0.0.1:$hp" serve --data-dir "$work/herald-$level" --fsync "$fsync" --log-level warn 2>/dev/null &
+  "$herald" --addr "127.0.0.1:$hp" serve --kafka-addr none --data-dir "$work/herald-$level" --fsync "$fsync" --log-level warn 2>/dev/null &
   pids+=($!)
   rp=$(free_port)
   redis-server --port "$rp" --bind 127.0.0.1 --dir "$work" --dbfilename "dump-$level.rdb" \

@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod kafka;
 pub mod peers;
 pub mod server;
 pub mod wal;

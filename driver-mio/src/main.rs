@@ -8,6 +8,7 @@ use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand}
 use herald_core::wire::msg::*;
 use herald_core::{Config, ConfigError, Level, Payload};
 use herald_mio::client::{Client, Reply};
+use herald_mio::kafka::KafkaConfig;
 use herald_mio::server::{serve, ClusterConfig, ServerConfig};
 use herald_mio::wal::FsyncPolicy;
 use serde_json::Value;
@@ -175,6 +176,19 @@ struct ServeArgs {
     /// to any node; peers connect to each other's --addr.
     #[arg(long, requires = "node_id")]
     peers: Option<String>,
+    /// Where the Kafka listener listens, or `none` for no Kafka listener. Nodes of a
+    /// cluster on one machine need one each.
+    #[arg(long, default_value = "127.0.0.1:9092")]
+    kafka_addr: String,
+    /// The host:port Kafka clients are told to connect to (default: --kafka-addr).
+    #[arg(long)]
+    kafka_advertised_addr: Option<String>,
+    /// The largest Kafka request frame accepted; a bigger one closes its connection.
+    #[arg(long, default_value_t = KafkaConfig::default().max_frame_bytes)]
+    kafka_max_frame_bytes: usize,
+    /// Kafka requests in flight on one connection before it stops being read.
+    #[arg(long, default_value_t = KafkaConfig::default().max_in_flight)]
+    kafka_max_in_flight: usize,
     #[command(flatten)]
     node: NodeFlags,
 }
@@ -300,7 +314,19 @@ impl ServeArgs {
             (Some(id), Some(peers)) => Some(cluster_config(id, &peers)?),
             _ => None,
         };
+        let kafka = match self.kafka_addr.as_str() {
+            "none" => None,
+            text => Some(KafkaConfig {
+                addr: text
+                    .parse()
+                    .map_err(|e| format!("--kafka-addr {text:?}: {e} (or `none`)"))?,
+                advertised_addr: self.kafka_advertised_addr,
+                max_frame_bytes: self.kafka_max_frame_bytes,
+                max_in_flight: self.kafka_max_in_flight.max(1),
+            }),
+        };
         Ok(ServerConfig {
+            kafka,
             addr,
             data_dir: self.data_dir,
             fsync: self.fsync,
@@ -383,9 +409,11 @@ fn run_serve(args: ServeArgs, addr: &str) -> ExitCode {
         }
     };
     let data_dir = config.data_dir.clone();
-    let result = serve(config, |addr| {
+    let result = serve(config, |at| {
+        let kafka = at.kafka_addr.map_or("none".into(), |a| a.to_string());
         eprintln!(
-            "herald: listening on {addr}, data in {}",
+            "herald: listening on {}, kafka on {kafka}, data in {}",
+            at.addr,
             data_dir.display()
         );
     });

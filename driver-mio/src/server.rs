@@ -22,13 +22,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use herald_core::wire::msg::{ErrorBody, ErrorCode, Init, Payload};
+use herald_core::wire::msg::{Access, ErrorBody, ErrorCode, Init, Payload, Route};
 use herald_core::wire::{self, Body, DecodeError, Frame, LineFramer};
 use herald_core::{Config, Effect, Effects, Event, Level, Message, Node, Time};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::kafka::{KafkaConfig, KafkaConn};
 use crate::peers::{Hello, Peers};
 use crate::wal::{FsyncPolicy, Recovery, Wal};
 
@@ -37,6 +38,7 @@ pub const SERVER_NAME: &str = "herald";
 
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
+const KAFKA_LISTENER: Token = Token(usize::MAX - 3);
 /// Bytes read from one connection per round, so one busy client cannot starve others.
 const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// Longest line from a peer: an append batch or a state snapshot can be large.
@@ -75,6 +77,17 @@ pub struct ServerConfig {
     pub node: Config,
     /// Run as one node of a cluster (`None`: a single node).
     pub cluster: Option<ClusterConfig>,
+    /// The Kafka listener (`None`: none).
+    pub kafka: Option<KafkaConfig>,
+}
+
+/// Where a started server listens, for [`serve`]'s `on_ready`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listening {
+    /// The JSON-lines listener.
+    pub addr: SocketAddr,
+    /// The Kafka listener, if there is one.
+    pub kafka_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +103,7 @@ impl Default for ServerConfig {
             idle_timeout_ms: 300_000,
             node: Config::default(),
             cluster: None,
+            kafka: Some(KafkaConfig::default()),
         }
     }
 }
@@ -114,6 +128,8 @@ struct Conn {
     long_polls: bool,
     /// The peer node on the other end, once its hello line said so.
     peer: Option<String>,
+    /// A connection to the Kafka listener: its frames and requests in flight.
+    kafka: Option<KafkaConn>,
     /// Lines read so far (a hello is only taken as the first).
     lines: u64,
     last_active: Instant,
@@ -172,6 +188,12 @@ struct Server {
     boot_us: u64,
     effects: Effects,
     log_level: Level,
+    /// What Kafka connections are told about this broker (`None`: no Kafka listener).
+    kafka_session: Option<herald_kafka::SessionConfig>,
+    /// Kafka connections with broker requests to send.
+    kafka_ready: std::collections::BTreeSet<usize>,
+    /// A write or a Raft message was stepped this round: parked fetches look again.
+    written: bool,
 }
 
 fn log(level: Level, min: Level, line: impl FnOnce() -> String) {
@@ -181,8 +203,8 @@ fn log(level: Level, min: Level, line: impl FnOnce() -> String) {
 }
 
 /// Runs the server until SIGINT or SIGTERM. `on_ready` is called with the bound
-/// address once the server accepts connections (after recovery).
-pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<(), String> {
+/// addresses once the server accepts connections (after recovery).
+pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(), String> {
     config
         .node
         .validate()
@@ -227,6 +249,31 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<
     poll.registry()
         .register(&mut listener, LISTENER, Interest::READABLE)
         .map_err(|e| e.to_string())?;
+    let mut kafka_listener = match &config.kafka {
+        None => None,
+        Some(k) => {
+            let mut l = TcpListener::bind(k.addr)
+                .map_err(|e| format!("cannot listen for Kafka on {}: {e}", k.addr))?;
+            poll.registry()
+                .register(&mut l, KAFKA_LISTENER, Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+            Some(l)
+        }
+    };
+    let kafka_addr = match &kafka_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let kafka_session = match (&config.kafka, kafka_addr) {
+        (Some(k), Some(bound)) => {
+            let node_index = config.cluster.as_ref().map_or(0, |c| {
+                c.nodes.iter().position(|(n, _)| *n == c.node_id).unwrap_or(0)
+            });
+            let partitions = config.node.kafka_auto_create_partitions;
+            Some(k.session(bound, node_index as i32, partitions)?)
+        }
+        _ => None,
+    };
     let mut signals = signal_hook_mio::v1_0::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -266,15 +313,19 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(SocketAddr)) -> Result<
         boot_us,
         effects: Effects::new(),
         log_level: level,
+        kafka_session,
+        kafka_ready: Default::default(),
+        written: false,
         config,
     };
     server.init_node()?;
     log(Level::Info, level, || {
-        format!("event=listening addr={addr}")
+        let kafka = kafka_addr.map_or("none".into(), |a| a.to_string());
+        format!("event=listening addr={addr} kafka_addr={kafka}")
     });
-    on_ready(addr);
+    on_ready(Listening { addr, kafka_addr });
     server
-        .run(&mut poll, &mut listener)
+        .run(&mut poll, &mut listener, kafka_listener.as_mut())
         .map_err(|e| format!("server failed: {e}"))
 }
 
@@ -317,7 +368,12 @@ impl Server {
             .map_err(|e| format!("cannot write the log: {e}"))
     }
 
-    fn run(&mut self, poll: &mut Poll, listener: &mut TcpListener) -> io::Result<()> {
+    fn run(
+        &mut self,
+        poll: &mut Poll,
+        listener: &mut TcpListener,
+        kafka_listener: Option<&mut TcpListener>,
+    ) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
@@ -331,7 +387,12 @@ impl Server {
             let mut stop = false;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(poll, listener),
+                    LISTENER => self.accept(poll, listener, false),
+                    KAFKA_LISTENER => {
+                        if let Some(l) = kafka_listener.as_deref() {
+                            self.accept(poll, l, true);
+                        }
+                    }
                     SIGNALS => stop = true,
                     token if self.peers.as_ref().and_then(|p| p.link_of(token)).is_some() => {
                         let peers = self.peers.as_mut().expect("a peer token");
@@ -361,6 +422,7 @@ impl Server {
             if self.node.next_deadline().is_some_and(|t| t <= now) {
                 self.step(now, Event::Tick);
             }
+            self.run_kafka(now);
             // Durable first, then replies (group commit for the whole round).
             self.wal.commit()?;
             if self.wal.wants_compaction(self.config.compact_after_bytes) {
@@ -384,6 +446,9 @@ impl Server {
             }
             self.write_all(poll);
             if stop {
+                if let Some(l) = kafka_listener {
+                    let _ = poll.registry().deregister(l);
+                }
                 return self.shutdown(poll, listener);
             }
         }
@@ -420,10 +485,17 @@ impl Server {
         if let Some(at) = self.peers.as_ref().and_then(Peers::next_retry) {
             timeout = timeout.min(at.saturating_duration_since(Instant::now()));
         }
+        let kafka_wake_ms = (self.conns.iter())
+            .filter_map(|(_, c)| c.kafka.as_ref()?.session.poll_timeout())
+            .min();
+        if let Some(at_ms) = kafka_wake_ms {
+            let wait_ms = at_ms.saturating_sub(now.as_millis());
+            timeout = timeout.min(Duration::from_millis(wait_ms));
+        }
         timeout
     }
 
-    fn accept(&mut self, poll: &Poll, listener: &TcpListener) {
+    fn accept(&mut self, poll: &Poll, listener: &TcpListener, kafka: bool) {
         loop {
             let (mut stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
@@ -471,6 +543,12 @@ impl Server {
                 throttled: false,
                 long_polls: false,
                 peer: None,
+                kafka: self
+                    .kafka_session
+                    .clone()
+                    .filter(|_| kafka)
+                    .zip(self.config.kafka.as_ref())
+                    .map(|(session, k)| KafkaConn::new(k, session)),
                 lines: 0,
                 last_active: Instant::now(),
                 interest: Interest::READABLE,
@@ -500,7 +578,8 @@ impl Server {
                     conn.more_to_read = false;
                     break;
                 }
-                if conn.pending_out() >= self.config.max_write_buffer_bytes {
+                let kafka_full = conn.kafka.as_ref().is_some_and(|k| k.session.is_full());
+                if conn.pending_out() >= self.config.max_write_buffer_bytes || kafka_full {
                     conn.more_to_read = false;
                     conn.throttled = true;
                     break;
@@ -527,6 +606,10 @@ impl Server {
                 };
                 budget = budget.saturating_sub(n);
                 conn.last_active = Instant::now();
+                if conn.kafka.is_some() {
+                    self.read_kafka(key, &buf[..n]);
+                    continue;
+                }
                 let mut lines = Vec::new();
                 conn.framer.feed(&buf[..n], |frame| {
                     lines.push(match frame {
@@ -607,8 +690,14 @@ impl Server {
     }
 
     fn step(&mut self, now: Time, event: Event) {
+        if let Event::Message(m) = &event {
+            let payload = &m.body.payload;
+            self.written |= payload.route() == Route::Raft
+                || payload.access().is_some_and(|a| a != Access::Read);
+        }
         self.node.step(now, event, &mut self.effects);
-        for effect in self.effects.drain(..) {
+        let mut effects = std::mem::take(&mut self.effects);
+        for effect in effects.drain(..) {
             match effect {
                 Effect::Persist(record) => self.wal.append(&record),
                 Effect::Send(msg) => {
@@ -617,7 +706,7 @@ impl Server {
                     }
                     // Replies go to live connections; a reply to one that closed is dropped.
                     if let Some(&key) = self.by_name.get(&msg.dest) {
-                        wire::encode(&msg, &mut self.conns[key].out);
+                        self.deliver(now, key, msg);
                     }
                 }
                 Effect::Log(record) => {
@@ -627,6 +716,106 @@ impl Server {
                 }
             }
         }
+        self.effects = effects;
+    }
+
+    /// Hands a reply to its connection: a JSON line, or a reply for the Kafka session.
+    fn deliver(&mut self, now: Time, key: usize, msg: Message) {
+        let conn = &mut self.conns[key];
+        let Some(kafka) = &mut conn.kafka else {
+            wire::encode(&msg, &mut conn.out);
+            return;
+        };
+        let Some(msg_id) = msg.body.in_reply_to else {
+            return; // an error about no request in particular: nothing waits for it
+        };
+        if let Err(why) = kafka.session.handle_reply(now.as_millis(), msg_id, msg.body.payload) {
+            self.close_kafka(key, &why);
+        }
+        self.kafka_ready.insert(key);
+    }
+
+    /// Splits what a Kafka connection sent into frames and starts each request.
+    fn read_kafka(&mut self, key: usize, bytes: &[u8]) {
+        let now = self.clock.now();
+        let conn = &mut self.conns[key];
+        let kafka = conn.kafka.as_mut().expect("a Kafka connection");
+        let mut frames = Vec::new();
+        if let Err(e) = kafka.decoder.feed(bytes, |frame| frames.push(frame.to_vec())) {
+            return self.close_kafka(key, &e.to_string());
+        }
+        for frame in frames {
+            let kafka = self.conns[key].kafka.as_mut().expect("a Kafka connection");
+            if let Err(why) = kafka.session.handle_frame(now.as_millis(), &frame) {
+                return self.close_kafka(key, &why);
+            }
+            self.kafka_ready.insert(key);
+            self.send_kafka_requests();
+        }
+    }
+
+    /// A Kafka connection broke the protocol: log why and close it.
+    fn close_kafka(&mut self, key: usize, why: &str) {
+        let conn = &mut self.conns[key];
+        log(Level::Warn, self.log_level, || {
+            format!("event=kafka_closed conn={} reason={why:?}", conn.id)
+        });
+        conn.broken = true;
+    }
+
+    /// Steps the node with the broker requests of every Kafka session that has some,
+    /// until none has (a reply can make a session ask again).
+    fn send_kafka_requests(&mut self) {
+        while let Some(key) = self.kafka_ready.pop_first() {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            if conn.broken {
+                continue;
+            }
+            let name = conn.name.clone();
+            let Some(kafka) = conn.kafka.as_mut() else {
+                continue;
+            };
+            let Some((msg_id, payload)) = kafka.session.poll_request() else {
+                continue;
+            };
+            self.kafka_ready.insert(key);
+            let msg = Message {
+                src: name,
+                dest: self.name.clone(),
+                body: Body {
+                    payload,
+                    msg_id: Some(msg_id),
+                    in_reply_to: None,
+                },
+            };
+            let now = self.clock.now();
+            self.step(now, Event::Message(msg));
+        }
+    }
+
+    /// Once a round: parked fetches whose wait ended are answered, and after a write
+    /// every parked fetch looks again.
+    fn run_kafka(&mut self, now: Time) {
+        let written = std::mem::take(&mut self.written);
+        let keys: Vec<usize> = (self.conns.iter())
+            .filter(|(_, c)| c.kafka.as_ref().is_some_and(|k| k.session.has_parked()))
+            .map(|(key, _)| key)
+            .collect();
+        for key in keys {
+            let session = &mut self.conns[key].kafka.as_mut().expect("listed").session;
+            let woken = if written {
+                session.retry_parked(now.as_millis())
+            } else {
+                session.handle_timeout(now.as_millis())
+            };
+            if let Err(why) = woken {
+                self.close_kafka(key, &why);
+            }
+            self.kafka_ready.insert(key);
+        }
+        self.send_kafka_requests();
     }
 
     /// Writes pending replies (the log is committed by now), closes finished or broken
@@ -637,6 +826,10 @@ impl Server {
         }
         let mut closing = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
+            let kafka_full = conn.kafka.as_mut().is_some_and(|kafka| {
+                kafka.session.poll_transmit(&mut conn.out);
+                kafka.session.is_full()
+            });
             while conn.pending_out() > 0 && !conn.broken {
                 match conn.stream.write(&conn.out[conn.written..]) {
                     Ok(0) => conn.broken = true,
@@ -656,7 +849,8 @@ impl Server {
                 conn.out.drain(..conn.written);
                 conn.written = 0;
             }
-            if conn.throttled && conn.pending_out() < self.config.max_write_buffer_bytes {
+            let backed_up = conn.pending_out() >= self.config.max_write_buffer_bytes;
+            if conn.throttled && !backed_up && !kafka_full {
                 conn.throttled = false;
                 conn.more_to_read = true;
             }

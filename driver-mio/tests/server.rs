@@ -36,6 +36,11 @@ fn start_at(addr: &str, dir: &Path, extra: &[&str]) -> Server {
         .args(["--addr", addr, "serve", "--log-level", "info", "--data-dir"])
         .arg(dir)
         .args(extra)
+        .args(if extra.contains(&"--kafka-addr") {
+            &[][..]
+        } else {
+            &["--kafka-addr", "none"][..]
+        })
         .args(if extra.contains(&"--fsync") {
             &[][..]
         } else {

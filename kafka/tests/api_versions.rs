@@ -2,9 +2,15 @@
 //! requests this layer cannot serve. `HERALD_BLESS=1` rewrites the golden response.
 
 use bytes::Bytes;
-use herald_kafka::{handle_frame, Outcome, SUPPORTED_APIS, UNSUPPORTED_VERSION};
+use herald_core::Config;
+use herald_kafka::{Loopback, SessionConfig, SUPPORTED_APIS, UNSUPPORTED_VERSION};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, ResponseHeader};
 use kafka_protocol::protocol::Decodable;
+
+/// The response to one request frame, or why the connection closed.
+fn handle_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
+    Loopback::new(Config::default(), SessionConfig::default()).request(frame)
+}
 
 fn captured(name: &str) -> Vec<u8> {
     let path = format!("{}/tests/captured/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -45,9 +51,7 @@ fn supported() -> Vec<(i16, i16, i16)> {
 #[test]
 fn kcat_2_0_2_api_versions_v3_gets_the_supported_ranges_without_tagged_fields() {
     let stream = captured("kcat-2.0.2-api-versions-v3.bin");
-    let Outcome::Respond(frame) = handle_frame(first_frame(&stream)) else {
-        panic!("ApiVersions must be answered");
-    };
+    let frame = handle_frame(first_frame(&stream)).expect("ApiVersions is answered");
     let (correlation_id, body) = read_response(&frame, 3);
     assert_eq!((correlation_id, body.error_code), (1, 0));
     assert_eq!(ranges(&body), supported());
@@ -74,9 +78,7 @@ fn kcat_2_0_2_api_versions_v3_gets_the_supported_ranges_without_tagged_fields() 
 fn an_unsupported_api_versions_version_is_answered_in_v0_with_every_range() {
     let mut request = first_frame(&captured("kcat-2.0.2-api-versions-v3.bin")).to_vec();
     request[2..4].copy_from_slice(&99i16.to_be_bytes());
-    let Outcome::Respond(frame) = handle_frame(&request) else {
-        panic!("an unsupported ApiVersions version is still answered");
-    };
+    let frame = handle_frame(&request).expect("an unsupported version is answered");
     let (correlation_id, body) = read_response(&frame, 0);
     assert_eq!((correlation_id, body.error_code), (1, UNSUPPORTED_VERSION));
     assert_eq!(ranges(&body), supported());
@@ -87,30 +89,27 @@ fn an_unreadable_api_versions_body_is_an_invalid_request() {
     let stream = captured("kcat-2.0.2-api-versions-v3.bin");
     let request = first_frame(&stream);
     // Cut inside the client software name.
-    let Outcome::Respond(frame) = handle_frame(&request[..request.len() - 4]) else {
-        panic!("a bad ApiVersions body is answered");
-    };
+    let frame = handle_frame(&request[..request.len() - 4]).expect("a bad body is answered");
     let (_, body) = read_response(&frame, 3);
     assert_eq!(body.error_code, herald_kafka::INVALID_REQUEST);
 }
 
 #[test]
 fn requests_kafka_cannot_answer_close_the_connection_with_a_reason() {
-    let close = |frame: &[u8]| match handle_frame(frame) {
-        Outcome::Close(reason) => reason,
-        Outcome::Respond(_) => panic!("{frame:?} was answered"),
-    };
+    let close = |frame: &[u8]| handle_frame(frame).expect_err("not answered");
     assert!(close(&[0, 18, 0]).contains("no header"));
     let mut unknown = vec![0x7f, 0x00, 0, 0, 0, 0, 0, 7];
     assert!(close(&unknown).contains("unknown API key 32512"));
     unknown[..2].copy_from_slice(&(ApiKey::Produce as i16).to_be_bytes());
-    assert!(close(&unknown).contains("Produce is not supported"));
+    assert!(close(&unknown).contains("Produce v0 is not supported"));
+    unknown[..2].copy_from_slice(&(ApiKey::AlterConfigs as i16).to_be_bytes());
+    assert!(close(&unknown).contains("AlterConfigs is not supported"));
 }
 
 #[test]
 fn any_bytes_are_answered_or_refused_never_a_panic() {
     bolero::check!().for_each(|frame: &[u8]| {
-        if let Outcome::Respond(out) = handle_frame(frame) {
+        if let Ok(out) = handle_frame(frame) {
             let len = i32::from_be_bytes(out[..4].try_into().unwrap());
             assert_eq!(len as usize, out.len() - 4);
         }

@@ -1,5 +1,6 @@
 //! Append-only logs: a topic partition, or one of the Maelstrom kafka workload's keyed
-//! logs, plus the keyed logs' committed offsets per consumer group.
+//! logs, plus the keyed logs' committed offsets per consumer group. A topic
+//! partition holds JSON-lines messages and Kafka record batches in one offset space.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -7,66 +8,212 @@ use super::producers::Idempotence;
 use super::{err, Broker};
 use crate::runtime::Ctx;
 use crate::wire::msg::{ErrorBody, ErrorCode, Offsets, Payload, PollOk, SendOk};
+use bytes::Bytes;
 use serde_json::Value;
 
-/// One stored record.
+/// One entry of a partition's log: a message published through the JSON-lines API
+/// (one offset), or a Kafka record batch (as many offsets as it has records).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub(super) struct PartitionEntry {
-    /// The key it was published with, if any.
-    pub key: Option<String>,
-    /// The message.
-    pub msg: Value,
+#[serde(untagged)]
+pub(super) enum PartitionEntry {
+    /// A Kafka producer's record batch, stored as it came.
+    Batch {
+        /// The batch.
+        batch: StoredBatch,
+    },
+    /// A JSON-lines message.
+    Record {
+        /// The key it was published with, if any.
+        #[serde(default)]
+        key: Option<String>,
+        /// The message.
+        msg: Value,
+    },
 }
 
-/// An append-only log. Offsets are dense, start at 0 and are never reused; retention
-/// drops the oldest records, so the log holds offsets `start..end`.
+/// A Kafka record batch (RecordBatch v2) in a partition's log.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(super) struct StoredBatch {
+    /// The batch's bytes; its base offset field is the producer's, not the log's.
+    #[serde(with = "crate::wire::kafka_msg::base64_bytes")]
+    pub bytes: Bytes,
+    /// Records in it: the offsets it takes.
+    pub records: u32,
+    /// Its largest record timestamp (ms since the Unix epoch).
+    pub max_timestamp_ms: i64,
+}
+
+impl PartitionEntry {
+    /// Offsets the entry takes.
+    fn offsets(&self) -> u64 {
+        match self {
+            PartitionEntry::Batch { batch } => u64::from(batch.records),
+            PartitionEntry::Record { .. } => 1,
+        }
+    }
+}
+
+/// One message as a JSON-lines reader sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct ReadRecord<'a> {
+    /// Its offset.
+    pub offset: u64,
+    /// Its key, if it has one.
+    pub key: Option<&'a String>,
+    /// The message (a Kafka batch: a description of it, see docs/kafka.md).
+    pub msg: Value,
+    /// The offset after it (a Kafka batch takes several).
+    pub next: u64,
+}
+
+/// An append-only log of a topic partition or keyed log. Offsets are dense, start at
+/// 0 and are never reused; retention drops the oldest entries, so the log holds
+/// offsets `start..end`.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "StoredLog")]
 pub(super) struct PartitionLog {
     /// The offset of the oldest record kept.
+    start: u64,
+    /// The entries (the name is kept from when every entry was one record).
+    records: VecDeque<PartitionEntry>,
+    /// The first offset of each entry (derived, so not stored).
+    #[serde(skip)]
+    bases: VecDeque<u64>,
+    /// The offset the next record gets (derived).
+    #[serde(skip)]
+    end: u64,
+}
+
+/// A partition log as stored: the derived indexes are rebuilt on load.
+#[derive(serde::Deserialize)]
+struct StoredLog {
     #[serde(default)]
     start: u64,
     records: VecDeque<PartitionEntry>,
 }
 
+impl From<StoredLog> for PartitionLog {
+    fn from(stored: StoredLog) -> PartitionLog {
+        let mut log = PartitionLog {
+            start: stored.start,
+            end: stored.start,
+            ..PartitionLog::default()
+        };
+        for entry in stored.records {
+            log.push(entry);
+        }
+        log
+    }
+}
+
 impl PartitionLog {
-    /// Appends a record, then drops the oldest ones beyond `keep` (retention).
-    /// Returns its offset and how many records were dropped.
-    pub(super) fn append(&mut self, key: Option<String>, msg: Value, keep: usize) -> (u64, usize) {
-        self.records.push_back(PartitionEntry { key, msg });
-        let offset = self.end_offset() - 1;
-        let dropped = self.records.len().saturating_sub(keep.max(1));
-        self.records.drain(..dropped);
-        self.start += dropped as u64;
-        (offset, dropped)
+    fn push(&mut self, entry: PartitionEntry) -> u64 {
+        let base = self.end;
+        self.end += entry.offsets();
+        self.bases.push_back(base);
+        self.records.push_back(entry);
+        base
     }
 
-    /// Up to `max` records from offset `from` on (from the oldest kept, if `from` was
-    /// dropped), with their offsets.
-    pub(super) fn read(
-        &self,
-        from: u64,
-        max: usize,
-    ) -> impl Iterator<Item = (u64, &PartitionEntry)> {
-        let from = from.max(self.start);
-        let skip = usize::try_from(from - self.start)
-            .unwrap_or(usize::MAX)
-            .min(self.records.len());
-        self.records
+    /// Appends an entry, then drops the oldest entries while more than `keep`
+    /// records would remain without them (retention). Returns its first offset and
+    /// how many records were dropped.
+    fn append_entry(&mut self, entry: PartitionEntry, keep: usize) -> (u64, usize) {
+        let base = self.push(entry);
+        let keep = keep.max(1) as u64;
+        let mut dropped = 0;
+        while self.records.len() > 1 && self.end - self.bases[1] >= keep {
+            self.records.pop_front();
+            self.bases.pop_front();
+            let start = self.bases[0];
+            dropped += (start - self.start) as usize;
+            self.start = start;
+        }
+        (base, dropped)
+    }
+
+    /// Appends a JSON-lines message (see [`PartitionLog::append_entry`]).
+    pub(super) fn append(&mut self, key: Option<String>, msg: Value, keep: usize) -> (u64, usize) {
+        self.append_entry(PartitionEntry::Record { key, msg }, keep)
+    }
+
+    /// Appends a Kafka record batch (see [`PartitionLog::append_entry`]).
+    pub(super) fn append_batch(&mut self, batch: StoredBatch, keep: usize) -> (u64, usize) {
+        self.append_entry(PartitionEntry::Batch { batch }, keep)
+    }
+
+    /// The index of the entry holding `offset` (the oldest, if `offset` was dropped).
+    fn entry_of(&self, offset: u64) -> usize {
+        self.bases
+            .partition_point(|&b| b <= offset)
+            .saturating_sub(1)
+    }
+
+    /// The entries from the one holding `from` on (from the oldest kept, if `from`
+    /// was dropped), with their first offsets.
+    pub(super) fn entries_from(&self, from: u64) -> impl Iterator<Item = (u64, &PartitionEntry)> {
+        let first = if from >= self.end {
+            self.records.len()
+        } else {
+            self.entry_of(from)
+        };
+        self.bases
             .iter()
-            .skip(skip)
+            .copied()
+            .zip(self.records.iter())
+            .skip(first)
+    }
+
+    /// Up to `max` messages from offset `from` on, for JSON-lines readers. A Kafka
+    /// batch counts as one message, described rather than decoded.
+    pub(super) fn read(&self, from: u64, max: usize) -> impl Iterator<Item = ReadRecord<'_>> {
+        self.entries_from(from)
             .take(max)
-            .enumerate()
-            .map(move |(i, r)| (from + i as u64, r))
+            .map(|(offset, entry)| match entry {
+                PartitionEntry::Record { key, msg } => ReadRecord {
+                    offset,
+                    key: key.as_ref(),
+                    msg: msg.clone(),
+                    next: offset + 1,
+                },
+                PartitionEntry::Batch { batch } => ReadRecord {
+                    offset,
+                    key: None,
+                    msg: serde_json::json!({
+                        "kafka_batch": { "records": batch.records, "bytes": batch.bytes.len() }
+                    }),
+                    next: offset + u64::from(batch.records),
+                },
+            })
+    }
+
+    /// The offset of the oldest record kept.
+    pub(super) fn start_offset(&self) -> u64 {
+        self.start
     }
 
     /// The offset the next record will get.
     pub(super) fn end_offset(&self) -> u64 {
-        self.start + self.records.len() as u64
+        self.end
+    }
+
+    /// The first offset of the first Kafka batch with a record at or after
+    /// `timestamp_ms`, and that batch's largest timestamp.
+    pub(super) fn offset_for_time(&self, timestamp_ms: i64) -> Option<(u64, i64)> {
+        self.bases
+            .iter()
+            .zip(&self.records)
+            .find_map(|(&base, entry)| match entry {
+                PartitionEntry::Batch { batch } if batch.max_timestamp_ms >= timestamp_ms => {
+                    Some((base.max(self.start), batch.max_timestamp_ms))
+                }
+                _ => None,
+            })
     }
 
     /// Records kept.
     pub(super) fn len(&self) -> usize {
-        self.records.len()
+        (self.end - self.start) as usize
     }
 }
 
@@ -133,7 +280,7 @@ impl KeyedLogs {
             };
             let pairs: Vec<(u64, Value)> = log
                 .read(from, max_per_key.min(budget))
-                .map(|(o, r)| (o, r.msg.clone()))
+                .map(|r| (r.offset, r.msg))
                 .collect();
             budget -= pairs.len();
             if !pairs.is_empty() {
@@ -295,9 +442,13 @@ mod tests {
                             .collect();
                         let got: Vec<u64> = log
                             .read(from, usize::from(max % 4))
-                            .map(|(o, r)| {
-                                assert_eq!(r.msg, serde_json::json!(o), "record at its offset");
-                                o
+                            .map(|r| {
+                                assert_eq!(
+                                    r.msg,
+                                    serde_json::json!(r.offset),
+                                    "record at its offset"
+                                );
+                                r.offset
                             })
                             .collect();
                         assert_eq!(got, want);

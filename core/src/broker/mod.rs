@@ -9,6 +9,8 @@ use crate::runtime::{Ctx, Lru, Timers};
 use crate::wire::msg::*;
 use crate::{Config, Time};
 
+mod kafka;
+mod kafka_groups;
 mod logs;
 mod producers;
 mod queue;
@@ -16,6 +18,7 @@ mod queues;
 mod topics;
 mod txn;
 
+use kafka_groups::KafkaGroups;
 use logs::KeyedLogs;
 use producers::{Admit, Idempotence, Producers};
 #[cfg_attr(not(feature = "sim"), allow(unreachable_pub))]
@@ -55,6 +58,9 @@ pub(crate) struct Broker {
     processed: Lru<(String, String), ()>,
     producers: Producers,
     txns: Txns,
+    /// Kafka's consumer groups (classic protocol), apart from Herald's own groups.
+    #[serde(default)]
+    kafka_groups: KafkaGroups,
     /// Replies due; always empty between steps, so not part of a snapshot.
     #[serde(skip)]
     completions: Vec<Completion>,
@@ -81,6 +87,7 @@ impl Broker {
             processed: Lru::new(config.max_processed_ids),
             producers: Producers::default(),
             txns: Txns::new(config),
+            kafka_groups: KafkaGroups::default(),
             completions: Vec::new(),
         }
     }
@@ -121,6 +128,21 @@ impl Broker {
             P::Txn(_) | P::Prepare(_) | P::CommitTxn(_) | P::AbortTxn(_) | P::ListPrepared => {
                 self.handle_txn(cx, payload)
             }
+            P::KafkaProduce(_)
+            | P::KafkaFetch(_)
+            | P::KafkaListOffsets(_)
+            | P::KafkaMetadata(_)
+            | P::DeleteTopic(_) => self.handle_kafka(cx, payload),
+            P::KafkaJoinGroup(_)
+            | P::KafkaSyncGroup(_)
+            | P::KafkaHeartbeat(_)
+            | P::KafkaLeaveGroup(_)
+            | P::KafkaOffsetCommit(_)
+            | P::KafkaOffsetFetch(_)
+            | P::KafkaListGroups
+            | P::KafkaDescribeGroups(_) => {
+                return self.handle_kafka_groups(cx, client, msg_id, payload)
+            }
             other => {
                 let text = format!("{:?} is not a broker request", other.kind());
                 Err(err(ErrorCode::NotSupported, text))
@@ -151,7 +173,13 @@ impl Broker {
     }
 
     fn reserve_record(&self, config: &Config) -> Result<(), ErrorBody> {
-        if self.records + self.txns.reserved_records() >= config.max_log_records {
+        self.reserve_records(config, 1)
+    }
+
+    /// Refuses a write of `count` records that would take the logs past
+    /// `max_log_records`.
+    fn reserve_records(&self, config: &Config, count: usize) -> Result<(), ErrorBody> {
+        if self.records + self.txns.reserved_records() + count > config.max_log_records {
             let text = format!("logs are full (max_log_records={})", config.max_log_records);
             return Err(err(ErrorCode::TemporarilyUnavailable, text));
         }
@@ -170,6 +198,7 @@ impl Broker {
         self.expire_waiters(now);
         self.producers.run_due(now);
         self.expire_prepared(now);
+        self.kafka_groups.run_due(now, &mut self.completions);
         self.topics.run_due(now)
     }
 
@@ -186,6 +215,7 @@ impl Broker {
             self.waiter_deadlines.next_deadline(),
             self.producers.next_deadline(),
             self.txns.next_deadline(),
+            self.kafka_groups.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -203,6 +233,7 @@ impl Broker {
             "log record count"
         );
         self.txns.check_invariants();
+        self.kafka_groups.check_invariants();
         for (name, q) in &self.queues {
             q.check_invariants();
             assert_eq!(

@@ -26,6 +26,8 @@ pub(super) struct Idempotence {
     pub epoch: u64,
     /// This write's number in its stream: 0, 1, 2, ….
     pub seq: u64,
+    /// Sequence numbers the write takes: 1, or a Kafka batch's record count.
+    pub count: u64,
 }
 
 impl Idempotence {
@@ -41,6 +43,7 @@ impl Idempotence {
                 producer,
                 epoch,
                 seq,
+                count: 1,
             })),
             _ => Err(ErrorBody::new(
                 ErrorCode::MalformedRequest,
@@ -214,7 +217,7 @@ impl Producers {
             self.windows += 1;
             Window::default()
         });
-        window.next_seq = w.seq + 1;
+        window.next_seq = w.seq + w.count;
         if window.recent.len() == REMEMBERED_WRITES {
             window.recent.pop_front();
         }

@@ -110,6 +110,45 @@ impl Topics {
         self.topics.contains_key(topic)
     }
 
+    /// The partition count of `topic`, if it exists.
+    pub(super) fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.topics.get(topic).map(|t| t.partitions.len() as u32)
+    }
+
+    /// A partition's log, if the topic and partition exist.
+    pub(super) fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionLog> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+
+    /// A partition's log, to append to, if the topic and partition exist.
+    pub(super) fn partition_mut(
+        &mut self,
+        topic: &str,
+        partition: u32,
+    ) -> Option<&mut PartitionLog> {
+        self.topics
+            .get_mut(topic)?
+            .partitions
+            .get_mut(partition as usize)
+    }
+
+    /// Deletes a topic and the groups that consume it; returns how many records it
+    /// held.
+    pub(super) fn delete(&mut self, topic: &str) -> Result<usize, ErrorBody> {
+        let t = self.topics.remove(topic).ok_or_else(|| no_topic(topic))?;
+        let gone: Vec<String> = (self.groups.iter())
+            .filter(|(_, g)| g.topic == topic)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            let g = self.groups.remove(&name).expect("listed above");
+            for member in g.members.values() {
+                self.sessions.cancel(member.session);
+            }
+        }
+        Ok(t.partitions.iter().map(PartitionLog::len).sum())
+    }
+
     /// Records kept in all partitions of all topics.
     pub(super) fn record_count(&self) -> usize {
         self.topics
@@ -310,15 +349,15 @@ impl Topics {
         for p in owned {
             let from = *g.positions.get(&p).or(g.committed.get(&p)).unwrap_or(&0);
             let mut next = from;
-            for (offset, record) in topic.partitions[p as usize].read(from, max - msgs.len()) {
+            for record in topic.partitions[p as usize].read(from, max - msgs.len()) {
                 msgs.push(Fetched {
                     partition: p,
-                    offset,
-                    key: record.key.clone(),
-                    msg: record.msg.clone(),
+                    offset: record.offset,
+                    key: record.key.cloned(),
+                    msg: record.msg,
                 });
                 // Past the last returned: retention may have skipped dropped offsets.
-                next = offset + 1;
+                next = record.next;
             }
             g.positions.insert(p, next);
         }

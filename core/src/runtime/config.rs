@@ -176,6 +176,15 @@ config! {
     prepared_timeout_ms: u64 = 60_000, at least 1;
     /// Finished two-phase transactions remembered for retried `commit_txn`/`abort_txn`.
     max_txn_outcomes: usize = 1_000;
+    /// Kafka: partitions of a topic created because a Metadata or Produce request named
+    /// it (0: unknown topics are not created).
+    kafka_auto_create_partitions: u32 = 1;
+    /// Kafka: the largest record batch a Produce may carry (bigger: MESSAGE_TOO_LARGE).
+    kafka_max_batch_bytes: usize = 1 << 20, at least 1;
+    /// Kafka groups: the shortest session timeout a member may ask for.
+    kafka_min_session_timeout_ms: u64 = 1_000, at least 1;
+    /// Kafka groups: the longest session (and rebalance) timeout a member may ask for.
+    kafka_max_session_timeout_ms: u64 = 1_800_000, at least 1;
     /// Raft (clusters of more than one node): a follower that hears from no leader for
     /// this long (plus a random part up to as much again) starts an election; a leader
     /// answers reads only while a majority answered it within this long.
@@ -210,6 +219,15 @@ impl Config {
                 reason: format!(
                     "must be at most rpc_backoff_cap_ms ({}), not {}",
                     self.rpc_backoff_cap_ms, self.rpc_backoff_base_ms
+                ),
+            });
+        }
+        if self.kafka_min_session_timeout_ms > self.kafka_max_session_timeout_ms {
+            return Err(ConfigError {
+                field: "kafka_min_session_timeout_ms",
+                reason: format!(
+                    "must be at most kafka_max_session_timeout_ms ({}), not {}",
+                    self.kafka_max_session_timeout_ms, self.kafka_min_session_timeout_ms
                 ),
             });
         }

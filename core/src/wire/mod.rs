@@ -4,6 +4,7 @@
 
 mod codec;
 mod framer;
+pub(crate) mod kafka_msg;
 pub mod msg;
 
 pub use codec::{decode, decode_from, encode, Body, DecodeError, Invalid, Message};

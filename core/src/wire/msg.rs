@@ -12,6 +12,8 @@ use serde_json::Value;
 
 use crate::Time;
 
+pub use super::kafka_msg::*;
+
 /// Maelstrom's error codes (0–999 are Maelstrom's; Herald's own start at 1000).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -881,6 +883,10 @@ payloads! {
         "nack_ok" => NackOk : Reply,
         /// Reply to `extend`.
         "extend_ok" => ExtendOk : Reply,
+        /// Reply to `delete_topic`.
+        "delete_topic_ok" => DeleteTopicOk : Reply,
+        /// Kafka: list consumer groups.
+        "kafka_list_groups" => KafkaListGroups : Broker Read,
     }
     bodies {
         /// Initialise the node.
@@ -999,6 +1005,54 @@ payloads! {
         "cancel_waits_ok" => CancelWaitsOk(Cancelled) : Reply,
         /// Reply to `status`.
         "status_ok" => StatusOk(NodeStatus) : Reply,
+        /// Delete a topic.
+        "delete_topic" => DeleteTopic(DeleteTopic) : Broker WriteOnce,
+        /// Kafka: append a record batch to a partition.
+        "kafka_produce" => KafkaProduce(KafkaProduce) : Broker WriteOnce,
+        /// Reply to `kafka_produce`.
+        "kafka_produce_ok" => KafkaProduceOk(KafkaProduceOk) : Reply,
+        /// Kafka: read partitions from offsets.
+        "kafka_fetch" => KafkaFetch(KafkaFetch) : Broker Read,
+        /// Reply to `kafka_fetch`.
+        "kafka_fetch_ok" => KafkaFetchOk(KafkaFetchOk) : Reply,
+        /// Kafka: offsets by time.
+        "kafka_list_offsets" => KafkaListOffsets(KafkaListOffsets) : Broker Read,
+        /// Reply to `kafka_list_offsets`.
+        "kafka_list_offsets_ok" => KafkaListOffsetsOk(KafkaListOffsetsOk) : Reply,
+        /// Kafka: topics and partition counts, creating missing ones if asked.
+        "kafka_metadata" => KafkaMetadata(KafkaMetadata) : Broker Write,
+        /// Reply to `kafka_metadata`.
+        "kafka_metadata_ok" => KafkaMetadataOk(KafkaMetadataOk) : Reply,
+        /// Kafka: join a consumer group (answered when the rebalance completes).
+        "kafka_join_group" => KafkaJoinGroup(KafkaJoinGroup) : Broker Write,
+        /// Reply to `kafka_join_group`.
+        "kafka_join_group_ok" => KafkaJoinGroupOk(KafkaJoinGroupOk) : Reply,
+        /// Kafka: hand out (leader) or receive (member) assignments.
+        "kafka_sync_group" => KafkaSyncGroup(KafkaSyncGroup) : Broker Write,
+        /// Reply to `kafka_sync_group`.
+        "kafka_sync_group_ok" => KafkaSyncGroupOk(KafkaSyncGroupOk) : Reply,
+        /// Kafka: a group member is alive.
+        "kafka_heartbeat" => KafkaHeartbeat(KafkaHeartbeat) : Broker Write,
+        /// Reply to `kafka_heartbeat`.
+        "kafka_heartbeat_ok" => KafkaHeartbeatOk(KafkaErrorCode) : Reply,
+        /// Kafka: members leave a group.
+        "kafka_leave_group" => KafkaLeaveGroup(KafkaLeaveGroup) : Broker Write,
+        /// Reply to `kafka_leave_group`.
+        "kafka_leave_group_ok" => KafkaLeaveGroupOk(KafkaErrorCode) : Reply,
+        /// Kafka: commit a group's offsets.
+        "kafka_offset_commit" => KafkaOffsetCommit(KafkaOffsetCommit) : Broker Write,
+        /// Reply to `kafka_offset_commit`.
+        "kafka_offset_commit_ok" => KafkaOffsetCommitOk(KafkaOffsetCommitOk) : Reply,
+        /// Kafka: a group's committed offsets.
+        "kafka_offset_fetch" => KafkaOffsetFetch(KafkaOffsetFetch) : Broker Read,
+        /// Reply to `kafka_offset_fetch`.
+        "kafka_offset_fetch_ok" => KafkaOffsetFetchOk(KafkaOffsetFetchOk) : Reply,
+        /// Reply to `kafka_list_groups`.
+        "kafka_list_groups_ok" => KafkaListGroupsOk(KafkaListGroupsOk) : Reply,
+        /// Kafka: groups in detail.
+        "kafka_describe_groups" => KafkaDescribeGroups(KafkaDescribeGroups) : Broker Read,
+        /// Reply to `kafka_describe_groups`.
+        "kafka_describe_groups_ok" => KafkaDescribeGroupsOk(KafkaDescribeGroupsOk) : Reply,
         /// Raft, between nodes: a vote request.
         "raft_vote" => RaftVote(RaftVote) : Raft,
         /// Raft, between nodes: a vote answer.

@@ -110,6 +110,7 @@ fn broker(data_dir: PathBuf, addr: &str) -> Result<(), String> {
     let config = ServerConfig {
         addr: addr.parse().map_err(|e| format!("--addr {addr}: {e}"))?,
         data_dir,
+        kafka: None,
         ..ServerConfig::default()
     };
     serve(config, |_| {})

@@ -1,0 +1,276 @@
+//! Kafka's data requests on topic partitions: produce a record batch, fetch whole
+//! batches from an offset, offsets by time, metadata (with auto-creation), and topic
+//! deletion. Kafka topics are Herald topics: a partition holds JSON-lines messages and
+//! Kafka batches in one offset space (see [`super::logs::PartitionLog`]).
+
+use super::logs::{PartitionEntry, PartitionLog, StoredBatch};
+use super::producers::Idempotence;
+use super::Broker;
+use crate::runtime::Ctx;
+use crate::wire::msg::kafka_code as code;
+use crate::wire::msg::*;
+use crate::Config;
+
+/// Kafka's code for a batch over the size limit.
+const MESSAGE_TOO_LARGE: i16 = 10;
+/// Kafka's code for a sequence number older than the last batches remembered.
+const DUPLICATE_SEQUENCE_NUMBER: i16 = 46;
+/// Bytes counted for a JSON-lines message beyond its key and JSON text, when a fetch
+/// sums up its size (the record's framing in a Kafka batch).
+const RECORD_OVERHEAD_BYTES: usize = 32;
+
+/// True if `name` is a legal Kafka topic name: 1 to 249 of `[a-zA-Z0-9._-]`, not
+/// `.` or `..`.
+pub(super) fn is_kafka_topic_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn produce_error(error_code: i16) -> Payload {
+    Payload::KafkaProduceOk(KafkaProduceOk {
+        error_code,
+        base_offset: -1,
+        log_start_offset: -1,
+    })
+}
+
+/// The Kafka code for a producer error of [`super::producers`], if it is one.
+fn producer_code(e: &ErrorBody) -> Option<i16> {
+    [
+        (ErrorCode::UnknownProducer, code::UNKNOWN_PRODUCER_ID),
+        (ErrorCode::ProducerFenced, code::INVALID_PRODUCER_EPOCH),
+        (
+            ErrorCode::OutOfOrderSequence,
+            code::OUT_OF_ORDER_SEQUENCE_NUMBER,
+        ),
+        (ErrorCode::PreconditionFailed, DUPLICATE_SEQUENCE_NUMBER),
+    ]
+    .into_iter()
+    .find(|(herald, _)| e.is(*herald))
+    .map(|(_, kafka)| kafka)
+}
+
+impl Broker {
+    /// Runs a Kafka data request.
+    pub(super) fn handle_kafka(
+        &mut self,
+        cx: &Ctx<'_>,
+        payload: Payload,
+    ) -> Result<Payload, ErrorBody> {
+        Ok(match payload {
+            Payload::KafkaProduce(p) => self.kafka_produce(cx, p)?,
+            Payload::KafkaFetch(f) => Payload::KafkaFetchOk(self.kafka_fetch(&f)),
+            Payload::KafkaListOffsets(l) => Payload::KafkaListOffsetsOk(self.list_offsets(&l)),
+            Payload::KafkaMetadata(m) => Payload::KafkaMetadataOk(self.metadata(cx.config, m)?),
+            Payload::DeleteTopic(d) => {
+                let dropped = self.topics.delete(&d.topic)?;
+                self.records -= dropped;
+                self.kafka_groups.forget_topic(&d.topic);
+                Payload::DeleteTopicOk
+            }
+            other => unreachable!("{:?} is not a Kafka data request", other.kind()),
+        })
+    }
+
+    /// Creates `topic` with the auto-create partition count if it is missing, legal
+    /// and auto-creation is on; returns its partition count if it exists now.
+    fn ensure_topic(&mut self, config: &Config, topic: &str) -> Result<Option<u32>, ErrorBody> {
+        if let Some(count) = self.topics.partition_count(topic) {
+            return Ok(Some(count));
+        }
+        let partitions = config.kafka_auto_create_partitions;
+        if partitions == 0 || !is_kafka_topic_name(topic) {
+            return Ok(None);
+        }
+        self.topics.create(config, topic, partitions)?;
+        Ok(Some(partitions))
+    }
+
+    fn kafka_produce(&mut self, cx: &Ctx<'_>, p: KafkaProduce) -> Result<Payload, ErrorBody> {
+        let config = cx.config;
+        if p.batch.len() > config.kafka_max_batch_bytes {
+            return Ok(produce_error(MESSAGE_TOO_LARGE));
+        }
+        let exists = self.ensure_topic(config, &p.topic)?;
+        if !exists.is_some_and(|count| p.partition < count) || p.records == 0 {
+            return Ok(produce_error(code::UNKNOWN_TOPIC_OR_PARTITION));
+        }
+        let idempotence = (p.producer_id >= 0).then(|| Idempotence {
+            producer: p.producer_id as u64,
+            epoch: p.producer_epoch as u64,
+            seq: p.base_sequence.max(0) as u64,
+            count: u64::from(p.records),
+        });
+        let stream = format!("kafka/{}/{}", p.topic, p.partition);
+        let written = self.idempotent(cx.now, config, idempotence, &stream, |b| {
+            b.reserve_records(config, p.records as usize)?;
+            let log = b.topics.partition_mut(&p.topic, p.partition);
+            let log = log.expect("checked above");
+            let batch = StoredBatch {
+                bytes: p.batch,
+                records: p.records,
+                max_timestamp_ms: p.max_timestamp_ms,
+            };
+            let (base, dropped) = log.append_batch(batch, config.max_records_per_log);
+            b.records = b.records + p.records as usize - dropped;
+            Ok(Payload::KafkaProduceOk(KafkaProduceOk {
+                error_code: code::NONE,
+                base_offset: base as i64,
+                log_start_offset: log.start_offset() as i64,
+            }))
+        });
+        match written {
+            Err(e) => producer_code(&e).map(produce_error).ok_or(e),
+            ok => ok,
+        }
+    }
+
+    fn kafka_fetch(&self, f: &KafkaFetch) -> KafkaFetchOk {
+        let mut budget = f.max_bytes as usize;
+        let mut partitions = Vec::with_capacity(f.partitions.len());
+        for part in &f.partitions {
+            let mut data = KafkaPartitionData {
+                topic: part.topic.clone(),
+                partition: part.partition,
+                error_code: code::NONE,
+                high_watermark: -1,
+                log_start_offset: -1,
+                chunks: Vec::new(),
+            };
+            match self.topics.partition(&part.topic, part.partition) {
+                None => data.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(log) => {
+                    data.high_watermark = log.end_offset() as i64;
+                    data.log_start_offset = log.start_offset() as i64;
+                    if part.offset < log.start_offset() || part.offset > log.end_offset() {
+                        data.error_code = code::OFFSET_OUT_OF_RANGE;
+                    } else {
+                        let limit = budget.min(part.max_bytes as usize);
+                        let (chunks, used) =
+                            chunks(log, part.offset, limit, budget == f.max_bytes as usize);
+                        data.chunks = chunks;
+                        budget = budget.saturating_sub(used);
+                    }
+                }
+            }
+            partitions.push(data);
+        }
+        KafkaFetchOk { partitions }
+    }
+
+    fn list_offsets(&self, l: &KafkaListOffsets) -> KafkaListOffsetsOk {
+        let partitions = l
+            .partitions
+            .iter()
+            .map(|q| {
+                let mut answer = KafkaOffset {
+                    topic: q.topic.clone(),
+                    partition: q.partition,
+                    error_code: code::NONE,
+                    offset: -1,
+                    timestamp: -1,
+                };
+                match self.topics.partition(&q.topic, q.partition) {
+                    None => answer.error_code = code::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(log) => match q.timestamp {
+                        -1 => answer.offset = log.end_offset() as i64,
+                        -2 => answer.offset = log.start_offset() as i64,
+                        t if t < 0 => answer.error_code = code::INVALID_REQUEST,
+                        t => {
+                            if let Some((offset, found)) = log.offset_for_time(t) {
+                                answer.offset = offset as i64;
+                                answer.timestamp = found;
+                            }
+                        }
+                    },
+                }
+                answer
+            })
+            .collect();
+        KafkaListOffsetsOk { partitions }
+    }
+
+    fn metadata(
+        &mut self,
+        config: &Config,
+        m: KafkaMetadata,
+    ) -> Result<KafkaMetadataOk, ErrorBody> {
+        let topics = match m.topics {
+            None => (self.topics.list().into_iter())
+                .map(|(name, count)| (name, Some(count)))
+                .collect(),
+            Some(names) => {
+                let mut topics = Vec::with_capacity(names.len());
+                for name in names {
+                    let count = if m.auto_create {
+                        self.ensure_topic(config, &name)?
+                    } else {
+                        self.topics.partition_count(&name)
+                    };
+                    topics.push((name, count));
+                }
+                topics
+            }
+        };
+        Ok(KafkaMetadataOk { topics })
+    }
+}
+
+/// Whole entries of `log` from the one holding `from`, while they fit in `limit`
+/// bytes; the first always, if `first_in_reply` (so a batch larger than the limit
+/// still gets through). Returns them and the bytes they take.
+fn chunks(
+    log: &PartitionLog,
+    from: u64,
+    limit: usize,
+    first_in_reply: bool,
+) -> (Vec<KafkaChunk>, usize) {
+    let mut out = Vec::new();
+    let mut used = 0;
+    for (offset, entry) in log.entries_from(from) {
+        let (chunk, size) = match entry {
+            PartitionEntry::Batch { batch } => (
+                KafkaChunk::Batch {
+                    base_offset: offset,
+                    bytes: batch.bytes.clone(),
+                },
+                batch.bytes.len(),
+            ),
+            PartitionEntry::Record { key, msg } => {
+                let size = msg.to_string().len()
+                    + key.as_ref().map_or(0, String::len)
+                    + RECORD_OVERHEAD_BYTES;
+                let chunk = KafkaChunk::Record {
+                    offset,
+                    key: key.clone(),
+                    msg: msg.clone(),
+                };
+                (chunk, size)
+            }
+        };
+        if used + size > limit && !(out.is_empty() && first_in_reply) {
+            break;
+        }
+        used += size;
+        out.push(chunk);
+    }
+    (out, used)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_topic_names() {
+        assert!(is_kafka_topic_name("orders.v1_eu-west"));
+        assert!(!is_kafka_topic_name(""));
+        assert!(!is_kafka_topic_name(".."));
+        assert!(!is_kafka_topic_name("a b"));
+        assert!(!is_kafka_topic_name(&"x".repeat(250)));
+    }
+}

@@ -1,0 +1,469 @@
+//! The data and topic APIs: Metadata, Produce, Fetch, ListOffsets, CreateTopics,
+//! DeleteTopics and InitProducerId.
+
+use herald_core::wire::msg::{
+    kafka_code, CreateTopic, DeleteTopic, InitProducer, KafkaChunk, KafkaFetch,
+    KafkaFetchPartition, KafkaListOffsets, KafkaMetadata, KafkaOffsetQuery, KafkaProduce,
+};
+use herald_core::Payload;
+use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::*;
+
+use super::{error_of, kafka_code as herald_to_kafka, respond, text, Pending, Step};
+use crate::records::{check_batch, write_chunks};
+use crate::session::SessionConfig;
+
+const CORRUPT_MESSAGE: i16 = kafka_code::CORRUPT_MESSAGE;
+const INVALID_TOPIC_EXCEPTION: i16 = 17;
+const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
+
+/// A Metadata request's topics, remembered while the broker answers.
+pub(crate) struct MetadataPending {
+    all: bool,
+}
+
+/// Metadata: this broker is every partition's leader, since any node takes any
+/// request (a follower forwards it to the Raft leader; docs/kafka.md).
+pub(super) fn metadata(config: &SessionConfig, v: i16, r: MetadataRequest) -> Step {
+    // v0: an empty list means all topics; v1+: null does.
+    let names: Option<Vec<String>> = match r.topics {
+        None => None,
+        Some(t) if t.is_empty() && v == 0 => None,
+        Some(t) => Some(
+            t.iter()
+                .filter_map(|t| t.name.as_ref())
+                .map(|n| n.to_string())
+                .collect(),
+        ),
+    };
+    let _ = config;
+    let all = names.is_none();
+    let auto_create = v < 4 || r.allow_auto_topic_creation;
+    let ask = Payload::KafkaMetadata(KafkaMetadata {
+        topics: names,
+        auto_create,
+    });
+    Step::Ask(vec![ask], Pending::Metadata(MetadataPending { all }))
+}
+
+pub(super) fn metadata_done(
+    config: &SessionConfig,
+    v: i16,
+    p: MetadataPending,
+    replies: Vec<Payload>,
+) -> Step {
+    let node = BrokerId(config.node_id);
+    let broker = MetadataResponseBroker::default()
+        .with_node_id(node)
+        .with_host(text(config.advertised_host.clone()))
+        .with_port(config.advertised_port);
+    let mut response = MetadataResponse::default()
+        .with_brokers(vec![broker])
+        .with_cluster_id(Some(text("herald")))
+        .with_controller_id(node);
+    match replies.into_iter().next() {
+        Some(Payload::KafkaMetadataOk(ok)) => {
+            response.topics = ok
+                .topics
+                .into_iter()
+                .filter(|(_, count)| !p.all || count.is_some())
+                .map(|(name, count)| topic_metadata(node, name, count))
+                .collect();
+        }
+        Some(Payload::Error(e)) if v >= 12 => response.error_code = herald_to_kafka(&e),
+        other => return Step::Close(format!("metadata: the broker answered {other:?}")),
+    }
+    respond(v, &response)
+}
+
+fn topic_metadata(node: BrokerId, name: String, count: Option<u32>) -> MetadataResponseTopic {
+    let topic = MetadataResponseTopic::default().with_name(Some(TopicName(text(name.clone()))));
+    let Some(count) = count else {
+        let legal = !name.is_empty() && name.len() <= 249;
+        let code = if legal {
+            kafka_code::UNKNOWN_TOPIC_OR_PARTITION
+        } else {
+            INVALID_TOPIC_EXCEPTION
+        };
+        return topic.with_error_code(code);
+    };
+    let partitions = (0..count as i32)
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p)
+                .with_leader_id(node)
+                .with_leader_epoch(-1)
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    topic.with_partitions(partitions)
+}
+
+/// Where each partition of a Produce stands: answered already, or waiting for the
+/// broker's reply in a slot.
+pub(crate) struct ProducePending {
+    acks: i16,
+    /// (topic, partition index, an early error or the reply slot).
+    partitions: Vec<(String, i32, Result<usize, i16>)>,
+}
+
+/// Produce: each partition's batch is checked here, then appended by the broker.
+pub(super) fn produce(v: i16, r: ProduceRequest) -> Step {
+    if r.transactional_id.is_some() {
+        let p = ProducePending {
+            acks: r.acks,
+            partitions: every_partition(&r, TRANSACTIONAL_ID_AUTHORIZATION_FAILED),
+        };
+        return produce_done(v, p, Vec::new());
+    }
+    let mut asks = Vec::new();
+    let mut partitions = Vec::new();
+    for topic in &r.topic_data {
+        let name = topic.name.to_string();
+        for data in &topic.partition_data {
+            let outcome = produce_one(&name, data.index, data.records.as_ref()).map(|ask| {
+                asks.push(ask);
+                asks.len() - 1
+            });
+            partitions.push((name.clone(), data.index, outcome));
+        }
+    }
+    let pending = ProducePending {
+        acks: r.acks,
+        partitions,
+    };
+    if asks.is_empty() {
+        return produce_done(v, pending, Vec::new());
+    }
+    Step::Ask(asks, Pending::Produce(pending))
+}
+
+fn every_partition(r: &ProduceRequest, code: i16) -> Vec<(String, i32, Result<usize, i16>)> {
+    (r.topic_data.iter())
+        .flat_map(|t| {
+            t.partition_data
+                .iter()
+                .map(|d| (t.name.to_string(), d.index, Err(code)))
+        })
+        .collect()
+}
+
+fn produce_one(topic: &str, index: i32, records: Option<&bytes::Bytes>) -> Result<Payload, i16> {
+    let partition = u32::try_from(index).map_err(|_| kafka_code::UNKNOWN_TOPIC_OR_PARTITION)?;
+    let batch = records.ok_or(CORRUPT_MESSAGE)?;
+    let info = check_batch(batch).map_err(|_| CORRUPT_MESSAGE)?;
+    Ok(Payload::KafkaProduce(KafkaProduce {
+        topic: topic.to_owned(),
+        partition,
+        batch: batch.clone(),
+        records: info.records,
+        max_timestamp_ms: info.max_timestamp_ms,
+        producer_id: info.producer_id,
+        producer_epoch: info.producer_epoch,
+        base_sequence: info.base_sequence,
+    }))
+}
+
+pub(super) fn produce_done(v: i16, p: ProducePending, replies: Vec<Payload>) -> Step {
+    if p.acks == 0 {
+        return Step::Silent;
+    }
+    let mut responses: Vec<TopicProduceResponse> = Vec::new();
+    for (topic, index, outcome) in p.partitions {
+        let mut part = PartitionProduceResponse::default()
+            .with_index(index)
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1);
+        match outcome.map(|slot| &replies[slot]) {
+            Err(code) => part.error_code = code,
+            Ok(Payload::KafkaProduceOk(ok)) => {
+                part.error_code = ok.error_code;
+                part.base_offset = ok.base_offset;
+                part.log_start_offset = ok.log_start_offset;
+            }
+            Ok(other) => part.error_code = error_of(other).map_or(-1, herald_to_kafka),
+        }
+        match responses.last_mut() {
+            Some(t) if *t.name == *topic => t.partition_responses.push(part),
+            _ => responses.push(
+                TopicProduceResponse::default()
+                    .with_name(TopicName(text(topic)))
+                    .with_partition_responses(vec![part]),
+            ),
+        }
+    }
+    respond(v, &ProduceResponse::default().with_responses(responses))
+}
+
+/// A fetch in progress: the broker request to repeat, and how long it may wait.
+pub(crate) struct FetchPending {
+    ask: KafkaFetch,
+    min_bytes: usize,
+    deadline_ms: u64,
+    /// The wait is over: answer with whatever the next read finds.
+    last: bool,
+}
+
+/// Fetch: read; if fewer than `min_bytes` came back, hold until data arrives or
+/// `max_wait_ms` passes (a long poll), then read once more.
+pub(super) fn fetch(config: &SessionConfig, v: i16, r: FetchRequest, now_ms: u64) -> Step {
+    let _ = v;
+    let partitions = (r.topics.iter())
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| KafkaFetchPartition {
+                topic: t.topic.to_string(),
+                partition: u32::try_from(p.partition).unwrap_or(u32::MAX),
+                offset: u64::try_from(p.fetch_offset).unwrap_or(u64::MAX),
+                max_bytes: u32::try_from(p.partition_max_bytes).unwrap_or(0),
+            })
+        })
+        .collect();
+    let wait_ms = u64::try_from(r.max_wait_ms)
+        .unwrap_or(0)
+        .min(config.max_fetch_wait_ms);
+    let pending = FetchPending {
+        ask: KafkaFetch {
+            partitions,
+            max_bytes: u32::try_from(r.max_bytes).unwrap_or(u32::MAX),
+        },
+        min_bytes: usize::try_from(r.min_bytes).unwrap_or(0),
+        deadline_ms: now_ms.saturating_add(wait_ms),
+        last: wait_ms == 0,
+    };
+    fetch_again(pending, false)
+}
+
+pub(super) fn fetch_again(mut p: FetchPending, expired: bool) -> Step {
+    p.last |= expired;
+    Step::Ask(vec![Payload::KafkaFetch(p.ask.clone())], Pending::Fetch(p))
+}
+
+pub(super) fn fetch_done(
+    config: &SessionConfig,
+    v: i16,
+    p: FetchPending,
+    replies: Vec<Payload>,
+    now_ms: u64,
+) -> Step {
+    let _ = config;
+    let mut ok = match replies.into_iter().next() {
+        Some(Payload::KafkaFetchOk(ok)) => ok,
+        Some(Payload::Error(e)) => {
+            let code = herald_to_kafka(&e);
+            return respond(v, &FetchResponse::default().with_error_code(code));
+        }
+        other => return Step::Close(format!("fetch: the broker answered {other:?}")),
+    };
+    let bytes: usize = (ok.partitions.iter())
+        .flat_map(|p| &p.chunks)
+        .map(|c| match c {
+            KafkaChunk::Batch { bytes, .. } => bytes.len(),
+            KafkaChunk::Record { .. } => 1,
+        })
+        .sum();
+    let errors = ok.partitions.iter().any(|p| p.error_code != 0);
+    if !p.last && !errors && bytes < p.min_bytes.max(1) && now_ms < p.deadline_ms {
+        return Step::Park(p.deadline_ms, Pending::Fetch(p));
+    }
+    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    for part in ok.partitions.drain(..) {
+        let mut records = Vec::new();
+        if let Err(e) = write_chunks(part.chunks, &mut records) {
+            return Step::Close(e);
+        }
+        let data = PartitionData::default()
+            .with_partition_index(part.partition as i32)
+            .with_error_code(part.error_code)
+            .with_high_watermark(part.high_watermark)
+            .with_last_stable_offset(part.high_watermark)
+            .with_log_start_offset(part.log_start_offset)
+            .with_aborted_transactions(Some(Vec::new()))
+            .with_preferred_read_replica(BrokerId(-1))
+            .with_records(Some(records.into()));
+        match responses.last_mut() {
+            Some(t) if *t.topic == *part.topic => t.partitions.push(data),
+            _ => responses.push(
+                FetchableTopicResponse::default()
+                    .with_topic(TopicName(text(part.topic)))
+                    .with_partitions(vec![data]),
+            ),
+        }
+    }
+    respond(v, &FetchResponse::default().with_responses(responses))
+}
+
+/// The topics of a ListOffsets, in order, to lay out the answer.
+pub(crate) struct ListOffsetsPending;
+
+pub(super) fn list_offsets(v: i16, r: ListOffsetsRequest) -> Step {
+    let _ = v;
+    let partitions = (r.topics.iter())
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| KafkaOffsetQuery {
+                topic: t.name.to_string(),
+                partition: u32::try_from(p.partition_index).unwrap_or(u32::MAX),
+                timestamp: p.timestamp,
+            })
+        })
+        .collect();
+    let ask = Payload::KafkaListOffsets(KafkaListOffsets { partitions });
+    Step::Ask(vec![ask], Pending::ListOffsets(ListOffsetsPending))
+}
+
+pub(super) fn list_offsets_done(v: i16, _p: ListOffsetsPending, replies: Vec<Payload>) -> Step {
+    let ok = match replies.into_iter().next() {
+        Some(Payload::KafkaListOffsetsOk(ok)) => ok,
+        other => return Step::Close(format!("list_offsets: the broker answered {other:?}")),
+    };
+    let mut topics: Vec<ListOffsetsTopicResponse> = Vec::new();
+    for answer in ok.partitions {
+        let part = ListOffsetsPartitionResponse::default()
+            .with_partition_index(answer.partition as i32)
+            .with_error_code(answer.error_code)
+            .with_timestamp(answer.timestamp)
+            .with_offset(answer.offset)
+            .with_leader_epoch(-1);
+        match topics.last_mut() {
+            Some(t) if *t.name == *answer.topic => t.partitions.push(part),
+            _ => topics.push(
+                ListOffsetsTopicResponse::default()
+                    .with_name(TopicName(text(answer.topic)))
+                    .with_partitions(vec![part]),
+            ),
+        }
+    }
+    respond(v, &ListOffsetsResponse::default().with_topics(topics))
+}
+
+/// The topics of a CreateTopics, with their partition counts.
+pub(crate) struct CreateTopicsPending {
+    topics: Vec<(String, u32)>,
+    validate_only: bool,
+}
+
+pub(super) fn create_topics(config: &SessionConfig, v: i16, r: CreateTopicsRequest) -> Step {
+    let topics: Vec<(String, u32)> = (r.topics.iter())
+        .map(|t| {
+            let count = u32::try_from(t.num_partitions).unwrap_or(config.default_partitions);
+            (t.name.to_string(), count)
+        })
+        .collect();
+    let pending = CreateTopicsPending {
+        topics,
+        validate_only: r.validate_only,
+    };
+    if pending.validate_only || pending.topics.is_empty() {
+        return create_topics_done(v, pending, Vec::new());
+    }
+    let asks = (pending.topics.iter())
+        .map(|(topic, partitions)| {
+            Payload::CreateTopic(CreateTopic {
+                topic: topic.clone(),
+                partitions: *partitions,
+            })
+        })
+        .collect();
+    Step::Ask(asks, Pending::CreateTopics(pending))
+}
+
+pub(super) fn create_topics_done(v: i16, p: CreateTopicsPending, replies: Vec<Payload>) -> Step {
+    let topics = (p.topics.into_iter().enumerate())
+        .map(|(i, (name, count))| {
+            let (code, message) = match replies.get(i) {
+                None | Some(Payload::CreateTopicOk(_)) => (0, None),
+                Some(Payload::Error(e)) => {
+                    let code = match herald_to_kafka(e) {
+                        kafka_code::INVALID_REQUEST => kafka_code::INVALID_PARTITIONS,
+                        code => code,
+                    };
+                    (code, Some(text(e.text.clone())))
+                }
+                Some(other) => (-1, Some(text(format!("unexpected {}", other.kind())))),
+            };
+            CreatableTopicResult::default()
+                .with_name(TopicName(text(name)))
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_num_partitions(count as i32)
+                .with_replication_factor(1)
+        })
+        .collect();
+    respond(v, &CreateTopicsResponse::default().with_topics(topics))
+}
+
+/// The topics of a DeleteTopics.
+pub(crate) struct DeleteTopicsPending {
+    topics: Vec<String>,
+}
+
+pub(super) fn delete_topics(v: i16, r: DeleteTopicsRequest) -> Step {
+    let topics: Vec<String> = r.topic_names.iter().map(|t| t.to_string()).collect();
+    if topics.is_empty() {
+        return delete_topics_done(v, DeleteTopicsPending { topics }, Vec::new());
+    }
+    let asks = (topics.iter())
+        .map(|topic| {
+            Payload::DeleteTopic(DeleteTopic {
+                topic: topic.clone(),
+            })
+        })
+        .collect();
+    Step::Ask(asks, Pending::DeleteTopics(DeleteTopicsPending { topics }))
+}
+
+pub(super) fn delete_topics_done(v: i16, p: DeleteTopicsPending, replies: Vec<Payload>) -> Step {
+    let responses = (p.topics.into_iter().zip(&replies))
+        .map(|(name, reply)| {
+            let (code, message) = match reply {
+                Payload::Error(e) => (herald_to_kafka(e), Some(text(e.text.clone()))),
+                _ => (0, None),
+            };
+            DeletableTopicResult::default()
+                .with_name(Some(TopicName(text(name))))
+                .with_error_code(code)
+                .with_error_message(message)
+        })
+        .collect();
+    respond(
+        v,
+        &DeleteTopicsResponse::default().with_responses(responses),
+    )
+}
+
+/// InitProducerId without a transactional id: a fresh producer id at epoch 0.
+pub(super) fn init_producer_id(v: i16, r: InitProducerIdRequest) -> Step {
+    if r.transactional_id.is_some() {
+        let response = InitProducerIdResponse::default()
+            .with_error_code(TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+        return respond(v, &response);
+    }
+    let ask = Payload::InitProducer(InitProducer { name: None });
+    Step::Ask(vec![ask], Pending::InitProducerId)
+}
+
+pub(super) fn init_producer_id_done(v: i16, replies: Vec<Payload>) -> Step {
+    let response = match replies.first() {
+        Some(Payload::InitProducerOk(ok)) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(ok.producer as i64))
+            .with_producer_epoch(ok.epoch as i16),
+        Some(Payload::Error(e)) => InitProducerIdResponse::default()
+            .with_error_code(herald_to_kafka(e))
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+        other => return Step::Close(format!("init_producer_id: the broker answered {other:?}")),
+    };
+    respond(v, &response)
+}

@@ -1,0 +1,313 @@
+//! One Kafka connection's state: its requests in flight, in the order they came.
+//!
+//! A request frame becomes either a response at once (ApiVersions, FindCoordinator,
+//! bad input) or broker requests ([`Session::poll_request`]); once every reply is in
+//! ([`Session::handle_reply`]) it becomes a response. A fetch that found less than
+//! its `min_bytes` is parked until data may have arrived ([`Session::retry_parked`])
+//! or its wait ends ([`Session::handle_timeout`]). Responses leave in request order
+//! ([`Session::poll_transmit`]), as Kafka clients expect.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::Bytes;
+use herald_core::Payload;
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+
+use crate::apis::{self, Pending, Step};
+
+/// What a session needs to know about the broker it speaks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// This broker's id in Metadata and FindCoordinator.
+    pub node_id: i32,
+    /// The host clients are told to connect to.
+    pub advertised_host: String,
+    /// The port clients are told to connect to.
+    pub advertised_port: i32,
+    /// Partitions of a topic made by CreateTopics without a count.
+    pub default_partitions: u32,
+    /// Requests in flight on one connection before the driver stops reading it.
+    pub max_in_flight: usize,
+    /// The longest a fetch is held waiting for data, whatever it asks.
+    pub max_fetch_wait_ms: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            node_id: 0,
+            advertised_host: "127.0.0.1".into(),
+            advertised_port: 9092,
+            default_partitions: 1,
+            max_in_flight: 1_024,
+            max_fetch_wait_ms: 30_000,
+        }
+    }
+}
+
+/// A request's header, as far as it was read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// The API.
+    pub key: ApiKey,
+    /// Its version.
+    pub version: i16,
+    /// Echoed in the response.
+    pub correlation_id: i32,
+    /// The client's name.
+    pub client_id: String,
+}
+
+enum State {
+    /// The response (`None`: a produce with `acks=0`, which gets none).
+    Done(Option<Vec<u8>>),
+    /// Waiting for the broker's replies, by slot.
+    Asking {
+        pending: Pending,
+        replies: Vec<Option<Payload>>,
+        missing: usize,
+    },
+    /// A fetch holding for data, until `deadline_ms`.
+    Parked { pending: Pending, deadline_ms: u64 },
+}
+
+struct InFlight {
+    id: u64,
+    header: Header,
+    state: State,
+}
+
+/// One Kafka connection.
+pub struct Session {
+    config: SessionConfig,
+    in_flight: VecDeque<InFlight>,
+    next_id: u64,
+    next_msg_id: u64,
+    /// Broker requests to send: (msg_id, body).
+    requests: VecDeque<(u64, Payload)>,
+    /// msg_id → (request id, reply slot).
+    awaiting: BTreeMap<u64, (u64, usize)>,
+}
+
+impl Session {
+    /// A new connection's session.
+    pub fn new(config: SessionConfig) -> Session {
+        Session {
+            config,
+            in_flight: VecDeque::new(),
+            next_id: 0,
+            next_msg_id: 0,
+            requests: VecDeque::new(),
+            awaiting: BTreeMap::new(),
+        }
+    }
+
+    /// True while the connection has as many requests in flight as it may: the driver
+    /// stops reading it until some are answered.
+    pub fn is_full(&self) -> bool {
+        self.in_flight.len() >= self.config.max_in_flight
+    }
+
+    /// True if a fetch is parked (the driver retries it when data may have arrived).
+    pub fn has_parked(&self) -> bool {
+        self.in_flight
+            .iter()
+            .any(|r| matches!(r.state, State::Parked { .. }))
+    }
+
+    /// Takes one request frame (length prefix removed). `Err`: close the connection,
+    /// logging the reason (Kafka has no way to answer it).
+    pub fn handle_frame(&mut self, now_ms: u64, frame: &[u8]) -> Result<(), String> {
+        let mut buf = Bytes::copy_from_slice(frame);
+        let header = read_header(&mut buf)?;
+        let step = apis::start(&self.config, &header, buf, now_ms);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.in_flight.push_back(InFlight {
+            id,
+            header,
+            state: State::Done(None),
+        });
+        self.apply(id, step)
+    }
+
+    /// Takes the broker's reply to the request `msg_id` (one [`Session::poll_request`]
+    /// gave). A reply to nothing in flight (a closed request) is ignored.
+    pub fn handle_reply(&mut self, now_ms: u64, msg_id: u64, reply: Payload) -> Result<(), String> {
+        let Some((id, slot)) = self.awaiting.remove(&msg_id) else {
+            return Ok(());
+        };
+        let Some(request) = self.in_flight.iter_mut().find(|r| r.id == id) else {
+            return Ok(());
+        };
+        let State::Asking {
+            replies, missing, ..
+        } = &mut request.state
+        else {
+            return Ok(());
+        };
+        replies[slot] = Some(reply);
+        *missing -= 1;
+        if *missing > 0 {
+            return Ok(());
+        }
+        let State::Asking {
+            pending, replies, ..
+        } = std::mem::replace(&mut request.state, State::Done(None))
+        else {
+            unreachable!("matched above");
+        };
+        let replies = replies.into_iter().map(|r| r.expect("all in")).collect();
+        let step = apis::finish(&self.config, &request.header, pending, replies, now_ms);
+        self.apply(id, step)
+    }
+
+    /// Ends the waits that are over: their fetches are asked once more and answered
+    /// with what they find.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> Result<(), String> {
+        self.wake(|deadline_ms| deadline_ms <= now_ms, now_ms)
+    }
+
+    /// Asks parked fetches again: data may have arrived.
+    pub fn retry_parked(&mut self, now_ms: u64) -> Result<(), String> {
+        self.wake(|_| true, now_ms)
+    }
+
+    /// When the next parked fetch's wait ends.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        (self.in_flight.iter())
+            .filter_map(|r| match r.state {
+                State::Parked { deadline_ms, .. } => Some(deadline_ms),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// The next broker request to send, with the `msg_id` its reply must carry.
+    pub fn poll_request(&mut self) -> Option<(u64, Payload)> {
+        self.requests.pop_front()
+    }
+
+    /// Appends the responses that are ready, in request order, to `out`.
+    pub fn poll_transmit(&mut self, out: &mut Vec<u8>) {
+        while let Some(InFlight {
+            state: State::Done(_),
+            ..
+        }) = self.in_flight.front()
+        {
+            let Some(InFlight {
+                state: State::Done(frame),
+                ..
+            }) = self.in_flight.pop_front()
+            else {
+                unreachable!("checked above");
+            };
+            if let Some(frame) = frame {
+                out.extend_from_slice(&frame);
+            }
+        }
+    }
+
+    fn wake(&mut self, due: impl Fn(u64) -> bool, now_ms: u64) -> Result<(), String> {
+        let woken: Vec<u64> = (self.in_flight.iter())
+            .filter(|r| matches!(r.state, State::Parked { deadline_ms, .. } if due(deadline_ms)))
+            .map(|r| r.id)
+            .collect();
+        for id in woken {
+            let request = self.in_flight.iter_mut().find(|r| r.id == id);
+            let request = request.expect("listed above");
+            let State::Parked {
+                pending,
+                deadline_ms,
+            } = std::mem::replace(&mut request.state, State::Done(None))
+            else {
+                unreachable!("listed as parked");
+            };
+            let step = apis::wake(pending, deadline_ms <= now_ms);
+            self.apply(id, step)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, id: u64, step: Step) -> Result<(), String> {
+        let request = self.in_flight.iter_mut().find(|r| r.id == id);
+        let request = request.expect("in flight");
+        request.state = match step {
+            Step::Respond(body) => State::Done(Some(frame(&request.header, &body)?)),
+            Step::Silent => State::Done(None),
+            Step::Close(why) => return Err(why),
+            Step::Park(deadline_ms, pending) => State::Parked {
+                pending,
+                deadline_ms,
+            },
+            Step::Ask(payloads, pending) => {
+                let missing = payloads.len();
+                assert!(missing > 0, "an ask without requests");
+                for (slot, payload) in payloads.into_iter().enumerate() {
+                    let msg_id = self.next_msg_id;
+                    self.next_msg_id += 1;
+                    self.awaiting.insert(msg_id, (id, slot));
+                    self.requests.push_back((msg_id, payload));
+                }
+                State::Asking {
+                    pending,
+                    replies: vec![None; missing],
+                    missing,
+                }
+            }
+        };
+        Ok(())
+    }
+}
+
+/// Reads the request header: key, version, correlation id, client id. An unknown
+/// key, an unsupported version (except ApiVersions, which answers it), or a header
+/// that cannot be read is an error that closes the connection.
+fn read_header(buf: &mut Bytes) -> Result<Header, String> {
+    let fixed = |b: &Bytes| -> Option<(i16, i16)> {
+        let key = i16::from_be_bytes(*b.first_chunk::<2>()?);
+        let version = i16::from_be_bytes(*b.get(2..4)?.first_chunk::<2>()?);
+        Some((key, version))
+    };
+    let (api_key, version) =
+        fixed(buf).ok_or_else(|| format!("a request of {} bytes has no header", buf.len()))?;
+    let key = ApiKey::try_from(api_key).map_err(|()| format!("unknown API key {api_key}"))?;
+    let range = crate::supported(key).ok_or_else(|| format!("API {key:?} is not supported"))?;
+    if key != ApiKey::ApiVersions && !(range.min..=range.max).contains(&version) {
+        return Err(format!(
+            "{key:?} v{version} is not supported (v{}..=v{})",
+            range.min, range.max
+        ));
+    }
+    // ApiVersions of an unknown (newer) version: read with header v1, which every
+    // version starts with, and answer in v0 (KIP-511).
+    let header_version = if (range.min..=range.max).contains(&version) {
+        key.request_header_version(version)
+    } else {
+        1
+    };
+    let header = RequestHeader::decode(buf, header_version)
+        .map_err(|e| format!("{key:?} v{version}: cannot read the header: {e}"))?;
+    Ok(Header {
+        key,
+        version,
+        correlation_id: header.correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+    })
+}
+
+/// A response frame: length, the response header at the API's header version, body.
+fn frame(header: &Header, body: &apis::Body) -> Result<Vec<u8>, String> {
+    let (key, version) = (header.key, body.version);
+    let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+    let mut out = vec![0; 4];
+    response_header
+        .encode(&mut out, key.response_header_version(version))
+        .map_err(|e| format!("cannot encode the {key:?} v{version} header: {e}"))?;
+    out.extend_from_slice(&body.bytes);
+    let len =
+        i32::try_from(out.len() - 4).map_err(|_| format!("the {key:?} response is over 2 GiB"))?;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(out)
+}
