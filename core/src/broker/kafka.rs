@@ -96,7 +96,7 @@ impl Broker {
             return Ok(produce_error(MESSAGE_TOO_LARGE));
         }
         let exists = self.ensure_topic(config, &p.topic)?;
-        if !exists.is_some_and(|count| p.partition < count) || p.records == 0 {
+        if exists.is_none_or(|count| p.partition >= count) || p.records == 0 {
             return Ok(produce_error(code::UNKNOWN_TOPIC_OR_PARTITION));
         }
         let idempotence = (p.producer_id >= 0).then(|| Idempotence {

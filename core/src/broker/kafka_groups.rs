@@ -1109,9 +1109,12 @@ mod tests {
     use super::*;
     use bolero::TypeGenerator;
 
+    /// Every test member's session timeout.
     const SESSION_MS: u64 = 100;
+    /// The unit tests' rebalance timeout.
     const REBALANCE_MS: u64 = 200;
 
+    /// Session timeouts from 10 ms.
     fn config() -> Config {
         Config {
             kafka_min_session_timeout_ms: 10,
@@ -1120,6 +1123,7 @@ mod tests {
         }
     }
 
+    /// Protocols by name, all with the same metadata.
     fn protocols(names: &[&str], metadata: &str) -> Vec<KafkaProtocol> {
         let protocol = |name: &&str| KafkaProtocol {
             name: (*name).to_owned(),
@@ -1148,6 +1152,7 @@ mod tests {
         (topic == "t").then_some(2)
     }
 
+    /// A commit to group `g` of (topic, partition, offset)s, metadata `m{offset}`.
     fn commit_req(
         member_id: &str,
         generation: i32,
@@ -1178,6 +1183,7 @@ mod tests {
     }
 
     impl Bench {
+        /// Nothing yet, at time 0.
         fn new() -> Bench {
             Bench {
                 groups: KafkaGroups::default(),
@@ -1188,6 +1194,7 @@ mod tests {
             }
         }
 
+        /// A new `msg_id`.
         fn msg_id(&mut self) -> u64 {
             self.next_msg_id += 1;
             self.next_msg_id
@@ -1230,6 +1237,7 @@ mod tests {
             (id, reply.expect("no Herald error"))
         }
 
+        /// A heartbeat's error code.
         fn heartbeat(&mut self, member_id: &str, generation: i32) -> i16 {
             let h = KafkaHeartbeat {
                 group: "g".into(),
@@ -1241,6 +1249,7 @@ mod tests {
             code
         }
 
+        /// A member leaves: the error code.
         fn leave(&mut self, member_id: &str) -> i16 {
             let l = KafkaLeaveGroup {
                 group: "g".into(),
@@ -1259,6 +1268,7 @@ mod tests {
             ok.offsets.iter().map(|o| o.error_code).collect()
         }
 
+        /// Moves time on and runs what is due.
         fn advance(&mut self, ms: u64) {
             self.now = self.now.plus_millis(ms);
             self.groups.run_due(self.now, &mut self.out);
@@ -1272,6 +1282,7 @@ mod tests {
             self.out.remove(i).reply
         }
 
+        /// The reply to parked join `msg_id`.
         fn join_reply(&mut self, msg_id: u64) -> KafkaJoinGroupOk {
             match self.reply(msg_id) {
                 Payload::KafkaJoinGroupOk(r) => r,
@@ -1279,6 +1290,7 @@ mod tests {
             }
         }
 
+        /// The reply to parked sync `msg_id`.
         fn sync_reply(&mut self, msg_id: u64) -> KafkaSyncGroupOk {
             match self.reply(msg_id) {
                 Payload::KafkaSyncGroupOk(r) => r,
@@ -1286,6 +1298,7 @@ mod tests {
             }
         }
 
+        /// Group `g` as DescribeGroups shows it.
         fn describe(&self) -> KafkaGroupDescription {
             let d = KafkaDescribeGroups {
                 groups: vec!["g".into()],
@@ -1801,6 +1814,7 @@ mod tests {
         );
     }
 
+    /// A step of the property test.
     #[derive(Clone, Copy, Debug, TypeGenerator)]
     enum Op {
         Join {
@@ -1829,6 +1843,7 @@ mod tests {
         AdvanceMs(u8),
     }
 
+    /// Consumers in the property test.
     const CLIENTS: usize = 3;
 
     /// What a consumer knows of its membership, from the replies it got.
@@ -1864,11 +1879,13 @@ mod tests {
         committed: BTreeMap<u32, i64>,
     }
 
+    /// Consumer `c`'s client name (and client id).
     fn client_name(c: usize) -> String {
         format!("c{c}")
     }
 
     impl Model {
+        /// No group, no consumer in one.
         fn new() -> Model {
             Model {
                 bench: Bench::new(),
@@ -1882,6 +1899,7 @@ mod tests {
             }
         }
 
+        /// Runs one op and checks the replies it brought.
         fn run(&mut self, op: Op) {
             match op {
                 Op::Join {
@@ -1922,6 +1940,7 @@ mod tests {
             self.settle();
         }
 
+        /// Consumer `c` joins (with a new id if `fresh`), with one of four protocol lists.
         fn join(&mut self, c: usize, fresh: bool, require_known: bool, list: u8, changed: bool) {
             let names: &[&str] = match list % 4 {
                 0 => &["range"],
@@ -1942,10 +1961,14 @@ mod tests {
             };
             match self.bench.join(&client_name(c), j) {
                 (_, Some(reply)) => self.on_join(c, reply),
-                (msg_id, None) => drop(self.waiting.insert(msg_id, Waiting::Join(c))),
+                (msg_id, None) => {
+                    self.waiting.insert(msg_id, Waiting::Join(c));
+                }
             }
         }
 
+        /// Consumer `c` syncs; as the leader, it assigns `{generation}:{member}` to
+        /// each member if `assign`.
         fn sync(&mut self, c: usize, stale: bool, assign: bool) {
             let view = self.views[c].clone();
             let generation = view.generation - i32::from(stale);
@@ -1974,6 +1997,7 @@ mod tests {
             }
         }
 
+        /// Consumer `c` leaves; gone, it is unknown.
         fn leave(&mut self, c: usize) {
             let member = self.views[c].member_id.clone();
             if self.bench.leave(&member) == code::NONE {
@@ -1985,6 +2009,7 @@ mod tests {
             }
         }
 
+        /// Consumer `c` commits one offset (partition 2 of `t` does not exist).
         fn commit(&mut self, c: usize, outside: bool, partition: u8, offset: u8) {
             let (member, generation) = match outside {
                 true => (String::new(), -1),

@@ -55,15 +55,13 @@ impl PartitionEntry {
 
 /// One message as a JSON-lines reader sees it.
 #[derive(Clone, Debug, PartialEq)]
-pub(super) struct ReadRecord<'a> {
+pub(super) struct ReadRecord {
     /// Its offset.
     pub offset: u64,
     /// Its key, if it has one.
-    pub key: Option<&'a String>,
-    /// The message (a Kafka batch: a description of it, see docs/kafka.md).
+    pub key: Option<String>,
+    /// The message.
     pub msg: Value,
-    /// The offset after it (a Kafka batch takes several).
-    pub next: u64,
 }
 
 /// An append-only log of a topic partition or keyed log. Offsets are dense, start at
@@ -164,27 +162,29 @@ impl PartitionLog {
             .skip(first)
     }
 
-    /// Up to `max` messages from offset `from` on, for JSON-lines readers. A Kafka
-    /// batch counts as one message, described rather than decoded.
-    pub(super) fn read(&self, from: u64, max: usize) -> impl Iterator<Item = ReadRecord<'_>> {
-        self.entries_from(from)
-            .take(max)
-            .map(|(offset, entry)| match entry {
-                PartitionEntry::Record { key, msg } => ReadRecord {
+    /// Up to `max` messages from offset `from` on (from the oldest kept, if `from`
+    /// was dropped), for JSON-lines readers: the records of Kafka batches are decoded
+    /// (see [`super::kafka_records`]).
+    pub(super) fn read(&self, from: u64, max: usize) -> Vec<ReadRecord> {
+        let mut out = Vec::new();
+        for (offset, entry) in self.entries_from(from) {
+            if out.len() >= max {
+                break;
+            }
+            match entry {
+                PartitionEntry::Record { key, msg } => out.push(ReadRecord {
                     offset,
-                    key: key.as_ref(),
+                    key: key.clone(),
                     msg: msg.clone(),
-                    next: offset + 1,
-                },
-                PartitionEntry::Batch { batch } => ReadRecord {
-                    offset,
-                    key: None,
-                    msg: serde_json::json!({
-                        "kafka_batch": { "records": batch.records, "bytes": batch.bytes.len() }
-                    }),
-                    next: offset + u64::from(batch.records),
-                },
-            })
+                }),
+                PartitionEntry::Batch { batch } => {
+                    let records = super::kafka_records::decode(offset, batch);
+                    let wanted = records.into_iter().filter(|r| r.offset >= from);
+                    out.extend(wanted.take(max - out.len()));
+                }
+            }
+        }
+        out
     }
 
     /// The offset of the oldest record kept.
@@ -280,6 +280,7 @@ impl KeyedLogs {
             };
             let pairs: Vec<(u64, Value)> = log
                 .read(from, max_per_key.min(budget))
+                .into_iter()
                 .map(|r| (r.offset, r.msg))
                 .collect();
             budget -= pairs.len();
@@ -442,6 +443,7 @@ mod tests {
                             .collect();
                         let got: Vec<u64> = log
                             .read(from, usize::from(max % 4))
+                            .into_iter()
                             .map(|r| {
                                 assert_eq!(
                                     r.msg,

@@ -11,6 +11,7 @@ use crate::{Config, Time};
 
 mod kafka;
 mod kafka_groups;
+mod kafka_records;
 mod logs;
 mod producers;
 mod queue;

@@ -649,8 +649,7 @@ mod tests {
                 .filter(|m| m.expires_at.is_some_and(|t| t <= now))
                 .count();
             self.expired += expired as u64;
-            self.msgs
-                .retain(|m| !m.expires_at.is_some_and(|t| t <= now));
+            self.msgs.retain(|m| m.expires_at.is_none_or(|t| t > now));
             let mut waking: Vec<(Time, u64)> = self
                 .msgs
                 .iter()

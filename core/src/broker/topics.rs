@@ -353,11 +353,11 @@ impl Topics {
                 msgs.push(Fetched {
                     partition: p,
                     offset: record.offset,
-                    key: record.key.cloned(),
+                    key: record.key,
                     msg: record.msg,
                 });
                 // Past the last returned: retention may have skipped dropped offsets.
-                next = record.next;
+                next = record.offset + 1;
             }
             g.positions.insert(p, next);
         }

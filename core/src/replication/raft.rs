@@ -399,7 +399,7 @@ impl Raft {
         if req.term > self.term {
             self.become_follower(cx, req.term, None);
         }
-        let granted = req.term == self.term && self.vote.map_or(true, |v| v == from) && up_to_date;
+        let granted = req.term == self.term && self.vote.is_none_or(|v| v == from) && up_to_date;
         if granted && self.vote.is_none() {
             self.vote = Some(from);
             self.persist_term();

@@ -356,8 +356,14 @@ fn describe_groups_done(v: i16, reply: Payload, failed: Option<i16>) -> Step {
                         .with_member_assignment(m.assignment)
                 })
                 .collect();
+            // Before v6 a group that does not exist is state Dead with no error.
+            let error_code = if g.state == "Dead" && v < 6 {
+                0
+            } else {
+                g.error_code
+            };
             DescribedGroup::default()
-                .with_error_code(g.error_code)
+                .with_error_code(error_code)
                 .with_group_id(GroupId(text(g.group)))
                 .with_group_state(text(g.state))
                 .with_protocol_type(text(g.protocol_type))
