@@ -391,7 +391,12 @@ impl Node {
             Purpose::Forward { .. } => 1,
             _ => self.config.rpc_max_attempts,
         };
-        match self.rpc.start(&cx!(self), msg.clone(), purpose, attempts) {
+        // A request the leader may park waits that long more for its reply.
+        let timeout_ms = self.config.rpc_timeout_ms + max_park_ms(&msg.body.payload);
+        match self
+            .rpc
+            .start(&cx!(self), msg.clone(), purpose, attempts, timeout_ms)
+        {
             Ok(()) => {
                 out.push(Effect::Send(msg));
                 true
@@ -775,4 +780,16 @@ fn persists(msg: &Message, clustered: bool) -> bool {
     msg.body.in_reply_to.is_none()
         && matches!(payload.access(), Some(Access::Write | Access::WriteOnce))
         && !(clustered && payload.route() == Route::Broker)
+}
+
+/// How long the broker may hold `payload` parked before it answers: a long-polling
+/// `dequeue` its wait, a Kafka join its rebalance timeout, a Kafka sync (waiting for
+/// the leader's) Kafka's default rebalance timeout, five minutes.
+fn max_park_ms(payload: &Payload) -> u64 {
+    match payload {
+        Payload::Dequeue(d) => d.wait_ms.unwrap_or(0),
+        Payload::KafkaJoinGroup(j) => j.rebalance_timeout_ms,
+        Payload::KafkaSyncGroup(_) => 300_000,
+        _ => 0,
+    }
 }

@@ -84,6 +84,7 @@ impl<P> RpcTable<P> {
         request: Message,
         purpose: P,
         max_attempts: u32,
+        first_timeout_ms: u64,
     ) -> Result<(), RpcTableFull> {
         let msg_id = request
             .body
@@ -94,7 +95,7 @@ impl<P> RpcTable<P> {
         }
         let timer = self
             .timers
-            .schedule(cx.now.plus_millis(cx.config.rpc_timeout_ms), msg_id);
+            .schedule(cx.now.plus_millis(first_timeout_ms), msg_id);
         assert!(max_attempts >= 1, "an RPC is sent at least once");
         let pending = Pending {
             request,
@@ -271,7 +272,13 @@ mod tests {
         let mut rng = Rng::new(9);
         let mut table = RpcTable::new(config.max_pending_rpcs);
         table
-            .start(&cx(Time::ZERO, &config, &mut rng), request(1), "p", 3)
+            .start(
+                &cx(Time::ZERO, &config, &mut rng),
+                request(1),
+                "p",
+                3,
+                config.rpc_timeout_ms,
+            )
             .unwrap();
         let mut now;
         let mut resends = 0;
@@ -308,13 +315,31 @@ mod tests {
         let mut rng = Rng::new(3);
         let mut table = RpcTable::new(config.max_pending_rpcs);
         table
-            .start(&cx(Time::ZERO, &config, &mut rng), request(1), 'a', 3)
+            .start(
+                &cx(Time::ZERO, &config, &mut rng),
+                request(1),
+                'a',
+                3,
+                config.rpc_timeout_ms,
+            )
             .unwrap();
         table
-            .start(&cx(Time::ZERO, &config, &mut rng), request(2), 'b', 3)
+            .start(
+                &cx(Time::ZERO, &config, &mut rng),
+                request(2),
+                'b',
+                3,
+                config.rpc_timeout_ms,
+            )
             .unwrap();
         assert_eq!(
-            table.start(&cx(Time::ZERO, &config, &mut rng), request(3), 'c', 3),
+            table.start(
+                &cx(Time::ZERO, &config, &mut rng),
+                request(3),
+                'c',
+                3,
+                config.rpc_timeout_ms
+            ),
             Err(RpcTableFull)
         );
         // A transient error keeps the request and schedules a resend.
