@@ -28,6 +28,7 @@ impl Loopback {
             node_ids: vec![NODE.into()],
         });
         node.step(Time::ZERO, Event::Message(message(init, 0)), &mut effects);
+        effects.clear(); // init_ok: nothing waits for it
         Loopback {
             node,
             session: Session::new(session),
