@@ -6,37 +6,11 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
 use herald_core::Config;
 use herald_kafka::{Loopback, SessionConfig};
-use kafka_protocol::messages::*;
-use kafka_protocol::protocol::Decodable;
+use kafka_protocol::messages::ApiKey;
 
-/// The response body, decoded as `key` at `version` and shown with `{:#?}`.
-fn show(key: ApiKey, version: i16, body: &mut Bytes) -> Result<String, String> {
-    fn debug<T: Decodable + std::fmt::Debug>(body: &mut Bytes, v: i16) -> Result<String, String> {
-        T::decode(body, v)
-            .map(|r| format!("{r:#?}"))
-            .map_err(|e| e.to_string())
-    }
-    match key {
-        ApiKey::ApiVersions => debug::<ApiVersionsResponse>(body, version),
-        ApiKey::Metadata => debug::<MetadataResponse>(body, version),
-        ApiKey::Produce => debug::<ProduceResponse>(body, version),
-        ApiKey::Fetch => debug::<FetchResponse>(body, version),
-        ApiKey::ListOffsets => debug::<ListOffsetsResponse>(body, version),
-        ApiKey::FindCoordinator => debug::<FindCoordinatorResponse>(body, version),
-        ApiKey::JoinGroup => debug::<JoinGroupResponse>(body, version),
-        ApiKey::SyncGroup => debug::<SyncGroupResponse>(body, version),
-        ApiKey::Heartbeat => debug::<HeartbeatResponse>(body, version),
-        ApiKey::LeaveGroup => debug::<LeaveGroupResponse>(body, version),
-        ApiKey::OffsetCommit => debug::<OffsetCommitResponse>(body, version),
-        ApiKey::OffsetFetch => debug::<OffsetFetchResponse>(body, version),
-        ApiKey::InitProducerId => debug::<InitProducerIdResponse>(body, version),
-        ApiKey::CreateTopics => debug::<CreateTopicsResponse>(body, version),
-        other => Err(format!("no decoder for {other:?} in this test")),
-    }
-}
+mod common;
 
 /// One captured request and what the node answered, as text.
 fn replay(conn: &mut Loopback, name: &str, frame: &[u8], out: &mut String) {
@@ -51,21 +25,9 @@ fn replay(conn: &mut Loopback, name: &str, frame: &[u8], out: &mut String) {
         response = conn.ready();
     }
     assert!(!response.is_empty(), "{name}: no response");
-    let len = u32::from_be_bytes(response[..4].try_into().unwrap()) as usize;
-    assert_eq!(len + 4, response.len(), "{name}: one whole frame");
-    let mut body = Bytes::from(response[4..].to_vec());
-    let header = ResponseHeader::decode(&mut body, key.response_header_version(version)).unwrap();
     let request_correlation = i32::from_be_bytes(request[4..8].try_into().unwrap());
-    assert_eq!(
-        header.correlation_id, request_correlation,
-        "{name}: correlation id"
-    );
-    let shown = show(key, version, &mut body).unwrap_or_else(|e| panic!("{name}: {e}"));
-    assert!(
-        body.is_empty(),
-        "{name}: {} bytes after the body",
-        body.len()
-    );
+    let shown = common::read_response(&response, key, version, request_correlation)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     writeln!(out, "{shown}").unwrap();
 }
 

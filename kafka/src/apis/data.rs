@@ -2,8 +2,9 @@
 //! DeleteTopics and InitProducerId.
 
 use herald_core::wire::msg::{
-    kafka_code, CreateTopic, DeleteTopic, InitProducer, KafkaChunk, KafkaFetch,
-    KafkaFetchPartition, KafkaListOffsets, KafkaMetadata, KafkaOffsetQuery, KafkaProduce,
+    kafka_code, CreateTopic, DeleteTopic, InitProducer, KafkaChunk, KafkaFetch, KafkaFetchOk,
+    KafkaFetchPartition, KafkaListOffsets, KafkaMetadata, KafkaOffsetQuery, KafkaPartitionData,
+    KafkaProduce,
 };
 use herald_core::Payload;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
@@ -66,10 +67,13 @@ pub(super) fn metadata_done(
         .with_node_id(node)
         .with_host(text(config.advertised_host.clone()))
         .with_port(config.advertised_port);
-    let mut response = MetadataResponse::default()
-        .with_brokers(vec![broker])
-        .with_cluster_id(Some(text("herald")))
-        .with_controller_id(node);
+    let mut response = MetadataResponse::default().with_brokers(vec![broker]);
+    if v >= 1 {
+        response.controller_id = node;
+    }
+    if v >= 2 {
+        response.cluster_id = Some(text("herald"));
+    }
     match replies.into_iter().next() {
         Some(Payload::KafkaMetadataOk(ok)) => {
             response.topics = ok
@@ -190,7 +194,9 @@ pub(super) fn produce_done(v: i16, p: ProducePending, replies: Vec<Payload>) -> 
             Ok(Payload::KafkaProduceOk(ok)) => {
                 part.error_code = ok.error_code;
                 part.base_offset = ok.base_offset;
-                part.log_start_offset = ok.log_start_offset;
+                if v >= 5 {
+                    part.log_start_offset = ok.log_start_offset;
+                }
             }
             Ok(other) => part.error_code = error_of(other).map_or(-1, herald_to_kafka),
         }
@@ -259,10 +265,7 @@ pub(super) fn fetch_done(
     let _ = config;
     let mut ok = match replies.into_iter().next() {
         Some(Payload::KafkaFetchOk(ok)) => ok,
-        Some(Payload::Error(e)) => {
-            let code = herald_to_kafka(&e);
-            return respond(v, &FetchResponse::default().with_error_code(code));
-        }
+        Some(Payload::Error(e)) => failed_fetch(&p.ask, herald_to_kafka(&e)),
         other => return Step::Close(format!("fetch: the broker answered {other:?}")),
     };
     let bytes: usize = (ok.partitions.iter())
@@ -282,15 +285,17 @@ pub(super) fn fetch_done(
         if let Err(e) = write_chunks(part.chunks, &mut records) {
             return Step::Close(e);
         }
-        let data = PartitionData::default()
+        let mut data = PartitionData::default()
             .with_partition_index(part.partition as i32)
             .with_error_code(part.error_code)
             .with_high_watermark(part.high_watermark)
             .with_last_stable_offset(part.high_watermark)
-            .with_log_start_offset(part.log_start_offset)
             .with_aborted_transactions(Some(Vec::new()))
             .with_preferred_read_replica(BrokerId(-1))
             .with_records(Some(records.into()));
+        if v >= 5 {
+            data.log_start_offset = part.log_start_offset;
+        }
         match responses.last_mut() {
             Some(t) if *t.topic == *part.topic => t.partitions.push(data),
             _ => responses.push(
@@ -301,6 +306,21 @@ pub(super) fn fetch_done(
         }
     }
     respond(v, &FetchResponse::default().with_responses(responses))
+}
+
+/// Every partition of a fetch the broker could not serve, with `error_code`.
+fn failed_fetch(ask: &KafkaFetch, error_code: i16) -> KafkaFetchOk {
+    let partitions = (ask.partitions.iter())
+        .map(|p| KafkaPartitionData {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            error_code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            chunks: Vec::new(),
+        })
+        .collect();
+    KafkaFetchOk { partitions }
 }
 
 /// The topics of a ListOffsets, in order, to lay out the answer.
@@ -391,12 +411,17 @@ pub(super) fn create_topics_done(v: i16, p: CreateTopicsPending, replies: Vec<Pa
                 }
                 Some(other) => (-1, Some(text(format!("unexpected {}", other.kind())))),
             };
-            CreatableTopicResult::default()
+            let result = CreatableTopicResult::default()
                 .with_name(TopicName(text(name)))
                 .with_error_code(code)
-                .with_error_message(message)
-                .with_num_partitions(count as i32)
-                .with_replication_factor(1)
+                .with_error_message(message);
+            if v >= 5 {
+                result
+                    .with_num_partitions(count as i32)
+                    .with_replication_factor(1)
+            } else {
+                result
+            }
         })
         .collect();
     respond(v, &CreateTopicsResponse::default().with_topics(topics))
@@ -432,7 +457,7 @@ pub(super) fn delete_topics_done(v: i16, p: DeleteTopicsPending, replies: Vec<Pa
             DeletableTopicResult::default()
                 .with_name(Some(TopicName(text(name))))
                 .with_error_code(code)
-                .with_error_message(message)
+                .with_error_message(message.filter(|_| v >= 5))
         })
         .collect();
     respond(

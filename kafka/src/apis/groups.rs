@@ -46,11 +46,12 @@ pub(crate) enum GroupPending {
 pub(super) fn find_coordinator(config: &SessionConfig, v: i16, r: FindCoordinatorRequest) -> Step {
     let node = BrokerId(config.node_id);
     let host = text(config.advertised_host.clone());
-    let mut response = FindCoordinatorResponse::default()
-        .with_node_id(node)
-        .with_host(host.clone())
-        .with_port(config.advertised_port);
-    if v >= 4 {
+    let mut response = FindCoordinatorResponse::default();
+    if v < 4 {
+        response.node_id = node;
+        response.host = host.clone();
+        response.port = config.advertised_port;
+    } else {
         response.coordinators = (r.coordinator_keys.iter())
             .map(|key| {
                 Coordinator::default()
@@ -214,7 +215,7 @@ pub(super) fn finish(v: i16, p: GroupPending, replies: Vec<Payload>) -> Step {
             let response = JoinGroupResponse::default()
                 .with_error_code(ok.error_code)
                 .with_generation_id(ok.generation)
-                .with_protocol_type(Some(text(protocol_type)))
+                .with_protocol_type((v >= 7).then(|| text(protocol_type)))
                 .with_protocol_name(Some(text(ok.protocol_name)))
                 .with_leader(text(ok.leader))
                 .with_member_id(text(ok.member_id))
@@ -231,8 +232,8 @@ pub(super) fn finish(v: i16, p: GroupPending, replies: Vec<Payload>) -> Step {
             v,
             &SyncGroupResponse::default()
                 .with_error_code(ok.error_code)
-                .with_protocol_type(Some(text(ok.protocol_type)))
-                .with_protocol_name(Some(text(ok.protocol_name)))
+                .with_protocol_type((v >= 5).then(|| text(ok.protocol_type)))
+                .with_protocol_name((v >= 5).then(|| text(ok.protocol_name)))
                 .with_assignment(ok.assignment),
         ),
         (GroupPending::Sync, _) => respond(
@@ -271,10 +272,14 @@ pub(super) fn finish(v: i16, p: GroupPending, replies: Vec<Payload>) -> Step {
                 Payload::KafkaListGroupsOk(ok) => {
                     response.groups = (ok.groups.into_iter())
                         .map(|g| {
-                            ListedGroup::default()
+                            let listed = ListedGroup::default()
                                 .with_group_id(GroupId(text(g.group)))
-                                .with_protocol_type(text(g.protocol_type))
-                                .with_group_state(text(g.state))
+                                .with_protocol_type(text(g.protocol_type));
+                            if v >= 4 {
+                                listed.with_group_state(text(g.state))
+                            } else {
+                                listed
+                            }
                         })
                         .collect();
                 }
@@ -313,7 +318,8 @@ fn offset_fetch_done(v: i16, reply: Payload, failed: Option<i16>) -> Step {
         Payload::KafkaOffsetFetchOk(ok) => ok,
         _ => {
             let code = failed.unwrap_or(-1);
-            return respond(v, &OffsetFetchResponse::default().with_error_code(code));
+            let response = OffsetFetchResponse::default();
+            return respond(v, &response.with_error_code(if v >= 2 { code } else { 0 }));
         }
     };
     let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
@@ -334,7 +340,7 @@ fn offset_fetch_done(v: i16, reply: Payload, failed: Option<i16>) -> Step {
         }
     }
     let response = OffsetFetchResponse::default()
-        .with_error_code(ok.error_code)
+        .with_error_code(if v >= 2 { ok.error_code } else { 0 })
         .with_topics(topics);
     respond(v, &response)
 }
