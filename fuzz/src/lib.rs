@@ -238,6 +238,143 @@ pub enum Request {
         /// Commit this partition instead of fetching.
         commit: Option<(u8, u8)>,
     },
+    /// A Kafka data request on topic `k<topic % 2>`: produce, fetch, list offsets,
+    /// metadata or delete, by `how`.
+    KafkaData {
+        /// Which request.
+        how: u8,
+        /// Topic index.
+        topic: u8,
+        /// Partition (produce, fetch), offset or timestamp (fetch, list offsets).
+        at: (u8, u8),
+        /// Produce: (producer id, epoch, base sequence), or none.
+        producer: Option<(u8, u8, u8)>,
+        /// Produce: records in the batch.
+        records: u8,
+    },
+    /// A Kafka group request on group `kg` as member `<client>-<member % 4>` (or
+    /// with no member id): join, sync, heartbeat, leave, commit, offset fetch, list or
+    /// describe, by `how`.
+    KafkaGroup {
+        /// Which request.
+        how: u8,
+        /// Member index; `None`: an empty member id.
+        member: Option<u8>,
+        /// The generation quoted.
+        generation: u8,
+        /// Join: the rebalance timeout, in 10 ms.
+        timeout: u8,
+    },
+}
+
+fn kafka_data(
+    how: u8,
+    topic: u8,
+    at: (u8, u8),
+    producer: Option<(u8, u8, u8)>,
+    records: u8,
+) -> Payload {
+    let topic = format!("k{}", topic % 2);
+    let (partition, offset) = (u32::from(at.0 % 3), u64::from(at.1 % 8));
+    match how % 5 {
+        0 => {
+            let (id, epoch, seq) = producer.map_or((-1, -1, -1), |(p, e, s)| {
+                (i64::from(p % 3), i16::from(e % 2), i32::from(s % 8))
+            });
+            Payload::KafkaProduce(KafkaProduce {
+                topic,
+                partition,
+                batch: vec![0; usize::from(records % 4) * 16].into(),
+                records: u32::from(records % 4),
+                max_timestamp_ms: i64::from(at.1),
+                producer_id: id,
+                producer_epoch: epoch,
+                base_sequence: seq,
+            })
+        }
+        1 => Payload::KafkaFetch(KafkaFetch {
+            partitions: vec![KafkaFetchPartition {
+                topic,
+                partition,
+                offset,
+                max_bytes: u32::from(records) * 8,
+            }],
+            max_bytes: 64,
+        }),
+        2 => Payload::KafkaListOffsets(KafkaListOffsets {
+            partitions: vec![KafkaOffsetQuery {
+                topic,
+                partition,
+                timestamp: i64::from(at.1 % 4) - 2,
+            }],
+        }),
+        3 => Payload::KafkaMetadata(KafkaMetadata {
+            topics: (records % 2 == 0).then(|| vec![topic]),
+            auto_create: at.0 % 2 == 0,
+        }),
+        _ => Payload::DeleteTopic(DeleteTopic { topic }),
+    }
+}
+
+fn kafka_group(how: u8, member: Option<u8>, generation: u8, timeout: u8) -> Payload {
+    let group = "kg".to_owned();
+    let member_id = member.map_or(String::new(), |m| format!("fuzz-{}", m % 4));
+    let generation = i32::from(generation % 4);
+    let metadata = bytes::Bytes::from_static(b"m");
+    match how % 8 {
+        0 => Payload::KafkaJoinGroup(KafkaJoinGroup {
+            group,
+            member_id,
+            group_instance_id: None,
+            client_id: "fuzz".into(),
+            protocol_type: "consumer".into(),
+            protocols: vec![KafkaProtocol {
+                name: if timeout % 2 == 0 { "range" } else { "sticky" }.into(),
+                metadata,
+            }],
+            session_timeout_ms: 1_000 + u64::from(timeout) * 10,
+            rebalance_timeout_ms: u64::from(timeout) * 10,
+            require_known_member: timeout % 3 == 0,
+        }),
+        1 => Payload::KafkaSyncGroup(KafkaSyncGroup {
+            group,
+            generation,
+            assignments: vec![KafkaAssignment {
+                member_id: member_id.clone(),
+                assignment: metadata,
+            }],
+            member_id,
+        }),
+        2 => Payload::KafkaHeartbeat(KafkaHeartbeat {
+            group,
+            generation,
+            member_id,
+        }),
+        3 => Payload::KafkaLeaveGroup(KafkaLeaveGroup {
+            group,
+            member_ids: vec![member_id],
+        }),
+        4 => Payload::KafkaOffsetCommit(KafkaOffsetCommit {
+            group,
+            generation: if member.is_none() { -1 } else { generation },
+            member_id,
+            offsets: vec![KafkaCommittedOffset {
+                topic: "k0".into(),
+                partition: u32::from(timeout % 2),
+                offset: i64::from(timeout % 8),
+                metadata: String::new(),
+                error_code: 0,
+            }],
+        }),
+        5 => Payload::KafkaOffsetFetch(KafkaOffsetFetch {
+            group,
+            partitions: None,
+        }),
+        6 => Payload::KafkaListGroups,
+        _ => Payload::KafkaDescribeGroups(KafkaDescribeGroups {
+            groups: vec![group],
+        }),
+    }
 }
 
 /// Any bytes: decoding never panics, and whatever decodes re-encodes to a line that
@@ -423,6 +560,19 @@ fn request_payload(request: Request) -> Payload {
         Request::InitProducer(name) => Payload::InitProducer(InitProducer {
             name: name.map(|n| format!("p{}", n % 2)),
         }),
+        Request::KafkaData {
+            how,
+            topic,
+            at,
+            producer,
+            records,
+        } => kafka_data(how, topic, at, producer, records),
+        Request::KafkaGroup {
+            how,
+            member,
+            generation,
+            timeout,
+        } => kafka_group(how, member, generation, timeout),
         Request::Txn { phase, txid, ops } => {
             let txid = format!("x{}", txid % 3);
             let ops = ops
