@@ -264,6 +264,168 @@ fn chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{Rng, Time};
+
+    fn run(broker: &mut Broker, config: &Config, payload: Payload) -> Payload {
+        let mut rng = Rng::new(1);
+        let cx = Ctx {
+            now: Time::from_millis(5),
+            config,
+            rng: &mut rng,
+        };
+        match broker.handle(&cx, "c", Some(1), payload) {
+            Ok(Some(reply)) => reply,
+            Ok(None) => panic!("parked"),
+            Err(e) => Payload::Error(e),
+        }
+    }
+
+    fn produce(records: u32, producer: (i64, i16, i32)) -> Payload {
+        Payload::KafkaProduce(KafkaProduce {
+            topic: "t".into(),
+            partition: 0,
+            batch: bytes::Bytes::from(vec![records as u8; 8]),
+            records,
+            max_timestamp_ms: 100 * i64::from(records),
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            base_sequence: producer.2,
+        })
+    }
+
+    fn produced(reply: &Payload) -> (i16, i64) {
+        match reply {
+            Payload::KafkaProduceOk(ok) => (ok.error_code, ok.base_offset),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// An idempotent producer's batches: sequences count records, a retry of a batch
+    /// gets its first offset and is not stored again, a gap and a stale epoch are
+    /// refused with Kafka's codes, an unknown producer id too.
+    #[test]
+    fn idempotent_batches_count_records_and_retries_get_their_offsets() {
+        let config = Config::default();
+        let mut broker = Broker::new(&config);
+        let id = match run(
+            &mut broker,
+            &config,
+            Payload::InitProducer(InitProducer { name: None }),
+        ) {
+            Payload::InitProducerOk(ok) => ok.producer as i64,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            produced(&run(&mut broker, &config, produce(3, (id, 0, 0)))),
+            (0, 0)
+        );
+        assert_eq!(
+            produced(&run(&mut broker, &config, produce(2, (id, 0, 3)))),
+            (0, 3)
+        );
+        // The first batch again (a retry after a lost response): its offset, once.
+        assert_eq!(
+            produced(&run(&mut broker, &config, produce(3, (id, 0, 0)))),
+            (0, 0)
+        );
+        assert_eq!(broker.records, 5);
+        let gap = run(&mut broker, &config, produce(1, (id, 0, 9)));
+        assert_eq!(produced(&gap).0, code::OUT_OF_ORDER_SEQUENCE_NUMBER);
+        let fenced = run(&mut broker, &config, produce(1, (id, 1, 5)));
+        assert_eq!(produced(&fenced).0, code::INVALID_PRODUCER_EPOCH);
+        let unknown = run(&mut broker, &config, produce(1, (id + 7, 0, 0)));
+        assert_eq!(produced(&unknown).0, code::UNKNOWN_PRODUCER_ID);
+        // Plain batches take as many offsets as they have records.
+        assert_eq!(
+            produced(&run(&mut broker, &config, produce(4, (-1, -1, -1)))),
+            (0, 5)
+        );
+        broker.check_invariants();
+    }
+
+    /// Produce creates a topic when auto-creation is on and refuses when it is off, a
+    /// partition past the count and an oversized batch; fetch returns whole entries
+    /// from the one holding the offset and answers out-of-range offsets; list offsets
+    /// finds the log's ends and the first batch at or after a time; delete forgets
+    /// the topic and its records.
+    #[test]
+    fn produce_fetch_offsets_and_delete() {
+        let off = Config {
+            kafka_auto_create_partitions: 0,
+            ..Config::default()
+        };
+        let mut broker = Broker::new(&off);
+        let refused = run(&mut broker, &off, produce(1, (-1, -1, -1)));
+        assert_eq!(produced(&refused).0, code::UNKNOWN_TOPIC_OR_PARTITION);
+        let config = Config {
+            kafka_max_batch_bytes: 8,
+            ..Config::default()
+        };
+        for records in [2, 3] {
+            run(&mut broker, &config, produce(records, (-1, -1, -1)));
+        }
+        let mut big = produce(1, (-1, -1, -1));
+        if let Payload::KafkaProduce(p) = &mut big {
+            p.batch = bytes::Bytes::from(vec![0; 9]);
+        }
+        assert_eq!(
+            produced(&run(&mut broker, &config, big)).0,
+            MESSAGE_TOO_LARGE
+        );
+        let fetch = |offset| {
+            Payload::KafkaFetch(KafkaFetch {
+                partitions: vec![KafkaFetchPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                    max_bytes: 1,
+                }],
+                max_bytes: 1 << 20,
+            })
+        };
+        let Payload::KafkaFetchOk(ok) = run(&mut broker, &config, fetch(3)) else {
+            panic!("a fetch reply");
+        };
+        let part = &ok.partitions[0];
+        assert_eq!((part.error_code, part.high_watermark), (0, 5));
+        // Offset 3 is inside the second batch (2..5): all of it, though over max_bytes.
+        assert!(matches!(
+            part.chunks[..],
+            [KafkaChunk::Batch { base_offset: 2, .. }]
+        ));
+        let Payload::KafkaFetchOk(ok) = run(&mut broker, &config, fetch(6)) else {
+            panic!("a fetch reply");
+        };
+        assert_eq!(ok.partitions[0].error_code, code::OFFSET_OUT_OF_RANGE);
+        let query = |timestamp| KafkaOffsetQuery {
+            topic: "t".into(),
+            partition: 0,
+            timestamp,
+        };
+        let list = Payload::KafkaListOffsets(KafkaListOffsets {
+            partitions: vec![query(-1), query(-2), query(250), query(999)],
+        });
+        let Payload::KafkaListOffsetsOk(ok) = run(&mut broker, &config, list) else {
+            panic!("a list offsets reply");
+        };
+        let offsets: Vec<(i64, i64)> = ok
+            .partitions
+            .iter()
+            .map(|o| (o.offset, o.timestamp))
+            .collect();
+        assert_eq!(offsets, [(5, -1), (0, -1), (2, 300), (-1, -1)]);
+        let delete = Payload::DeleteTopic(DeleteTopic { topic: "t".into() });
+        assert_eq!(
+            run(&mut broker, &config, delete.clone()),
+            Payload::DeleteTopicOk
+        );
+        assert_eq!(broker.records, 0);
+        assert!(matches!(
+            run(&mut broker, &config, delete),
+            Payload::Error(_)
+        ));
+        broker.check_invariants();
+    }
 
     #[test]
     fn kafka_topic_names() {
