@@ -654,20 +654,17 @@ impl KafkaGroups {
         out: &mut Vec<Completion>,
     ) -> Result<Option<KafkaSyncGroupOk>, ErrorBody> {
         let msg_id = msg_id.ok_or_else(|| needs_msg_id("kafka_sync_group"))?;
-        let Self { groups, timers, .. } = self;
-        let Some(group) = groups.get_mut(&s.group) else {
-            return Ok(Some(sync_error(code::UNKNOWN_MEMBER_ID)));
-        };
-        if let Some(refused) = group.check_generation(&s.member_id, s.generation) {
+        if let Err(refused) = self.renew(now, &s.group, &s.member_id, s.generation) {
             return Ok(Some(sync_error(refused)));
         }
+        let Self { groups, timers, .. } = self;
+        let group = groups.get_mut(&s.group).expect("renewed");
         let mut sched = Sched {
             now,
             group: &s.group,
             timers,
         };
-        let m = group.members.get_mut(&s.member_id).expect("checked");
-        m.renew(&s.member_id, &mut sched);
+        let m = group.members.get_mut(&s.member_id).expect("renewed");
         match group.state {
             State::Empty => Ok(Some(sync_error(code::UNKNOWN_MEMBER_ID))),
             State::PreparingRebalance => Ok(Some(sync_error(code::REBALANCE_IN_PROGRESS))),
@@ -696,24 +693,27 @@ impl KafkaGroups {
 
     /// Heartbeat: Kafka's error code; a member's heartbeat renews its session.
     pub(super) fn heartbeat(&mut self, now: Time, h: &KafkaHeartbeat) -> i16 {
-        let Self { groups, timers, .. } = self;
-        let Some(group) = groups.get_mut(&h.group) else {
-            return code::UNKNOWN_MEMBER_ID;
-        };
-        if let Some(refused) = group.check_generation(&h.member_id, h.generation) {
+        if let Err(refused) = self.renew(now, &h.group, &h.member_id, h.generation) {
             return refused;
         }
-        let mut sched = Sched {
-            now,
-            group: &h.group,
-            timers,
-        };
-        let m = group.members.get_mut(&h.member_id).expect("checked");
-        m.renew(&h.member_id, &mut sched);
-        match group.state {
+        match self.groups[&h.group].state {
             State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
             State::Empty | State::CompletingRebalance | State::Stable => code::NONE,
         }
+    }
+
+    /// Renews the session of `member` of `group`, if it is a member at `generation`;
+    /// otherwise Kafka's error code for why not.
+    fn renew(&mut self, now: Time, group: &str, member: &str, generation: i32) -> Result<(), i16> {
+        let Self { groups, timers, .. } = self;
+        let g = groups.get_mut(group).ok_or(code::UNKNOWN_MEMBER_ID)?;
+        if let Some(refused) = g.check_generation(member, generation) {
+            return Err(refused);
+        }
+        let mut sched = Sched { now, group, timers };
+        let m = g.members.get_mut(member).expect("checked");
+        m.renew(member, &mut sched);
+        Ok(())
     }
 
     /// LeaveGroup: the members (pending ones too) leave, and the others rebalance.

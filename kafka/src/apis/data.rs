@@ -19,7 +19,7 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 
-use super::{error_of, kafka_code as herald_to_kafka, respond, text, Pending, Step};
+use super::{by_topic, error_of, kafka_code as herald_to_kafka, respond, text, Pending, Step};
 use crate::records::{check_batch, write_chunks};
 use crate::session::SessionConfig;
 
@@ -182,7 +182,7 @@ pub(super) fn produce_done(v: i16, p: ProducePending, replies: Vec<Payload>) -> 
     if p.acks == 0 {
         return Step::Silent;
     }
-    let mut responses: Vec<TopicProduceResponse> = Vec::new();
+    let mut parts = Vec::with_capacity(p.partitions.len());
     for (topic, index, outcome) in p.partitions {
         let mut part = PartitionProduceResponse::default()
             .with_index(index)
@@ -200,15 +200,15 @@ pub(super) fn produce_done(v: i16, p: ProducePending, replies: Vec<Payload>) -> 
             }
             Ok(other) => part.error_code = error_of(other).map_or(-1, herald_to_kafka),
         }
-        match responses.last_mut() {
-            Some(t) if *t.name == *topic => t.partition_responses.push(part),
-            _ => responses.push(
-                TopicProduceResponse::default()
-                    .with_name(TopicName(text(topic)))
-                    .with_partition_responses(vec![part]),
-            ),
-        }
+        parts.push((topic, part));
     }
+    let responses = (by_topic(parts).into_iter())
+        .map(|(name, parts)| {
+            TopicProduceResponse::default()
+                .with_name(name)
+                .with_partition_responses(parts)
+        })
+        .collect();
     respond(v, &ProduceResponse::default().with_responses(responses))
 }
 
@@ -279,7 +279,7 @@ pub(super) fn fetch_done(
     if !p.last && !errors && bytes < p.min_bytes.max(1) && now_ms < p.deadline_ms {
         return Step::Park(p.deadline_ms, Pending::Fetch(p));
     }
-    let mut responses: Vec<FetchableTopicResponse> = Vec::new();
+    let mut parts = Vec::with_capacity(ok.partitions.len());
     for part in ok.partitions.drain(..) {
         let mut records = Vec::new();
         if let Err(e) = write_chunks(part.chunks, &mut records) {
@@ -296,15 +296,15 @@ pub(super) fn fetch_done(
         if v >= 5 {
             data.log_start_offset = part.log_start_offset;
         }
-        match responses.last_mut() {
-            Some(t) if *t.topic == *part.topic => t.partitions.push(data),
-            _ => responses.push(
-                FetchableTopicResponse::default()
-                    .with_topic(TopicName(text(part.topic)))
-                    .with_partitions(vec![data]),
-            ),
-        }
+        parts.push((part.topic, data));
     }
+    let responses = (by_topic(parts).into_iter())
+        .map(|(name, parts)| {
+            FetchableTopicResponse::default()
+                .with_topic(name)
+                .with_partitions(parts)
+        })
+        .collect();
     respond(v, &FetchResponse::default().with_responses(responses))
 }
 
@@ -346,23 +346,22 @@ pub(super) fn list_offsets_done(v: i16, _p: ListOffsetsPending, replies: Vec<Pay
         Some(Payload::KafkaListOffsetsOk(ok)) => ok,
         other => return Step::Close(format!("list_offsets: the broker answered {other:?}")),
     };
-    let mut topics: Vec<ListOffsetsTopicResponse> = Vec::new();
-    for answer in ok.partitions {
+    let parts = ok.partitions.into_iter().map(|answer| {
         let part = ListOffsetsPartitionResponse::default()
             .with_partition_index(answer.partition as i32)
             .with_error_code(answer.error_code)
             .with_timestamp(answer.timestamp)
             .with_offset(answer.offset)
             .with_leader_epoch(-1);
-        match topics.last_mut() {
-            Some(t) if *t.name == *answer.topic => t.partitions.push(part),
-            _ => topics.push(
-                ListOffsetsTopicResponse::default()
-                    .with_name(TopicName(text(answer.topic)))
-                    .with_partitions(vec![part]),
-            ),
-        }
-    }
+        (answer.topic, part)
+    });
+    let topics = (by_topic(parts).into_iter())
+        .map(|(name, parts)| {
+            ListOffsetsTopicResponse::default()
+                .with_name(name)
+                .with_partitions(parts)
+        })
+        .collect();
     respond(v, &ListOffsetsResponse::default().with_topics(topics))
 }
 

@@ -22,7 +22,9 @@ use kafka_protocol::messages::offset_fetch_response::{
 };
 use kafka_protocol::messages::*;
 
-use super::{decoded, error_of, kafka_code as herald_to_kafka, respond, text, Pending, Step};
+use super::{
+    by_topic, decoded, error_of, kafka_code as herald_to_kafka, respond, text, Pending, Step,
+};
 use crate::session::{Header, SessionConfig};
 
 /// Kafka's "group coordinator not available": the broker could not take the request.
@@ -296,20 +298,19 @@ fn offset_commit_done(v: i16, reply: Payload, failed: Option<i16>) -> Step {
         Payload::KafkaOffsetCommitOk(ok) => ok.offsets,
         _ => return Step::Close(format!("offset commit failed with code {failed:?}")),
     };
-    let mut topics: Vec<OffsetCommitResponseTopic> = Vec::new();
-    for o in offsets {
+    let parts = offsets.into_iter().map(|o| {
         let part = OffsetCommitResponsePartition::default()
             .with_partition_index(o.partition as i32)
             .with_error_code(o.error_code);
-        match topics.last_mut() {
-            Some(t) if *t.name == *o.topic => t.partitions.push(part),
-            _ => topics.push(
-                OffsetCommitResponseTopic::default()
-                    .with_name(TopicName(text(o.topic)))
-                    .with_partitions(vec![part]),
-            ),
-        }
-    }
+        (o.topic, part)
+    });
+    let topics = (by_topic(parts).into_iter())
+        .map(|(name, parts)| {
+            OffsetCommitResponseTopic::default()
+                .with_name(name)
+                .with_partitions(parts)
+        })
+        .collect();
     respond(v, &OffsetCommitResponse::default().with_topics(topics))
 }
 
@@ -322,23 +323,22 @@ fn offset_fetch_done(v: i16, reply: Payload, failed: Option<i16>) -> Step {
             return respond(v, &response.with_error_code(if v >= 2 { code } else { 0 }));
         }
     };
-    let mut topics: Vec<OffsetFetchResponseTopic> = Vec::new();
-    for o in ok.offsets {
+    let parts = ok.offsets.into_iter().map(|o| {
         let part = OffsetFetchResponsePartition::default()
             .with_partition_index(o.partition as i32)
             .with_committed_offset(o.offset)
             .with_committed_leader_epoch(-1)
             .with_metadata(Some(text(o.metadata)))
             .with_error_code(o.error_code);
-        match topics.last_mut() {
-            Some(t) if *t.name == *o.topic => t.partitions.push(part),
-            _ => topics.push(
-                OffsetFetchResponseTopic::default()
-                    .with_name(TopicName(text(o.topic)))
-                    .with_partitions(vec![part]),
-            ),
-        }
-    }
+        (o.topic, part)
+    });
+    let topics = (by_topic(parts).into_iter())
+        .map(|(name, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(name)
+                .with_partitions(parts)
+        })
+        .collect();
     let response = OffsetFetchResponse::default()
         .with_error_code(if v >= 2 { ok.error_code } else { 0 })
         .with_topics(topics);

@@ -9,7 +9,7 @@ mod versions;
 use bytes::Bytes;
 use herald_core::wire::msg::{ErrorBody, ErrorCode};
 use herald_core::Payload;
-use kafka_protocol::messages::ApiKey;
+use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::session::{Header, SessionConfig};
@@ -145,6 +145,19 @@ fn error_of(reply: &Payload) -> Option<&ErrorBody> {
         Payload::Error(e) => Some(e),
         _ => None,
     }
+}
+
+/// `(topic, item)` pairs, in order, gathered per topic (a run of one topic's pairs
+/// becomes one entry), as responses list their partitions under their topics.
+fn by_topic<P>(pairs: impl IntoIterator<Item = (String, P)>) -> Vec<(TopicName, Vec<P>)> {
+    let mut out: Vec<(TopicName, Vec<P>)> = Vec::new();
+    for (topic, item) in pairs {
+        match out.last_mut() {
+            Some((name, items)) if **name == *topic => items.push(item),
+            _ => out.push((TopicName(text(topic)), vec![item])),
+        }
+    }
+    out
 }
 
 /// A Kafka string.
