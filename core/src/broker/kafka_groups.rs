@@ -886,39 +886,38 @@ impl KafkaGroups {
     /// A session ended: a pending member is forgotten; a member is removed unless
     /// its join or sync is parked (then the session starts again).
     fn session_due(&mut self, now: Time, name: &str, member: &str, out: &mut Vec<Completion>) {
-        let Self { groups, timers, .. } = self;
-        let Some(group) = groups.get_mut(name) else {
-            return;
-        };
-        let mut sched = Sched {
-            now,
-            group: name,
-            timers,
-        };
-        if group.pending.remove(member).is_some() {
-            group.try_complete(&mut sched, out);
-        } else if let Some(m) = group.members.get_mut(member) {
-            if m.join.is_some() || m.sync.is_some() {
-                m.renew(member, &mut sched);
-            } else {
-                group.remove_member(member, &mut sched, out);
+        self.with_group(now, name, |group, sched| {
+            if group.pending.remove(member).is_some() {
+                group.try_complete(sched, out);
+            } else if let Some(m) = group.members.get_mut(member) {
+                if m.join.is_some() || m.sync.is_some() {
+                    m.renew(member, sched);
+                } else {
+                    group.remove_member(member, sched, out);
+                }
             }
+        });
+    }
+
+    /// Runs `f` on group `name`, if it exists, with a scheduler for its timers.
+    fn with_group(&mut self, now: Time, name: &str, f: impl FnOnce(&mut Group, &mut Sched<'_>)) {
+        let Self { groups, timers, .. } = self;
+        if let Some(group) = groups.get_mut(name) {
+            let mut sched = Sched {
+                now,
+                group: name,
+                timers,
+            };
+            f(group, &mut sched);
         }
     }
 
     /// A rebalance timed out: the barrier completes without the late members.
     fn rebalance_due(&mut self, now: Time, name: &str, out: &mut Vec<Completion>) {
-        let Self { groups, timers, .. } = self;
-        let Some(group) = groups.get_mut(name) else {
-            return;
-        };
-        let mut sched = Sched {
-            now,
-            group: name,
-            timers,
-        };
-        group.rebalance_deadline = None;
-        group.complete_join(&mut sched, out);
+        self.with_group(now, name, |group, sched| {
+            group.rebalance_deadline = None;
+            group.complete_join(sched, out);
+        });
     }
 
     /// Deletes a group that holds nothing any more.
