@@ -741,12 +741,13 @@ impl Server {
         let conn = &mut self.conns[key];
         let kafka = conn.kafka.as_mut().expect("a Kafka connection");
         let mut frames = Vec::new();
-        if let Err(e) = kafka.decoder.feed(bytes, |frame| frames.push(frame.to_vec())) {
+        let copy = |frame: &[u8]| frames.push(bytes::Bytes::copy_from_slice(frame));
+        if let Err(e) = kafka.decoder.feed(bytes, copy) {
             return self.close_kafka(key, &e.to_string());
         }
         for frame in frames {
             let kafka = self.conns[key].kafka.as_mut().expect("a Kafka connection");
-            if let Err(why) = kafka.session.handle_frame(now.as_millis(), &frame) {
+            if let Err(why) = kafka.session.handle_frame(now.as_millis(), frame) {
                 return self.close_kafka(key, &why);
             }
             self.kafka_ready.insert(key);

@@ -50,6 +50,7 @@ impl Loopback {
     /// Feeds one request frame (without its length prefix) and runs it as far as it
     /// goes; returns the response bytes that are ready, in order.
     pub fn request(&mut self, frame: &[u8]) -> Result<Vec<u8>, String> {
+        let frame = bytes::Bytes::copy_from_slice(frame);
         self.session.handle_frame(self.now_ms, frame)?;
         self.pump()?;
         let mut out = Vec::new();

@@ -116,10 +116,11 @@ impl Session {
             .any(|r| matches!(r.state, State::Parked { .. }))
     }
 
-    /// Takes one request frame (length prefix removed). `Err`: close the connection,
-    /// logging the reason (Kafka has no way to answer it).
-    pub fn handle_frame(&mut self, now_ms: u64, frame: &[u8]) -> Result<(), String> {
-        let mut buf = Bytes::copy_from_slice(frame);
+    /// Takes one request frame (length prefix removed); record batches in it are
+    /// kept as slices of it. `Err`: close the connection, logging the reason (Kafka
+    /// has no way to answer it).
+    pub fn handle_frame(&mut self, now_ms: u64, frame: Bytes) -> Result<(), String> {
+        let mut buf = frame;
         let header = read_header(&mut buf)?;
         let step = apis::start(&self.config, &header, buf, now_ms);
         let id = self.next_id;
