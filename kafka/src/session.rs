@@ -312,3 +312,34 @@ fn frame(header: &Header, body: &apis::Body) -> Result<Vec<u8>, String> {
     out[..4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ApiVersions v0 with correlation id `id`: answered by the session alone.
+    fn api_versions(id: i32) -> Bytes {
+        let mut frame = vec![0, 18, 0, 0];
+        frame.extend_from_slice(&id.to_be_bytes());
+        frame.extend_from_slice(&[0, 0]); // no client id
+        Bytes::from(frame)
+    }
+
+    #[test]
+    fn a_full_session_stops_reading_until_its_responses_go_out_in_order() {
+        let mut session = Session::new(SessionConfig {
+            max_in_flight: 2,
+            ..SessionConfig::default()
+        });
+        session.handle_frame(0, api_versions(7)).unwrap();
+        assert!(!session.is_full());
+        session.handle_frame(0, api_versions(8)).unwrap();
+        assert!(session.is_full(), "two answers not written yet");
+        let mut out = Vec::new();
+        session.poll_transmit(&mut out);
+        assert!(!session.is_full());
+        let first_len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
+        let correlation = |at: usize| i32::from_be_bytes(out[at..at + 4].try_into().unwrap());
+        assert_eq!((correlation(4), correlation(first_len + 8)), (7, 8));
+    }
+}
