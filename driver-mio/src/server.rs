@@ -267,7 +267,10 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
     let kafka_session = match (&config.kafka, kafka_addr) {
         (Some(k), Some(bound)) => {
             let node_index = config.cluster.as_ref().map_or(0, |c| {
-                c.nodes.iter().position(|(n, _)| *n == c.node_id).unwrap_or(0)
+                c.nodes
+                    .iter()
+                    .position(|(n, _)| *n == c.node_id)
+                    .unwrap_or(0)
             });
             let partitions = config.node.kafka_auto_create_partitions;
             Some(k.session(bound, node_index as i32, partitions)?)
@@ -729,7 +732,10 @@ impl Server {
         let Some(msg_id) = msg.body.in_reply_to else {
             return; // an error about no request in particular: nothing waits for it
         };
-        if let Err(why) = kafka.session.handle_reply(now.as_millis(), msg_id, msg.body.payload) {
+        if let Err(why) = kafka
+            .session
+            .handle_reply(now.as_millis(), msg_id, msg.body.payload)
+        {
             self.close_kafka(key, &why);
         }
         self.kafka_ready.insert(key);

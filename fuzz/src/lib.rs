@@ -309,8 +309,8 @@ fn kafka_data(
             }],
         }),
         3 => Payload::KafkaMetadata(KafkaMetadata {
-            topics: (records % 2 == 0).then(|| vec![topic]),
-            auto_create: at.0 % 2 == 0,
+            topics: records.is_multiple_of(2).then(|| vec![topic]),
+            auto_create: at.0.is_multiple_of(2),
         }),
         _ => Payload::DeleteTopic(DeleteTopic { topic }),
     }
@@ -329,12 +329,17 @@ fn kafka_group(how: u8, member: Option<u8>, generation: u8, timeout: u8) -> Payl
             client_id: "fuzz".into(),
             protocol_type: "consumer".into(),
             protocols: vec![KafkaProtocol {
-                name: if timeout % 2 == 0 { "range" } else { "sticky" }.into(),
+                name: if timeout.is_multiple_of(2) {
+                    "range"
+                } else {
+                    "sticky"
+                }
+                .into(),
                 metadata,
             }],
             session_timeout_ms: 1_000 + u64::from(timeout) * 10,
             rebalance_timeout_ms: u64::from(timeout) * 10,
-            require_known_member: timeout % 3 == 0,
+            require_known_member: timeout.is_multiple_of(3),
         }),
         1 => Payload::KafkaSyncGroup(KafkaSyncGroup {
             group,
