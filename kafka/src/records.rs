@@ -10,7 +10,10 @@ use kafka_protocol::records::{
 };
 
 /// Where the fixed fields of a RecordBatch v2 header start.
+const LAST_OFFSET_DELTA_AT: usize = 23;
 const MAX_TIMESTAMP_AT: usize = 35;
+/// The fewest bytes an uncompressed record takes (seven one-byte varints).
+const MIN_RECORD_BYTES: usize = 7;
 
 /// What the broker needs from a produced batch's header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,6 +54,22 @@ pub(crate) fn check_batch(records: &Bytes) -> Result<BatchInfo, String> {
         .ok()
         .filter(|&n| n > 0)
         .ok_or_else(|| format!("a batch of {} records", info.record_count))?;
+    let last_offset_delta = records
+        .get(LAST_OFFSET_DELTA_AT..LAST_OFFSET_DELTA_AT + 4)
+        .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")));
+    if last_offset_delta != Some(info.record_count - 1) {
+        return Err(format!(
+            "a batch of {} records whose last offset delta is {last_offset_delta:?}",
+            info.record_count
+        ));
+    }
+    let uncompressed = info.compression == Compression::None;
+    if uncompressed && records_count as usize * MIN_RECORD_BYTES > records.len() {
+        return Err(format!(
+            "{records_count} records cannot fit in {} bytes",
+            records.len()
+        ));
+    }
     let max_timestamp_ms = records
         .get(MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8)
         .map(|b| i64::from_be_bytes(b.try_into().expect("8 bytes")))
@@ -164,6 +183,28 @@ mod tests {
         assert!(check_batch(&Bytes::from(two)).is_err());
         assert!(check_batch(&good.slice(..good.len() - 1)).is_err());
         assert!(check_batch(&Bytes::new()).is_err());
+    }
+
+    /// `batch` with the i32 at `at` set to `value`, its CRC made right again.
+    fn altered(batch: &Bytes, at: usize, value: i32) -> Bytes {
+        let mut bytes = batch.to_vec();
+        bytes[at..at + 4].copy_from_slice(&value.to_be_bytes());
+        let crc = crc32c::crc32c(&bytes[21..]);
+        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn a_batch_whose_counts_disagree_or_cannot_fit_is_refused() {
+        let good = batch(&["a", "b", "c"]);
+        assert!(
+            check_batch(&altered(&good, 23, 2)).is_ok(),
+            "re-signed unchanged"
+        );
+        let delta = check_batch(&altered(&good, 23, 5)).unwrap_err();
+        assert!(delta.contains("last offset delta"), "{delta}");
+        let lie = altered(&altered(&good, 57, 1_000), 23, 999);
+        assert!(check_batch(&lie).unwrap_err().contains("cannot fit"));
     }
 
     #[test]

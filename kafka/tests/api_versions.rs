@@ -104,6 +104,10 @@ fn requests_kafka_cannot_answer_close_the_connection_with_a_reason() {
     assert!(close(&unknown).contains("Produce v0 is not supported"));
     unknown[..2].copy_from_slice(&(ApiKey::AlterConfigs as i16).to_be_bytes());
     assert!(close(&unknown).contains("AlterConfigs is not supported"));
+    // Metadata v4 announcing 2^31 - 1 topics in 17 bytes: refused, not reserved.
+    let mut huge = vec![0, 3, 0, 4, 0, 0, 0, 7, 0, 3, b'r', b'a', b'w'];
+    huge.extend_from_slice(&i32::MAX.to_be_bytes());
+    assert!(close(&huge).contains("cannot read"));
 }
 
 #[test]
