@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 /// The venv with the Python clients, at the workspace's `target/`.
 const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/kafka-venv");
@@ -214,16 +216,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A free loopback port (bound and released: another process could take it first, which
-/// fails the test loudly rather than silently).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Runs the `herald` command-line client against the JSON-lines listener at `addr`.
@@ -700,7 +692,7 @@ fn confluent_kafka_idempotent_producer_through_3_kill_9_loses_and_doubles_nothin
     python();
     let dir = data_dir("idempotent");
     // One Kafka port for every incarnation, so the producer reconnects to it.
-    let kafka = format!("127.0.0.1:{}", free_port());
+    let kafka = format!("127.0.0.1:{}", common::free_port());
     let mut server = start_at("127.0.0.1:0", &kafka, &dir, &[]);
     cli(&server.addr, &["create-topic", "idem", "3"]);
     let script = "idempotent.py";
@@ -736,40 +728,11 @@ fn confluent_kafka_idempotent_producer_through_3_kill_9_loses_and_doubles_nothin
 // ---------------------------------------------------------------------------------
 // 4. A 3-node cluster, the client on a follower
 
-/// The index of the leader, once every node names the same one (20 s at most).
-fn cluster_leader(nodes: &[Server]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let leaders: Vec<Option<String>> = nodes
-            .iter()
-            .map(|n| {
-                let mut cmd = Command::new(HERALD);
-                cmd.args(["--addr", &n.addr, "status"]);
-                let ran = run(&mut cmd, None, Duration::from_secs(10));
-                // "node n1 leader n2 term 1 commit 1 applied 1"
-                let words: Vec<&str> = ran.stdout.split_whitespace().collect();
-                let at = words.iter().position(|w| *w == "leader")?;
-                words
-                    .get(at + 1)
-                    .filter(|l| **l != "-")
-                    .map(|l| l.to_string())
-            })
-            .collect();
-        if let Some(Some(l)) = leaders.first() {
-            if leaders.iter().all(|x| x.as_ref() == Some(l)) {
-                return l[1..].parse::<usize>().unwrap() - 1;
-            }
-        }
-        assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn kcat_through_a_follower_of_a_3_node_cluster_produces_and_consumes_1000() {
     let dir = data_dir("cluster");
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let kafka_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let kafka_ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     let peers: Vec<String> = (ports.iter().enumerate())
         .map(|(i, p)| format!("n{}=127.0.0.1:{p}", i + 1))
         .collect();
@@ -785,7 +748,8 @@ fn kcat_through_a_follower_of_a_3_node_cluster_produces_and_consumes_1000() {
             )
         })
         .collect();
-    let leader = cluster_leader(&nodes);
+    let addrs: Vec<&str> = nodes.iter().map(|n| n.addr.as_str()).collect();
+    let leader = common::agreed_leader(&addrs, Duration::from_secs(20));
     let follower = &nodes[(leader + 1) % 3];
     let md = metadata(&follower.kafka, None);
     assert_eq!(

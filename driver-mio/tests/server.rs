@@ -15,6 +15,8 @@ use herald_core::Payload;
 use herald_mio::client::Client;
 use serde_json::json;
 
+mod common;
+
 struct Server {
     child: Child,
     addr: String,
@@ -800,16 +802,6 @@ fn an_operator_finishes_prepared_transactions_from_the_cli() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A free loopback port (bound and released: another process could take it first, which
-/// fails the test loudly rather than silently).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Node `id` of a cluster whose nodes listen on `ports` (n1, n2, ...).
 fn start_node(dir: &Path, id: &str, ports: &[u16]) -> Server {
     let i: usize = id[1..].parse().unwrap();
@@ -825,24 +817,8 @@ fn start_node(dir: &Path, id: &str, ports: &[u16]) -> Server {
 
 /// The leader, once every live node agrees on one.
 fn cluster_leader(nodes: &[Option<Server>]) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let leaders: Vec<Option<String>> = nodes
-            .iter()
-            .flatten()
-            .map(|n| match n.client().call(Payload::Status) {
-                Ok(Ok(Payload::StatusOk(s))) => s.leader,
-                _ => None,
-            })
-            .collect();
-        if let Some(Some(l)) = leaders.first() {
-            if leaders.iter().all(|x| x.as_ref() == Some(l)) {
-                return l[1..].parse::<usize>().unwrap() - 1;
-            }
-        }
-        assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let live: Vec<&str> = nodes.iter().flatten().map(|n| n.addr.as_str()).collect();
+    common::agreed_leader(&live, Duration::from_secs(15))
 }
 
 /// (key, message, offset, acknowledged after the leader was killed).
@@ -851,7 +827,7 @@ type AckedSend = (String, String, u64, bool);
 #[test]
 fn killing_the_leader_of_a_3_node_cluster_loses_no_acknowledged_send() {
     let dir = data_dir("cluster");
-    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
     let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
     let mut nodes: Vec<Option<Server>> = ["n1", "n2", "n3"]
         .iter()
