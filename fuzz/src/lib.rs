@@ -278,18 +278,13 @@ fn kafka_data(
     let (partition, offset) = (u32::from(at.0 % 3), u64::from(at.1 % 8));
     match how % 5 {
         0 => {
-            let (id, epoch, seq) = producer.map_or((-1, -1, -1), |(p, e, s)| {
+            let producer = producer.map_or((-1, -1, -1), |(p, e, s)| {
                 (i64::from(p % 3), i16::from(e % 2), i32::from(s % 8))
             });
             Payload::KafkaProduce(KafkaProduce {
                 topic,
                 partition,
-                batch: vec![0; usize::from(records % 4) * 16].into(),
-                records: u32::from(records % 4),
-                max_timestamp_ms: i64::from(at.1),
-                producer_id: id,
-                producer_epoch: epoch,
-                base_sequence: seq,
+                batch: record_batch(records % 4, producer, i64::from(at.1)),
             })
         }
         1 => Payload::KafkaFetch(KafkaFetch {
@@ -314,6 +309,39 @@ fn kafka_data(
         }),
         _ => Payload::DeleteTopic(DeleteTopic { topic }),
     }
+}
+
+/// A RecordBatch v2 of `count` records from (producer id, epoch, first sequence);
+/// 0 records: bytes that are not a batch (the broker must refuse them).
+fn record_batch(count: u8, (id, epoch, seq): (i64, i16, i32), timestamp_ms: i64) -> bytes::Bytes {
+    use kafka_protocol::records::*;
+    if count == 0 {
+        return bytes::Bytes::from(vec![0; 61]);
+    }
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i64::from(i),
+            sequence: seq + i32::from(i),
+            timestamp: timestamp_ms,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("{{\"n\":{i}}}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = Vec::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut out, records.iter(), &options).expect("a batch encodes");
+    bytes::Bytes::from(out)
 }
 
 fn kafka_group(how: u8, member: Option<u8>, generation: u8, timeout: u8) -> Payload {

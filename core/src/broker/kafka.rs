@@ -3,6 +3,7 @@
 //! deletion. Kafka topics are Herald topics: a partition holds JSON-lines messages and
 //! Kafka batches in one offset space (see [`super::logs::PartitionLog`]).
 
+use super::kafka_records::check_batch;
 use super::logs::{PartitionEntry, PartitionLog, StoredBatch};
 use super::producers::Idempotence;
 use super::Broker;
@@ -95,28 +96,31 @@ impl Broker {
         if p.batch.len() > config.kafka_max_batch_bytes {
             return Ok(produce_error(MESSAGE_TOO_LARGE));
         }
+        let Ok(info) = check_batch(&p.batch) else {
+            return Ok(produce_error(code::CORRUPT_MESSAGE));
+        };
         let exists = self.ensure_topic(config, &p.topic)?;
-        if exists.is_none_or(|count| p.partition >= count) || p.records == 0 {
+        if exists.is_none_or(|count| p.partition >= count) {
             return Ok(produce_error(code::UNKNOWN_TOPIC_OR_PARTITION));
         }
-        let idempotence = (p.producer_id >= 0).then(|| Idempotence {
-            producer: p.producer_id as u64,
-            epoch: p.producer_epoch as u64,
-            seq: p.base_sequence.max(0) as u64,
-            count: u64::from(p.records),
+        let idempotence = (info.producer_id >= 0).then(|| Idempotence {
+            producer: info.producer_id as u64,
+            epoch: info.producer_epoch as u64,
+            seq: info.base_sequence.max(0) as u64,
+            count: u64::from(info.records),
         });
         let stream = format!("kafka/{}/{}", p.topic, p.partition);
         let written = self.idempotent(cx.now, config, idempotence, &stream, |b| {
-            b.reserve_records(config, p.records as usize)?;
+            b.reserve_records(config, info.records as usize)?;
             let log = b.topics.partition_mut(&p.topic, p.partition);
             let log = log.expect("checked above");
             let batch = StoredBatch {
                 bytes: p.batch,
-                records: p.records,
-                max_timestamp_ms: p.max_timestamp_ms,
+                records: info.records,
+                max_timestamp_ms: info.max_timestamp_ms,
             };
             let (base, dropped) = log.append_batch(batch, config.max_records_per_log);
-            b.records = b.records + p.records as usize - dropped;
+            b.records = b.records + info.records as usize - dropped;
             Ok(Payload::KafkaProduceOk(KafkaProduceOk {
                 error_code: code::NONE,
                 base_offset: base as i64,
@@ -264,6 +268,7 @@ fn chunks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::kafka_records::tests::batch_of;
     use crate::{Rng, Time};
 
     fn run(broker: &mut Broker, config: &Config, payload: Payload) -> Payload {
@@ -280,16 +285,14 @@ mod tests {
         }
     }
 
+    /// A batch of `records` records whose largest timestamp is 100 × `records`.
     fn produce(records: u32, producer: (i64, i16, i32)) -> Payload {
+        let values = vec!["v"; records as usize];
+        let first_ms = 100 * i64::from(records) - i64::from(records) + 1;
         Payload::KafkaProduce(KafkaProduce {
             topic: "t".into(),
             partition: 0,
-            batch: bytes::Bytes::from(vec![records as u8; 8]),
-            records,
-            max_timestamp_ms: 100 * i64::from(records),
-            producer_id: producer.0,
-            producer_epoch: producer.1,
-            base_sequence: producer.2,
+            batch: batch_of(&values, producer, first_ms),
         })
     }
 
@@ -344,7 +347,7 @@ mod tests {
     }
 
     /// Produce creates a topic when auto-creation is on and refuses when it is off, a
-    /// partition past the count and an oversized batch; fetch returns whole entries
+    /// partition past the count, a damaged and an oversized batch; fetch returns whole entries
     /// from the one holding the offset and answers out-of-range offsets; list offsets
     /// finds the log's ends and the first batch at or after a time; delete forgets
     /// the topic and its records.
@@ -358,16 +361,22 @@ mod tests {
         let refused = run(&mut broker, &off, produce(1, (-1, -1, -1)));
         assert_eq!(produced(&refused).0, code::UNKNOWN_TOPIC_OR_PARTITION);
         let config = Config {
-            kafka_max_batch_bytes: 8,
+            kafka_max_batch_bytes: 200,
             ..Config::default()
         };
         for records in [2, 3] {
             run(&mut broker, &config, produce(records, (-1, -1, -1)));
         }
-        let mut big = produce(1, (-1, -1, -1));
-        if let Payload::KafkaProduce(p) = &mut big {
-            p.batch = bytes::Bytes::from(vec![0; 9]);
-        }
+        let damaged = Payload::KafkaProduce(KafkaProduce {
+            topic: "t".into(),
+            partition: 0,
+            batch: bytes::Bytes::from(vec![0; 70]),
+        });
+        assert_eq!(
+            produced(&run(&mut broker, &config, damaged)).0,
+            code::CORRUPT_MESSAGE
+        );
+        let big = produce(30, (-1, -1, -1));
         assert_eq!(
             produced(&run(&mut broker, &config, big)).0,
             MESSAGE_TOO_LARGE

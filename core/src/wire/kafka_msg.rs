@@ -76,8 +76,10 @@ pub(crate) mod base64_bytes {
     }
 }
 
-/// `kafka_produce`: append one record batch to a topic partition. The broker assigns
-/// its base offset; the batch is stored and served as it came.
+/// `kafka_produce`: append one record batch to a topic partition. The broker checks
+/// it (one RecordBatch v2, whole, its CRC, its counts; else CORRUPT_MESSAGE), reads its
+/// record count, timestamps and producer fields from its header, and assigns its base
+/// offset; the batch is stored and served as it came.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct KafkaProduce {
     /// The topic (created with `Config::kafka_auto_create_partitions` if missing and
@@ -85,19 +87,9 @@ pub struct KafkaProduce {
     pub topic: String,
     /// The partition, chosen by the client.
     pub partition: u32,
-    /// The RecordBatch (v2), checked by the listener (length, magic, CRC).
+    /// The RecordBatch (v2).
     #[serde(with = "base64_bytes")]
     pub batch: Bytes,
-    /// Records in it (its last offset delta + 1).
-    pub records: u32,
-    /// Its largest record timestamp (ms since the Unix epoch).
-    pub max_timestamp_ms: i64,
-    /// Idempotent producer: the producer id, or −1.
-    pub producer_id: i64,
-    /// Idempotent producer: the producer epoch.
-    pub producer_epoch: i16,
-    /// Idempotent producer: the sequence number of the first record, or −1.
-    pub base_sequence: i32,
 }
 
 /// `kafka_produce_ok`: where the batch is (on a duplicate, where it was stored first).

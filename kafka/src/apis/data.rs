@@ -20,10 +20,9 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::*;
 
 use super::{by_topic, error_of, kafka_code as herald_to_kafka, respond, text, Pending, Step};
-use crate::records::{check_batch, write_chunks};
+use crate::records::write_chunks;
 use crate::session::SessionConfig;
 
-const CORRUPT_MESSAGE: i16 = kafka_code::CORRUPT_MESSAGE;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
@@ -121,7 +120,7 @@ pub(crate) struct ProducePending {
     partitions: Vec<(String, i32, Result<usize, i16>)>,
 }
 
-/// Produce: each partition's batch is checked here, then appended by the broker.
+/// Produce: each partition's batch goes to the broker, which checks and appends it.
 pub(super) fn produce(v: i16, r: ProduceRequest) -> Step {
     if r.transactional_id.is_some() {
         let p = ProducePending {
@@ -162,19 +161,14 @@ fn every_partition(r: &ProduceRequest, code: i16) -> Vec<(String, i32, Result<us
         .collect()
 }
 
+/// The broker request for one partition's records (which the broker checks).
 fn produce_one(topic: &str, index: i32, records: Option<&bytes::Bytes>) -> Result<Payload, i16> {
     let partition = u32::try_from(index).map_err(|_| kafka_code::UNKNOWN_TOPIC_OR_PARTITION)?;
-    let batch = records.ok_or(CORRUPT_MESSAGE)?;
-    let info = check_batch(batch).map_err(|_| CORRUPT_MESSAGE)?;
+    let batch = records.ok_or(kafka_code::CORRUPT_MESSAGE)?;
     Ok(Payload::KafkaProduce(KafkaProduce {
         topic: topic.to_owned(),
         partition,
         batch: batch.clone(),
-        records: info.records,
-        max_timestamp_ms: info.max_timestamp_ms,
-        producer_id: info.producer_id,
-        producer_epoch: info.producer_epoch,
-        base_sequence: info.base_sequence,
     }))
 }
 
