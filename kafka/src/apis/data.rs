@@ -33,7 +33,7 @@ pub(crate) struct MetadataPending {
 
 /// Metadata: this broker is every partition's leader, since any node takes any
 /// request (a follower forwards it to the Raft leader; docs/kafka.md).
-pub(super) fn metadata(config: &SessionConfig, v: i16, r: MetadataRequest) -> Step {
+pub(super) fn metadata(v: i16, r: MetadataRequest) -> Step {
     // v0: an empty list means all topics; v1+: null does.
     let names: Option<Vec<String>> = match r.topics {
         None => None,
@@ -45,7 +45,6 @@ pub(super) fn metadata(config: &SessionConfig, v: i16, r: MetadataRequest) -> St
                 .collect(),
         ),
     };
-    let _ = config;
     let all = names.is_none();
     let auto_create = v < 4 || r.allow_auto_topic_creation;
     let ask = Payload::KafkaMetadata(KafkaMetadata {
@@ -217,8 +216,7 @@ pub(crate) struct FetchPending {
 
 /// Fetch: read; if fewer than `min_bytes` came back, hold until data arrives or
 /// `max_wait_ms` passes (a long poll), then read once more.
-pub(super) fn fetch(config: &SessionConfig, v: i16, r: FetchRequest, now_ms: u64) -> Step {
-    let _ = v;
+pub(super) fn fetch(config: &SessionConfig, r: FetchRequest, now_ms: u64) -> Step {
     let partitions = (r.topics.iter())
         .flat_map(|t| {
             t.partitions.iter().map(|p| KafkaFetchPartition {
@@ -249,14 +247,7 @@ pub(super) fn fetch_again(mut p: FetchPending, expired: bool) -> Step {
     Step::Ask(vec![Payload::KafkaFetch(p.ask.clone())], Pending::Fetch(p))
 }
 
-pub(super) fn fetch_done(
-    config: &SessionConfig,
-    v: i16,
-    p: FetchPending,
-    replies: Vec<Payload>,
-    now_ms: u64,
-) -> Step {
-    let _ = config;
+pub(super) fn fetch_done(v: i16, p: FetchPending, replies: Vec<Payload>, now_ms: u64) -> Step {
     let mut ok = match replies.into_iter().next() {
         Some(Payload::KafkaFetchOk(ok)) => ok,
         Some(Payload::Error(e)) => failed_fetch(&p.ask, herald_to_kafka(&e)),
@@ -317,11 +308,7 @@ fn failed_fetch(ask: &KafkaFetch, error_code: i16) -> KafkaFetchOk {
     KafkaFetchOk { partitions }
 }
 
-/// The topics of a ListOffsets, in order, to lay out the answer.
-pub(crate) struct ListOffsetsPending;
-
-pub(super) fn list_offsets(v: i16, r: ListOffsetsRequest) -> Step {
-    let _ = v;
+pub(super) fn list_offsets(r: ListOffsetsRequest) -> Step {
     let partitions = (r.topics.iter())
         .flat_map(|t| {
             t.partitions.iter().map(|p| KafkaOffsetQuery {
@@ -332,10 +319,10 @@ pub(super) fn list_offsets(v: i16, r: ListOffsetsRequest) -> Step {
         })
         .collect();
     let ask = Payload::KafkaListOffsets(KafkaListOffsets { partitions });
-    Step::Ask(vec![ask], Pending::ListOffsets(ListOffsetsPending))
+    Step::Ask(vec![ask], Pending::ListOffsets)
 }
 
-pub(super) fn list_offsets_done(v: i16, _p: ListOffsetsPending, replies: Vec<Payload>) -> Step {
+pub(super) fn list_offsets_done(v: i16, replies: Vec<Payload>) -> Step {
     let ok = match replies.into_iter().next() {
         Some(Payload::KafkaListOffsetsOk(ok)) => ok,
         other => return Step::Close(format!("list_offsets: the broker answered {other:?}")),

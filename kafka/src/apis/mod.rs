@@ -40,7 +40,7 @@ pub(crate) enum Step {
 pub(crate) enum Pending {
     Produce(data::ProducePending),
     Fetch(data::FetchPending),
-    ListOffsets(data::ListOffsetsPending),
+    ListOffsets,
     Metadata(data::MetadataPending),
     CreateTopics(data::CreateTopicsPending),
     DeleteTopics(data::DeleteTopicsPending),
@@ -53,10 +53,10 @@ pub(crate) fn start(config: &SessionConfig, header: &Header, body: Bytes, now_ms
     let v = header.version;
     match header.key {
         ApiKey::ApiVersions => versions::api_versions(v, body),
-        ApiKey::Metadata => decoded(body, v, |r| data::metadata(config, v, r)),
+        ApiKey::Metadata => decoded(body, v, |r| data::metadata(v, r)),
         ApiKey::Produce => decoded(body, v, |r| data::produce(v, r)),
-        ApiKey::Fetch => decoded(body, v, |r| data::fetch(config, v, r, now_ms)),
-        ApiKey::ListOffsets => decoded(body, v, |r| data::list_offsets(v, r)),
+        ApiKey::Fetch => decoded(body, v, |r| data::fetch(config, r, now_ms)),
+        ApiKey::ListOffsets => decoded(body, v, data::list_offsets),
         ApiKey::CreateTopics => decoded(body, v, |r| data::create_topics(config, v, r)),
         ApiKey::DeleteTopics => decoded(body, v, |r| data::delete_topics(v, r)),
         ApiKey::InitProducerId => decoded(body, v, |r| data::init_producer_id(v, r)),
@@ -76,8 +76,8 @@ pub(crate) fn finish(
     let v = header.version;
     match pending {
         Pending::Produce(p) => data::produce_done(v, p, replies),
-        Pending::Fetch(p) => data::fetch_done(config, v, p, replies, now_ms),
-        Pending::ListOffsets(p) => data::list_offsets_done(v, p, replies),
+        Pending::Fetch(p) => data::fetch_done(v, p, replies, now_ms),
+        Pending::ListOffsets => data::list_offsets_done(v, replies),
         Pending::Metadata(p) => data::metadata_done(config, v, p, replies),
         Pending::CreateTopics(p) => data::create_topics_done(v, p, replies),
         Pending::DeleteTopics(p) => data::delete_topics_done(v, p, replies),
