@@ -1,18 +1,28 @@
 //! What the real-process test binaries share.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use herald_core::Payload;
 use herald_mio::client::Client;
 
-/// A free loopback port (bound and released: another process could take it first, which
-/// fails the test loudly rather than silently).
+/// A free loopback port below the kernel's ephemeral range (32768 and up on Linux), so
+/// that no outgoing connection (a client's, a peer link's) can be handed it between this
+/// check and the server binding it. Ports are taken in turn from a window that depends
+/// on the process id; each is checked free by binding it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    for _ in 0..COUNT {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = FIRST + (std::process::id().wrapping_mul(251).wrapping_add(n)) % COUNT;
+        let port = u16::try_from(port).expect("below 32768");
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
 /// The index of the leader of nodes `n1, n2, ...` listening at `addrs`, once every one
