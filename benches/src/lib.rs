@@ -4,10 +4,15 @@
 //! run. `echo-bench` pipes Maelstrom-style echo requests through the built
 //! `herald-node` and through `naive-echo` (a plain serde_json read-line / parse /
 //! write-line loop) and compares messages per second.
+//!
+//! [`Counting`] is the allocator the in-process benches install to count heap bytes
+//! and allocation calls.
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The input for `requests` echoes: one `init`, then the echo requests, as Maelstrom
@@ -72,4 +77,42 @@ pub fn pipe_echo(program: &Path, input: &[u8], requests: usize) -> Result<Durati
     let _ = child.kill();
     let _ = child.wait();
     elapsed
+}
+
+/// The system allocator, counting live heap bytes and allocation calls. A bench
+/// installs it with `#[global_allocator] static A: Counting = Counting;`.
+pub struct Counting;
+
+static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Heap bytes allocated and not yet freed (with [`Counting`] installed).
+pub fn live_bytes() -> usize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
+
+/// Calls to `alloc` and `realloc` so far (with [`Counting`] installed).
+pub fn allocations() -> u64 {
+    ALLOCATIONS.load(Ordering::Relaxed)
+}
+
+// SAFETY: every call is forwarded unchanged to the system allocator; the wrapper only
+// keeps running counts. The one `unsafe` in the workspace, bench-only.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
 }

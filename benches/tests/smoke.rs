@@ -35,3 +35,23 @@ fn exactly_once_bench_runs_every_mode_without_errors() {
         "{stdout}"
     );
 }
+
+#[test]
+fn request_bench_runs_every_request_without_errors() {
+    // The bench panics on any error reply or a message left undrained; its figures
+    // are not looked at.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_request-bench"))
+        .args(["--messages", "2000"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("herald dequeue, ack") && stdout.contains("naive dequeue"),
+        "{stdout}"
+    );
+}

@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herald_core::wire;
-use herald_core::wire::msg::{CreateQueue, Dequeue, Enqueue, InitProducer, ProducerId, Receipt};
+use herald_core::wire::msg::{
+    CreateQueue, Dequeue, Enqueue, InitProducer, ProducerId, Receipt, Send,
+};
 use herald_core::Payload;
 
 /// Which server and which commands.
@@ -26,6 +28,8 @@ pub enum Target {
     /// Herald with an idempotent producer per connection: each `enqueue` carries
     /// producer id, epoch and sequence number.
     HeraldIdempotent,
+    /// Herald's keyed logs: `send` only (a log is read by offset, not consumed).
+    HeraldLog,
     /// redis lists: `LPUSH`, then `RPOP`.
     RedisList,
     /// redis streams: `XADD`, then `XREADGROUP` + `XACK`.
@@ -38,10 +42,12 @@ impl std::str::FromStr for Target {
         match s {
             "herald" => Ok(Target::Herald),
             "herald-idempotent" => Ok(Target::HeraldIdempotent),
+            "herald-log" => Ok(Target::HeraldLog),
             "redis-list" => Ok(Target::RedisList),
             "redis-stream" => Ok(Target::RedisStream),
             other => Err(format!(
-                "--target is herald, herald-idempotent, redis-list or redis-stream, not {other:?}"
+                "--target is herald, herald-idempotent, herald-log, redis-list or redis-stream, \
+                 not {other:?}"
             )),
         }
     }
@@ -65,6 +71,8 @@ pub struct BenchConfig {
     pub duration: Duration,
     /// The queue, list or stream name.
     pub queue: String,
+    /// Herald: the queue's depth limit (a full queue ends the produce phase).
+    pub max_depth: usize,
 }
 
 /// One phase's result.
@@ -187,6 +195,13 @@ impl Conn {
                     ..Default::default()
                 }))
             }
+            Target::HeraldLog => self.herald(Payload::Send(Send {
+                key: queue.into(),
+                msg: serde_json::Value::String(String::from_utf8_lossy(payload).into_owned()),
+                producer: None,
+                epoch: None,
+                seq: None,
+            })),
             Target::RedisList => self.resp(&[b"LPUSH", queue.as_bytes(), payload]),
             Target::RedisStream => self.resp(&[b"XADD", queue.as_bytes(), b"*", b"m", payload]),
         }
@@ -194,6 +209,7 @@ impl Conn {
 
     fn consume(&mut self, queue: &str) -> io::Result<()> {
         match self.target {
+            Target::HeraldLog => unreachable!("run() has no consume phase for logs"),
             Target::Herald | Target::HeraldIdempotent => self.herald(Payload::Dequeue(Dequeue {
                 queue: queue.into(),
                 max: Some(1),
@@ -229,13 +245,13 @@ impl Conn {
             Target::RedisStream => {
                 self.resp(&[b"XACK", queue.as_bytes(), b"bench", token.as_bytes()])
             }
-            Target::RedisList => Ok(()),
+            Target::RedisList | Target::HeraldLog => Ok(()),
         }
     }
 
     fn read_reply(&mut self) -> io::Result<Reply> {
         match self.target {
-            Target::Herald | Target::HeraldIdempotent => {
+            Target::Herald | Target::HeraldIdempotent | Target::HeraldLog => {
                 self.line.clear();
                 if self.reader.read_until(b'\n', &mut self.line)? == 0 {
                     return Err(io::Error::new(
@@ -347,11 +363,12 @@ fn prepare(config: &BenchConfig) -> io::Result<()> {
         Target::Herald | Target::HeraldIdempotent => {
             let q = CreateQueue {
                 queue: config.queue.clone(),
-                max_depth: Some(1_000_000),
+                max_depth: Some(config.max_depth),
                 ..CreateQueue::default()
             };
             conn.herald(Payload::CreateQueue(q))?;
         }
+        Target::HeraldLog => return Ok(()),
         Target::RedisList | Target::RedisStream => {
             conn.resp(&[b"DEL", config.queue.as_bytes()])?;
             let stream = config.target == Target::RedisStream;
@@ -383,10 +400,13 @@ fn prepare(config: &BenchConfig) -> io::Result<()> {
     }
 }
 
-/// Runs both phases, printing progress; returns their results.
+/// Runs both phases (a log: produce only), printing progress; returns their results.
 pub fn run(config: &BenchConfig) -> io::Result<Vec<PhaseResult>> {
     prepare(config)?;
     let produced = run_phase(config, "produce", None)?;
+    if config.target == Target::HeraldLog {
+        return Ok(vec![produced]);
+    }
     let consumed = run_phase(config, "consume", Some(produced.ops))?;
     Ok(vec![produced, consumed])
 }

@@ -125,8 +125,9 @@ enum Command {
     Request { body: String },
     /// Load-test a server: produce to a queue, then consume + ack it.
     Bench {
-        /// herald, herald-idempotent (enqueues with producer id and sequence), redis-list
-        /// (LPUSH/RPOP) or redis-stream (XADD/XREADGROUP/XACK).
+        /// herald, herald-idempotent (enqueues with producer id and sequence), herald-log
+        /// (sends to a keyed log; no consume phase), redis-list (LPUSH/RPOP) or
+        /// redis-stream (XADD/XREADGROUP/XACK).
         #[arg(long, default_value = "herald")]
         target: herald_mio::bench::Target,
         #[arg(long, default_value_t = 4)]
@@ -141,6 +142,9 @@ enum Command {
         seconds: u64,
         #[arg(long, default_value = "bench")]
         queue: String,
+        /// Herald: the bench queue's depth limit (a full queue ends the produce phase).
+        #[arg(long, default_value_t = 1_000_000)]
+        max_depth: usize,
     },
 }
 
@@ -358,6 +362,7 @@ fn main() -> ExitCode {
             size,
             seconds,
             queue,
+            max_depth,
         } => {
             let config = herald_mio::bench::BenchConfig {
                 addr: conn.addr.clone(),
@@ -367,6 +372,7 @@ fn main() -> ExitCode {
                 size,
                 duration: Duration::from_secs(seconds),
                 queue,
+                max_depth,
             };
             return run_bench(&config);
         }

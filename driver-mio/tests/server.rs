@@ -480,6 +480,7 @@ fn the_bench_produces_and_consumes_against_a_live_server() {
             size: 32,
             duration: Duration::from_millis(300),
             queue: queue.into(),
+            max_depth: 1_000_000,
         };
         let results = run(&config).unwrap();
         let (produced, consumed) = (&results[0], &results[1]);
@@ -510,6 +511,32 @@ fn the_bench_produces_and_consumes_against_a_live_server() {
             "{target:?}: no write refused or doubled"
         );
     }
+    // A keyed log: sends only, each landing at the next offset.
+    let config = BenchConfig {
+        addr: server.addr.clone(),
+        target: Target::HeraldLog,
+        connections: 2,
+        pipeline: 4,
+        size: 32,
+        duration: Duration::from_millis(300),
+        queue: "log".into(),
+        max_depth: 1_000,
+    };
+    let results = run(&config).unwrap();
+    assert_eq!(results.len(), 1, "a log has no consume phase");
+    let sent = results[0].ops;
+    assert!(sent > 0);
+    let mut c = server.client();
+    let Payload::SendOk(next) = ok(c.call(Payload::Send(Send {
+        key: "log".into(),
+        msg: json!("last"),
+        producer: None,
+        epoch: None,
+        seq: None,
+    }))) else {
+        panic!()
+    };
+    assert_eq!(next.offset, sent, "every acknowledged send took one offset");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

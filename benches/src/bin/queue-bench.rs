@@ -6,39 +6,15 @@
 //!
 //! usage: queue-bench [--max-depth N]   (default 1000000)
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use herald_benches::{live_bytes, Counting};
 use herald_core::sim::{Queue, QueueConfig, SetAside};
 use herald_core::wire::msg::{Dequeue, DequeueOk, Enqueue, Init, Receipt};
 use herald_core::wire::Body;
 use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Time};
 use serde_json::Value;
-
-struct Counting;
-
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded unchanged to the system allocator; the wrapper only
-// keeps a running count of live bytes. The one `unsafe` in the workspace, bench-only.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
-        System.alloc(layout)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-        System.dealloc(ptr, layout)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-        System.realloc(ptr, layout, new_size)
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -65,14 +41,14 @@ fn herald_queue(depth: usize) -> Row {
         max_dedup_ids: 0,
     };
     let mut q = Queue::new("bench".into(), config);
-    let before = ALLOCATED.load(Ordering::Relaxed);
+    let before = live_bytes();
     let start = Instant::now();
     for i in 0..depth {
         q.enqueue(Time::ZERO, None, body(i), 0, None, SetAside::default())
             .expect("room");
     }
     let enqueue = start.elapsed();
-    let bytes = ALLOCATED.load(Ordering::Relaxed) - before;
+    let bytes = live_bytes() - before;
     let start = Instant::now();
     let mut drained = 0;
     while drained < depth {
@@ -92,13 +68,13 @@ fn herald_queue(depth: usize) -> Row {
 
 fn bare_fifo(depth: usize) -> Row {
     let mut q: VecDeque<(u64, Value)> = VecDeque::new();
-    let before = ALLOCATED.load(Ordering::Relaxed);
+    let before = live_bytes();
     let start = Instant::now();
     for i in 0..depth {
         q.push_back((i as u64, body(i)));
     }
     let enqueue = start.elapsed();
-    let bytes = ALLOCATED.load(Ordering::Relaxed) - before;
+    let bytes = live_bytes() - before;
     let start = Instant::now();
     let mut sum = 0u64;
     while let Some((seq, _)) = q.pop_front() {
@@ -147,7 +123,7 @@ fn through_node(depth: usize) -> Row {
     };
     request(&mut node, &mut out, Payload::CreateQueue(create));
     out.clear();
-    let before = ALLOCATED.load(Ordering::Relaxed);
+    let before = live_bytes();
     let start = Instant::now();
     for i in 0..depth {
         let e = Enqueue {
@@ -162,7 +138,7 @@ fn through_node(depth: usize) -> Row {
         out.clear();
     }
     let enqueue = start.elapsed();
-    let bytes = ALLOCATED.load(Ordering::Relaxed).saturating_sub(before);
+    let bytes = live_bytes().saturating_sub(before);
     let start = Instant::now();
     let mut drained = 0;
     while drained < depth {

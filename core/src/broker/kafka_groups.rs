@@ -1922,9 +1922,14 @@ mod tests {
                 Op::Heartbeat { client, stale } => {
                     let view = &self.views[usize::from(client) % CLIENTS];
                     let generation = view.generation - i32::from(stale);
+                    let current = self.generation();
                     let got = self.bench.heartbeat(&view.member_id.clone(), generation);
                     if got == code::NONE {
-                        assert_eq!(generation, self.latest, "a heartbeat of an old generation");
+                        assert_eq!(
+                            Some(generation),
+                            current,
+                            "a heartbeat of an old generation"
+                        );
                     }
                 }
                 Op::Leave(client) => self.leave(usize::from(client) % CLIENTS),
@@ -1937,6 +1942,12 @@ mod tests {
                 Op::AdvanceMs(ms) => self.bench.advance(u64::from(ms % 120)),
             }
             self.settle();
+        }
+
+        /// The group's generation now. It can be past `latest`: a rebalance that ends
+        /// with no member left makes a generation no reply names (as Kafka does).
+        fn generation(&self) -> Option<i32> {
+            self.bench.groups.groups.get("g").map(|g| g.generation)
         }
 
         /// Consumer `c` joins (with a new id if `fresh`), with one of four protocol lists.
@@ -2017,6 +2028,7 @@ mod tests {
             let partition = u32::from(partition % 3);
             let offset = i64::from(offset);
             let state = self.bench.groups.groups.get("g").map(|g| g.state);
+            let current = self.generation();
             let got =
                 self.bench
                     .commit(commit_req(&member, generation, &[("t", partition, offset)]));
@@ -2031,7 +2043,7 @@ mod tests {
                 };
                 assert_eq!(got, [want], "an outside commit to a group in {state:?}");
             } else if got == [code::NONE] {
-                assert_eq!(generation, self.latest, "a commit of an old generation");
+                assert_eq!(Some(generation), current, "a commit of an old generation");
             }
             if got == [code::NONE] {
                 self.committed.insert(partition, offset);
@@ -2169,5 +2181,248 @@ mod tests {
             assert!(model.waiting.is_empty(), "unanswered: {:?}", model.waiting);
             assert_eq!(model.bench.groups.timers.len(), 0);
         });
+    }
+
+    /// Found by the property test: after the group's sessions all expire, a
+    /// rebalance that ends with no member left makes a generation no reply names; a
+    /// member that joins the next rebalance may commit in it (as in Kafka).
+    #[test]
+    fn a_commit_in_a_generation_no_reply_named_is_accepted() {
+        let ops = [
+            Op::Join {
+                client: 252,
+                fresh: true,
+                require_known: false,
+                protocols: 224,
+                changed: true,
+            },
+            Op::Join {
+                client: 231,
+                fresh: false,
+                require_known: false,
+                protocols: 166,
+                changed: false,
+            },
+            Op::Commit {
+                client: 140,
+                outside: true,
+                partition: 191,
+                offset: 68,
+            },
+            Op::Commit {
+                client: 23,
+                outside: false,
+                partition: 122,
+                offset: 6,
+            },
+            Op::AdvanceMs(15),
+            Op::Leave(59),
+            Op::Commit {
+                client: 221,
+                outside: true,
+                partition: 57,
+                offset: 79,
+            },
+            Op::AdvanceMs(99),
+            Op::Commit {
+                client: 96,
+                outside: true,
+                partition: 67,
+                offset: 153,
+            },
+            Op::Sync {
+                client: 13,
+                stale: false,
+                assign: false,
+            },
+            Op::Sync {
+                client: 160,
+                stale: true,
+                assign: true,
+            },
+            Op::AdvanceMs(195),
+            Op::Leave(145),
+            Op::Join {
+                client: 43,
+                fresh: false,
+                require_known: false,
+                protocols: 157,
+                changed: false,
+            },
+            Op::Leave(22),
+            Op::Heartbeat {
+                client: 123,
+                stale: false,
+            },
+            Op::Join {
+                client: 127,
+                fresh: false,
+                require_known: true,
+                protocols: 6,
+                changed: true,
+            },
+            Op::AdvanceMs(222),
+            Op::Heartbeat {
+                client: 31,
+                stale: false,
+            },
+            Op::Sync {
+                client: 103,
+                stale: true,
+                assign: false,
+            },
+            Op::AdvanceMs(4),
+            Op::Heartbeat {
+                client: 100,
+                stale: false,
+            },
+            Op::Join {
+                client: 94,
+                fresh: false,
+                require_known: true,
+                protocols: 199,
+                changed: false,
+            },
+            Op::Sync {
+                client: 111,
+                stale: false,
+                assign: false,
+            },
+            Op::Sync {
+                client: 238,
+                stale: false,
+                assign: true,
+            },
+            Op::AdvanceMs(140),
+            Op::Join {
+                client: 161,
+                fresh: false,
+                require_known: false,
+                protocols: 14,
+                changed: true,
+            },
+            Op::Commit {
+                client: 23,
+                outside: false,
+                partition: 145,
+                offset: 1,
+            },
+            Op::Commit {
+                client: 226,
+                outside: false,
+                partition: 146,
+                offset: 97,
+            },
+            Op::Leave(212),
+            Op::Heartbeat {
+                client: 120,
+                stale: false,
+            },
+            Op::Join {
+                client: 108,
+                fresh: false,
+                require_known: true,
+                protocols: 110,
+                changed: false,
+            },
+            Op::Leave(209),
+            Op::Join {
+                client: 27,
+                fresh: false,
+                require_known: false,
+                protocols: 217,
+                changed: false,
+            },
+            Op::AdvanceMs(134),
+            Op::Join {
+                client: 51,
+                fresh: true,
+                require_known: false,
+                protocols: 85,
+                changed: true,
+            },
+            Op::AdvanceMs(2),
+            Op::Leave(143),
+            Op::Commit {
+                client: 81,
+                outside: false,
+                partition: 0,
+                offset: 0,
+            },
+            Op::Join {
+                client: 0,
+                fresh: true,
+                require_known: true,
+                protocols: 0,
+                changed: true,
+            },
+            Op::Join {
+                client: 0,
+                fresh: true,
+                require_known: true,
+                protocols: 0,
+                changed: true,
+            },
+            Op::Join {
+                client: 0,
+                fresh: true,
+                require_known: true,
+                protocols: 0,
+                changed: true,
+            },
+            Op::Join {
+                client: 0,
+                fresh: true,
+                require_known: true,
+                protocols: 0,
+                changed: true,
+            },
+            Op::Join {
+                client: 0,
+                fresh: true,
+                require_known: true,
+                protocols: 0,
+                changed: true,
+            },
+            Op::Join {
+                client: 0,
+                fresh: true,
+                require_known: true,
+                protocols: 0,
+                changed: true,
+            },
+            Op::Join {
+                client: 0,
+                fresh: true,
+                require_known: true,
+                protocols: 0,
+                changed: true,
+            },
+            Op::Join {
+                client: 0,
+                fresh: true,
+                require_known: true,
+                protocols: 0,
+                changed: true,
+            },
+            Op::Join {
+                client: 0,
+                fresh: true,
+                require_known: true,
+                protocols: 0,
+                changed: true,
+            },
+        ];
+        let mut model = Model::new();
+        for op in ops {
+            model.run(op);
+        }
+        assert_eq!(model.latest, 1);
+        assert_eq!(model.generation(), Some(2));
+        assert_eq!(
+            model.committed.get(&0),
+            Some(&0),
+            "the last commit was accepted"
+        );
     }
 }

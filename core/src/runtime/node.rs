@@ -543,16 +543,16 @@ impl Node {
         payload: Payload,
         out: &mut Effects,
     ) -> Reply {
-        let key = ReplyCache::key(src, msg_id, &payload);
-        if let Some(cached) = key.as_ref().and_then(|k| self.replies.get(k)) {
+        let key = ReplyCache::key(msg_id, &payload);
+        if let Some(cached) = key.and_then(|id| self.replies.get(src, id)) {
             self.log(Level::Debug, "duplicate_request", out, || {
                 format!("src={src} msg_id={msg_id:?}")
             });
             return Ok(cached);
         }
         let reply = self.handle(src, payload);
-        if let (Some(key), Ok(ok)) = (key, &reply) {
-            self.replies.insert(key, ok.clone());
+        if let (Some(id), Ok(ok)) = (key, &reply) {
+            self.replies.insert(src, id, ok.clone());
         }
         reply
     }
@@ -566,8 +566,8 @@ impl Node {
         msg_id: Option<u64>,
         payload: Payload,
     ) -> Option<Reply> {
-        let key = ReplyCache::key(src, msg_id, &payload);
-        if let Some(cached) = key.as_ref().and_then(|k| self.machine.replies.get(k)) {
+        let key = ReplyCache::key(msg_id, &payload);
+        if let Some(cached) = key.and_then(|id| self.machine.replies.get(src, id)) {
             return Some(Ok(cached));
         }
         let cx = Ctx {
@@ -580,8 +580,8 @@ impl Node {
             .broker
             .handle(&cx, src, msg_id, payload)
             .transpose()?;
-        if let (Some(key), Ok(ok)) = (key, &reply) {
-            self.machine.replies.insert(key, ok.clone());
+        if let (Some(id), Ok(ok)) = (key, &reply) {
+            self.machine.replies.insert(src, id, ok.clone());
         }
         Some(reply)
     }

@@ -1,44 +1,212 @@
 //! The reply cache: a request that would take effect twice if run twice (a
 //! [`Access::WriteOnce`] kind) is answered from here when its client retries it with the
 //! same `msg_id`, instead of being run again.
+//!
+//! It runs once per write, so it is built to cost little: the replies sit in one
+//! queue in the order they were remembered (the oldest is forgotten first, and a
+//! reply is never moved), and each client has an index from msg_id to a place in it.
+//! A client's name is shared, not copied, by its entries.
 
-use super::Lru;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
 use crate::wire::msg::{Access, Payload};
 
-/// Replies to write-once requests, by (client, msg_id), least recently used evicted.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-#[serde(transparent)]
+/// Replies to write-once requests, by client and msg_id; past `capacity`, the oldest
+/// is forgotten.
+#[derive(Debug)]
 pub(crate) struct ReplyCache {
-    replies: Lru<(String, u64), Payload>,
+    /// Client → msg_id → the reply's sequence number (its place in `replies`).
+    clients: BTreeMap<Arc<str>, BTreeMap<u64, u64>>,
+    /// (client, msg_id, reply), oldest first; the front has sequence number `first`.
+    replies: VecDeque<(Arc<str>, u64, Payload)>,
+    first: u64,
+    capacity: usize,
 }
 
 impl ReplyCache {
     /// An empty cache of at most `capacity` replies (0 disables it).
     pub(crate) fn new(capacity: usize) -> ReplyCache {
         ReplyCache {
-            replies: Lru::new(capacity),
+            clients: BTreeMap::new(),
+            replies: VecDeque::new(),
+            first: 0,
+            capacity,
         }
     }
 
-    /// The cache key of a request: (client, msg_id) for a write-once kind, else none.
-    pub(crate) fn key(src: &str, msg_id: Option<u64>, payload: &Payload) -> Option<(String, u64)> {
-        msg_id
-            .filter(|_| payload.access() == Some(Access::WriteOnce))
-            .map(|id| (src.to_owned(), id))
+    /// The msg_id a request is remembered by: its own, for a write-once kind.
+    pub(crate) fn key(msg_id: Option<u64>, payload: &Payload) -> Option<u64> {
+        msg_id.filter(|_| payload.access() == Some(Access::WriteOnce))
     }
 
     /// The first reply to a retried request, if it is remembered.
-    pub(crate) fn get(&mut self, key: &(String, u64)) -> Option<Payload> {
-        self.replies.get(key).cloned()
+    pub(crate) fn get(&self, client: &str, msg_id: u64) -> Option<Payload> {
+        let seq = *self.clients.get(client)?.get(&msg_id)?;
+        Some(self.replies[self.place(seq)].2.clone())
     }
 
-    /// Remembers the reply a request got.
-    pub(crate) fn insert(&mut self, key: (String, u64), reply: Payload) {
-        self.replies.insert(key, reply);
+    fn place(&self, seq: u64) -> usize {
+        usize::try_from(seq - self.first).expect("a place in memory")
+    }
+
+    /// Remembers the reply a request got (a reply already remembered for the same
+    /// request is replaced, and keeps its place in the order).
+    pub(crate) fn insert(&mut self, client: &str, msg_id: u64, reply: Payload) {
+        if self.capacity == 0 {
+            return;
+        }
+        let seq = self.first + self.replies.len() as u64;
+        let name = match self.clients.get_key_value(client) {
+            Some((name, _)) => Arc::clone(name),
+            None => {
+                let name: Arc<str> = Arc::from(client);
+                self.clients.insert(Arc::clone(&name), BTreeMap::new());
+                name
+            }
+        };
+        let index = self.clients.get_mut(client).expect("inserted above");
+        if let Some(&old) = index.get(&msg_id) {
+            let place = self.place(old);
+            self.replies[place].2 = reply;
+            return;
+        }
+        index.insert(msg_id, seq);
+        self.replies.push_back((name, msg_id, reply));
+        if self.replies.len() > self.capacity {
+            self.evict_oldest();
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        let Some((client, msg_id, _)) = self.replies.pop_front() else {
+            return;
+        };
+        self.first += 1;
+        let index = self
+            .clients
+            .get_mut(&client)
+            .expect("a reply names a client");
+        index.remove(&msg_id).expect("a client indexes its replies");
+        if index.is_empty() {
+            self.clients.remove(&client);
+        }
     }
 
     /// Panics if the cache's indexes disagree.
     pub(crate) fn check_invariants(&self) {
-        self.replies.check_invariants();
+        assert!(
+            self.replies.len() <= self.capacity,
+            "reply cache over capacity"
+        );
+        let indexed: usize = self.clients.values().map(BTreeMap::len).sum();
+        assert_eq!(
+            indexed,
+            self.replies.len(),
+            "reply cache indexes differ in size"
+        );
+        for (place, (client, msg_id, _)) in self.replies.iter().enumerate() {
+            let seq = self.clients.get(client).and_then(|i| i.get(msg_id));
+            assert_eq!(
+                seq,
+                Some(&(self.first + place as u64)),
+                "reply cache index points elsewhere"
+            );
+        }
+    }
+}
+
+/// On disk: the capacity and the replies, oldest first.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    capacity: usize,
+    replies: Vec<(String, u64, Payload)>,
+}
+
+impl serde::Serialize for ReplyCache {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let replies = (self.replies.iter())
+            .map(|(client, msg_id, reply)| (client.to_string(), *msg_id, reply.clone()))
+            .collect();
+        Stored {
+            capacity: self.capacity,
+            replies,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ReplyCache {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ReplyCache, D::Error> {
+        let stored = Stored::deserialize(d)?;
+        let mut cache = ReplyCache::new(stored.capacity);
+        for (client, msg_id, reply) in stored.replies {
+            cache.insert(&client, msg_id, reply);
+        }
+        Ok(cache)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::msg::SendOk;
+
+    fn reply(offset: u64) -> Payload {
+        Payload::SendOk(SendOk { offset })
+    }
+
+    #[test]
+    fn forgets_the_oldest_first_and_round_trips() {
+        let mut cache = ReplyCache::new(2);
+        cache.insert("a", 1, reply(1));
+        cache.insert("b", 1, reply(2));
+        cache.insert("a", 1, reply(9)); // replaced in place: still the oldest
+        cache.insert("a", 2, reply(3));
+        assert_eq!(cache.get("a", 1), None);
+        assert_eq!(cache.get("b", 1), Some(reply(2)));
+        assert_eq!(cache.get("a", 2), Some(reply(3)));
+        cache.check_invariants();
+        let text = serde_json::to_string(&cache).unwrap();
+        let back: ReplyCache = serde_json::from_str(&text).unwrap();
+        assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        let mut off = ReplyCache::new(0);
+        off.insert("a", 1, reply(1));
+        assert_eq!(off.get("a", 1), None);
+    }
+
+    #[test]
+    fn matches_a_vec_model() {
+        bolero::check!()
+            .with_type::<(u8, Vec<(u8, u8, Option<u8>)>)>()
+            .for_each(|(cap, ops)| {
+                let capacity = usize::from(*cap % 8);
+                let mut cache = ReplyCache::new(capacity);
+                let mut model: Vec<(String, u64, u64)> = Vec::new(); // oldest first
+                for &(client, msg_id, op) in ops {
+                    let (client, msg_id) = (format!("c{}", client % 3), u64::from(msg_id % 6));
+                    let at = model.iter().position(|e| e.0 == client && e.1 == msg_id);
+                    match op {
+                        Some(value) => {
+                            cache.insert(&client, msg_id, reply(value.into()));
+                            match at {
+                                _ if capacity == 0 => {}
+                                Some(i) => model[i].2 = value.into(),
+                                None => {
+                                    model.push((client, msg_id, value.into()));
+                                    if model.len() > capacity {
+                                        model.remove(0);
+                                    }
+                                }
+                            }
+                        }
+                        None => {
+                            let want = at.map(|i| reply(model[i].2));
+                            assert_eq!(cache.get(&client, msg_id), want);
+                        }
+                    }
+                    cache.check_invariants();
+                }
+            });
     }
 }
