@@ -613,40 +613,45 @@ impl Server {
                     self.read_kafka(key, &buf[..n]);
                     continue;
                 }
-                let mut lines = Vec::new();
-                conn.framer.feed(&buf[..n], |frame| {
-                    lines.push(match frame {
-                        Frame::Line(line) => Ok(line.to_vec()),
-                        Frame::TooLong { bytes } => Err(bytes),
-                    })
-                });
-                for line in lines {
-                    self.handle_line(key, line);
+                // Lines are handled in place, from the read buffer (or the framer's
+                // partial line); the framer is lent out of the connection meanwhile.
+                let mut framer = std::mem::replace(&mut conn.framer, LineFramer::new(0));
+                let was_peer = conn.peer.is_some();
+                framer.feed(&buf[..n], |frame| self.handle_line(key, frame));
+                let conn = &mut self.conns[key];
+                if conn.peer.is_some() && !was_peer {
+                    framer.set_max_line_bytes(PEER_MAX_LINE_BYTES);
+                }
+                conn.framer = framer;
+                if n < buf.len() {
+                    // A short read took all there was; new data wakes the poll again
+                    // (edge-triggered), so no read is spent to see WouldBlock.
+                    conn.more_to_read = false;
+                    break;
                 }
             }
         }
     }
 
-    fn handle_line(&mut self, key: usize, line: Result<Vec<u8>, usize>) {
+    fn handle_line(&mut self, key: usize, frame: Frame<'_>) {
         let now = self.clock.now();
         let conn = &mut self.conns[key];
         conn.lines += 1;
-        if let (Ok(line), true, Some(peers)) = (&line, conn.lines == 1, &self.peers) {
+        if let (Frame::Line(line), true, Some(peers)) = (&frame, conn.lines == 1, &self.peers) {
             if let Ok(hello) = serde_json::from_slice::<Hello>(line) {
                 if peers.is_peer(&hello.herald_peer) {
                     log(Level::Info, self.log_level, || {
                         format!("event=peer_accepted peer={}", hello.herald_peer)
                     });
-                    conn.framer = LineFramer::new(PEER_MAX_LINE_BYTES);
                     conn.peer = Some(hello.herald_peer);
                     return;
                 }
             }
         }
         // A peer's lines come from the peer; a client's from its connection.
-        let name = conn.peer.clone().unwrap_or_else(|| conn.name.clone());
-        let event = match line {
-            Err(bytes) => {
+        let name = conn.peer.as_deref().unwrap_or(&conn.name);
+        let event = match frame {
+            Frame::TooLong { bytes } => {
                 let limit = self.config.node.max_line_bytes;
                 log(Level::Warn, self.log_level, || {
                     format!("event=line_too_long conn={name} bytes={bytes}")
@@ -654,7 +659,7 @@ impl Server {
                 let text = format!("line of {bytes} bytes is over the limit of {limit}");
                 return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
             }
-            Ok(line) => match wire::decode_from(&line, &name, &self.name) {
+            Frame::Line(line) => match wire::decode_from(line, name, &self.name) {
                 Ok(msg) => {
                     if matches!(&msg.body.payload, Payload::Dequeue(d) if d.wait_ms.unwrap_or(0) > 0)
                     {

@@ -115,7 +115,8 @@ config! {
     rpc_backoff_cap_ms: u64 = 2_000;
     /// Node-to-node requests awaiting a reply at once.
     max_pending_rpcs: usize = 4_096, at least 1;
-    /// Client requests remembered (LRU) so a retried one is answered, not redone.
+    /// Replies to write-once client requests remembered (the oldest forgotten first),
+    /// and forwarded requests seen (LRU), so a retried one is answered, not redone.
     dedup_capacity: usize = 65_536;
     /// How often gossip (broadcast values, counter state) goes to peers that lag.
     gossip_interval_ms: u64 = 100, at least 1;

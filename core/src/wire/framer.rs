@@ -33,6 +33,11 @@ impl LineFramer {
         }
     }
 
+    /// Changes the longest line accepted from now on (a partial line held is kept).
+    pub fn set_max_line_bytes(&mut self, max_line_bytes: usize) {
+        self.max_line_bytes = max_line_bytes;
+    }
+
     /// Feeds `bytes`, calling `on_frame` for each complete line (blank lines skipped).
     pub fn feed(&mut self, mut bytes: &[u8], mut on_frame: impl FnMut(Frame<'_>)) {
         while !bytes.is_empty() {
