@@ -3,7 +3,7 @@
 //! processed-id tracking, group session expiry, and the kafka workload's rules.
 
 use herald_core::wire::msg::*;
-use herald_core::wire::Body;
+use herald_core::wire::{Body, Json};
 use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Time, WalRecord};
 use serde_json::json;
 
@@ -134,7 +134,7 @@ impl Harness {
     fn enqueue(&mut self, queue: &str, msg: serde_json::Value, id: Option<&str>) -> Payload {
         let e = Enqueue {
             queue: queue.into(),
-            msg,
+            msg: msg.into(),
             id: id.map(Into::into),
             delay_ms: None,
             ttl_ms: None,
@@ -206,7 +206,7 @@ fn unacked_messages_come_back_then_go_to_the_dead_letter_queue_and_redrive() {
     let dead = h.dequeue("jobs.dlq", 10);
     let dl = dead[0].dead_letter.clone().expect("dead-letter details");
     assert_eq!(
-        (dl.queue.as_str(), dl.deliveries, dead[0].msg.clone()),
+        (dl.queue.as_str(), dl.deliveries, dead[0].msg.to_value()),
         ("jobs", 2, json!("poison"))
     );
     assert!(dl.reason.contains("max_deliveries 2"), "{}", dl.reason);
@@ -291,7 +291,7 @@ fn a_parked_dequeue_gets_the_enqueued_message() {
     let parked_id = h.next_id;
     let e = Enqueue {
         queue: "q".into(),
-        msg: json!("hi"),
+        msg: json!("hi").into(),
         id: None,
         delay_ms: None,
         ttl_ms: None,
@@ -334,7 +334,7 @@ fn delays_ttls_dedup_and_backpressure() {
     );
     let delayed = Enqueue {
         queue: "q".into(),
-        msg: json!("later"),
+        msg: json!("later").into(),
         id: None,
         delay_ms: Some(200),
         ttl_ms: None,
@@ -343,7 +343,7 @@ fn delays_ttls_dedup_and_backpressure() {
     h.ok(Payload::Enqueue(delayed));
     let short = Enqueue {
         queue: "q".into(),
-        msg: json!("short-lived"),
+        msg: json!("short-lived").into(),
         id: None,
         delay_ms: None,
         ttl_ms: Some(100),
@@ -460,7 +460,7 @@ fn group_members_that_stop_heartbeating_lose_their_partitions() {
         h.ok(Payload::Publish(Publish {
             topic: "t".into(),
             key: None,
-            msg: json!(i),
+            msg: json!(i).into(),
             ..Default::default()
         }));
     }
@@ -530,7 +530,7 @@ fn kafka_offsets_are_monotonic_and_limits_answer_11() {
     let send = |k: &str, v: i64| {
         Payload::Send(Send {
             key: k.into(),
-            msg: json!(v),
+            msg: json!(v).into(),
             ..Default::default()
         })
     };
@@ -606,12 +606,12 @@ fn replaying_the_records_rebuilds_the_same_state_and_receipts_still_work() {
     h.ok(Payload::Publish(Publish {
         topic: "t".into(),
         key: Some("k".into()),
-        msg: json!(1),
+        msg: json!(1).into(),
         ..Default::default()
     }));
     h.ok(Payload::Send(Send {
         key: "1".into(),
-        msg: json!("x"),
+        msg: json!("x").into(),
         ..Default::default()
     }));
     h.stats("q"); // reads are not recorded
@@ -663,7 +663,7 @@ fn init_producer(h: &mut Harness, name: Option<&str>) -> ProducerId {
 fn publish_as(p: &ProducerId, seq: u64, msg: &str) -> Payload {
     Payload::Publish(Publish {
         topic: "t".into(),
-        msg: msg.into(),
+        msg: json!(msg).into(),
         producer: Some(p.producer),
         epoch: Some(p.epoch),
         seq: Some(seq),
@@ -749,7 +749,7 @@ fn idempotent_producer_retries_gaps_and_zombies() {
     assert_eq!(h.error(publish_as(&ghost, 0, "x")).code, 1004);
     let half = Publish {
         topic: "t".into(),
-        msg: json!(1),
+        msg: json!(1).into(),
         producer: Some(p.producer),
         ..Default::default()
     };
@@ -774,7 +774,7 @@ fn idempotent_producers_cover_sends_and_enqueues_and_expire() {
     let send = |seq| {
         Payload::Send(Send {
             key: "k".into(),
-            msg: json!(seq),
+            msg: json!(seq).into(),
             producer: Some(p.producer),
             epoch: Some(0),
             seq: Some(seq),
@@ -783,7 +783,7 @@ fn idempotent_producers_cover_sends_and_enqueues_and_expire() {
     let enqueue = |seq| {
         Payload::Enqueue(Enqueue {
             queue: "q".into(),
-            msg: json!(seq),
+            msg: json!(seq).into(),
             producer: Some(p.producer),
             epoch: Some(0),
             seq: Some(seq),
@@ -828,7 +828,7 @@ fn idempotent_producers_cover_sends_and_enqueues_and_expire() {
 fn enqueue(queue: &str, msg: &str) -> Payload {
     Payload::Enqueue(Enqueue {
         queue: queue.into(),
-        msg: msg.into(),
+        msg: json!(msg).into(),
         ..Default::default()
     })
 }
@@ -853,7 +853,10 @@ fn take_one(h: &mut Harness, queue: &str) -> Option<(serde_json::Value, String)>
     let Payload::DequeueOk(ok) = h.ok(Payload::Dequeue(d)) else {
         panic!()
     };
-    ok.msgs.into_iter().next().map(|d| (d.msg, d.receipt))
+    ok.msgs
+        .into_iter()
+        .next()
+        .map(|d| (d.msg.to_value(), d.receipt))
 }
 
 fn depth(h: &mut Harness, queue: &str) -> usize {
@@ -1077,7 +1080,7 @@ fn retention_drops_the_oldest_records_and_frees_their_room() {
     for i in 0..10u64 {
         let send = Payload::Send(Send {
             key: "k".into(),
-            msg: json!(i),
+            msg: json!(i).into(),
             ..Default::default()
         });
         // Retention frees room: the global record limit (4) is never reached.
@@ -1090,7 +1093,7 @@ fn retention_drops_the_oldest_records_and_frees_their_room() {
     let Payload::PollOk(ok) = h.ok(poll) else {
         panic!()
     };
-    let want: Vec<(u64, serde_json::Value)> = (7..10).map(|o| (o, json!(o))).collect();
+    let want: Vec<(u64, Json)> = (7..10).map(|o| (o, json!(o).into())).collect();
     assert_eq!(
         ok.msgs["k"], want,
         "a poll from a dropped offset starts at the oldest kept"
@@ -1121,7 +1124,7 @@ fn a_group_fetching_past_retention_moves_on_without_repeats() {
     for i in 0..10u64 {
         h.ok(Payload::Publish(Publish {
             topic: "t".into(),
-            msg: json!(i),
+            msg: json!(i).into(),
             ..Default::default()
         }));
     }

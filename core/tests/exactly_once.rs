@@ -45,7 +45,7 @@ fn dequeue(queue: &str, max: usize) -> Payload {
 
 /// The transaction that processes one delivery of `in` into `out`.
 fn process(d: &Delivery) -> Payload {
-    let value = d.msg.as_u64().expect("values are numbers");
+    let value = d.msg.to_value().as_u64().expect("values are numbers");
     let ops = vec![
         Payload::Ack(Receipt {
             queue: "in".into(),
@@ -234,7 +234,7 @@ fn exactly_once(seed: u64, nodes: usize) {
                     visibility_ms: None,
                 });
                 c.request(leader(&c).unwrap_or(round % nodes), ack);
-                by_id.insert(d.id, d.msg.as_u64().unwrap_or(u64::MAX));
+                by_id.insert(d.id, d.msg.to_value().as_u64().unwrap_or(u64::MAX));
             }
         }
         let mut outputs: BTreeMap<u64, usize> = BTreeMap::new();

@@ -110,7 +110,7 @@ impl KafkaHistory {
 fn check_poll(
     key: &str,
     from: u64,
-    pairs: &[(u64, serde_json::Value)],
+    pairs: &[(u64, herald_core::wire::Json)],
 ) -> Result<Vec<i64>, String> {
     let offsets: Vec<u64> = pairs.iter().map(|p| p.0).collect();
     let expected: Vec<u64> = (from..from + pairs.len() as u64).collect();
@@ -122,7 +122,8 @@ fn check_poll(
     pairs
         .iter()
         .map(|(offset, v)| {
-            v.as_i64()
+            v.to_value()
+                .as_i64()
                 .ok_or_else(|| format!("{key}@{offset} holds {v}, which nobody sent"))
         })
         .collect()
@@ -529,7 +530,7 @@ impl GroupHistory {
                 }
             }
             next.insert(p, m.offset + 1);
-            let value = m.msg.as_i64().ok_or_else(|| {
+            let value = m.msg.to_value().as_i64().ok_or_else(|| {
                 format!("{p}@{} holds {}, which nobody published", m.offset, m.msg)
             })?;
             if !self.acked.contains_key(&value) && !self.unsure.contains(&value) {

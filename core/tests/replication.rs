@@ -44,7 +44,7 @@ fn elect(c: &mut Cluster) -> usize {
 fn send(key: &str, msg: i64) -> Payload {
     Payload::Send(Send {
         key: key.into(),
-        msg: msg.into(),
+        msg: serde_json::json!(msg).into(),
         ..Default::default()
     })
 }
@@ -200,7 +200,7 @@ fn a_whole_cluster_restart_keeps_every_acknowledged_write() {
         };
         let got: Vec<(u64, i64)> = got
             .into_iter()
-            .map(|(o, v)| (o, v.as_i64().unwrap()))
+            .map(|(o, v)| (o, v.to_value().as_i64().unwrap()))
             .collect();
         assert_eq!(got, acked, "seed {seed}");
     }

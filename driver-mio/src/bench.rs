@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_core::wire;
 use herald_core::wire::msg::{
     CreateQueue, Dequeue, Enqueue, InitProducer, ProducerId, Receipt, Send,
 };
+use herald_core::wire::{self, Json};
 use herald_core::Payload;
 
 /// Which server and which commands.
@@ -178,7 +178,7 @@ impl Conn {
     fn produce(&mut self, queue: &str, payload: &[u8]) -> io::Result<()> {
         match self.target {
             Target::Herald | Target::HeraldIdempotent => {
-                let msg = serde_json::Value::String(String::from_utf8_lossy(payload).into_owned());
+                let msg = payload_json(payload);
                 let (producer, epoch, seq) = match &mut self.producer {
                     Some((id, next_seq)) => {
                         *next_seq += 1;
@@ -197,7 +197,7 @@ impl Conn {
             }
             Target::HeraldLog => self.herald(Payload::Send(Send {
                 key: queue.into(),
-                msg: serde_json::Value::String(String::from_utf8_lossy(payload).into_owned()),
+                msg: payload_json(payload),
                 producer: None,
                 epoch: None,
                 seq: None,
@@ -301,6 +301,11 @@ impl Conn {
             }
         }
     }
+}
+
+/// A Herald message carrying `payload` as a JSON string.
+fn payload_json(payload: &[u8]) -> Json {
+    serde_json::Value::String(String::from_utf8_lossy(payload).into_owned()).into()
 }
 
 /// A RESP value (just what the harness reads).

@@ -6,6 +6,7 @@ use std::time::Duration;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use herald_core::wire::msg::*;
+use herald_core::wire::Json;
 use herald_core::{Config, ConfigError, Level, Payload};
 use herald_mio::client::{Client, Reply};
 use herald_mio::kafka::KafkaConfig;
@@ -346,8 +347,8 @@ impl ServeArgs {
 }
 
 /// A message argument: JSON if it parses as JSON, else the text as a string.
-fn message(text: &str) -> Value {
-    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+fn message(text: &str) -> Json {
+    Json::parse(text).unwrap_or_else(|_| Value::String(text.to_owned()).into())
 }
 
 fn main() -> ExitCode {

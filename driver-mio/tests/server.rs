@@ -109,7 +109,7 @@ fn create_queue(c: &mut Client, queue: &str, visibility_ms: u64) {
 fn enqueue(queue: &str, id: &str) -> Payload {
     Payload::Enqueue(Enqueue {
         queue: queue.into(),
-        msg: json!(id),
+        msg: json!(id).into(),
         id: Some(id.into()),
         delay_ms: None,
         ttl_ms: None,
@@ -529,7 +529,7 @@ fn the_bench_produces_and_consumes_against_a_live_server() {
     let mut c = server.client();
     let Payload::SendOk(next) = ok(c.call(Payload::Send(Send {
         key: "log".into(),
-        msg: json!("last"),
+        msg: json!("last").into(),
         producer: None,
         epoch: None,
         seq: None,
@@ -575,7 +575,7 @@ fn compaction_keeps_disk_bounded_and_state_intact() {
     let mut peak = 0;
     for round in 0..40 {
         for i in 0..50 {
-            let msg = json!("x".repeat(1_000));
+            let msg = json!("x".repeat(1_000)).into();
             let e = Enqueue {
                 queue: "q".into(),
                 msg,
@@ -751,7 +751,7 @@ fn an_idempotent_producer_is_recognised_after_kill_9() {
     let publish = |seq: u64| {
         Payload::Publish(Publish {
             topic: "t".into(),
-            msg: json!(seq),
+            msg: json!(seq).into(),
             producer: Some(p.producer),
             epoch: Some(p.epoch),
             seq: Some(seq),
@@ -823,7 +823,7 @@ fn an_operator_finishes_prepared_transactions_from_the_cli() {
     let mut c = server.client();
     let got: Vec<serde_json::Value> = dequeue(&mut c, "q", 10, 0)
         .into_iter()
-        .map(|d| d.msg)
+        .map(|d| d.msg.to_value())
         .collect();
     assert_eq!(got, [json!("t1")]);
     std::fs::remove_dir_all(&dir).unwrap();
@@ -894,7 +894,7 @@ fn killing_the_leader_of_a_3_node_cluster_loses_no_acknowledged_send() {
                     i += 1;
                     let send = Send {
                         key: key.clone(),
-                        msg: msg.clone().into(),
+                        msg: json!(msg).into(),
                         ..Default::default()
                     };
                     let after_kill = killed.load(Ordering::SeqCst);
@@ -958,7 +958,7 @@ fn killing_the_leader_of_a_3_node_cluster_loses_no_acknowledged_send() {
                         }
                         log.extend(
                             got.into_iter()
-                                .map(|(o, v)| (o, v.as_str().unwrap().to_owned())),
+                                .map(|(o, v)| (o, v.to_value().as_str().unwrap().to_owned())),
                         );
                     }
                     _ => {

@@ -511,7 +511,7 @@ fn request_payload(request: Request) -> Payload {
         Request::Add(delta) => Payload::Add(Add { delta }),
         Request::Send { key, msg } => Payload::Send(Send {
             key: format!("k{}", key % 4),
-            msg: msg.into(),
+            msg: serde_json::json!(msg).into(),
             ..Default::default()
         }),
         Request::Poll { key, from } => Payload::Poll(Poll {
@@ -537,7 +537,7 @@ fn request_payload(request: Request) -> Payload {
             ttl_ms,
         } => Payload::Enqueue(Enqueue {
             queue: queue_name(queue),
-            msg: 1.into(),
+            msg: serde_json::json!(1).into(),
             id: id.map(|i| format!("p{}", i % 4)),
             delay_ms: delay_ms.map(u64::from),
             ttl_ms: ttl_ms.map(u64::from),
@@ -586,7 +586,7 @@ fn request_payload(request: Request) -> Payload {
         Request::Publish(key) => Payload::Publish(Publish {
             topic: "t".into(),
             key: key.map(|k| format!("k{k}")),
-            msg: 1.into(),
+            msg: serde_json::json!(1).into(),
             ..Default::default()
         }),
         Request::CancelWaits => Payload::CancelWaits,
@@ -634,14 +634,14 @@ fn request_payload(request: Request) -> Payload {
             match how % 3 {
                 0 => Payload::Send(Send {
                     key: "k0".into(),
-                    msg: 1.into(),
+                    msg: serde_json::json!(1).into(),
                     producer,
                     epoch,
                     seq,
                 }),
                 1 => Payload::Publish(Publish {
                     topic: "t".into(),
-                    msg: 1.into(),
+                    msg: serde_json::json!(1).into(),
                     producer,
                     epoch,
                     seq,
@@ -649,7 +649,7 @@ fn request_payload(request: Request) -> Payload {
                 }),
                 _ => Payload::Enqueue(Enqueue {
                     queue: queue_name(0),
-                    msg: 1.into(),
+                    msg: serde_json::json!(1).into(),
                     producer,
                     epoch,
                     seq,
@@ -898,7 +898,7 @@ pub fn run_cluster_ops(ops: &[ClusterOp]) {
                 next_value += 1;
                 let send = Send {
                     key: key(k),
-                    msg: next_value.into(),
+                    msg: serde_json::json!(next_value).into(),
                     ..Default::default()
                 };
                 let reply = c.try_request(usize::from(node % 3), Payload::Send(send), 1_000);
@@ -915,7 +915,11 @@ pub fn run_cluster_ops(ops: &[ClusterOp]) {
                 let reply = c.try_request(usize::from(node % 3), Payload::Poll(poll), 1_000);
                 if let Some(Payload::PollOk(ok)) = reply {
                     for (offset, value) in ok.msgs.get(&key(k)).into_iter().flatten() {
-                        observe(&key(k), *offset, value.as_i64().expect("sent an integer"));
+                        observe(
+                            &key(k),
+                            *offset,
+                            value.to_value().as_i64().expect("sent an integer"),
+                        );
                     }
                 }
             }
@@ -959,10 +963,16 @@ pub fn run_cluster_ops(ops: &[ClusterOp]) {
             .expect("a healed cluster answers polls");
         for (i, (offset, value)) in log.iter().enumerate() {
             assert_eq!(*offset, i as u64, "offsets of {} are dense", key(k));
-            observe(&key(k), *offset, value.as_i64().expect("sent an integer"));
+            observe(
+                &key(k),
+                *offset,
+                value.to_value().as_i64().expect("sent an integer"),
+            );
         }
         for (_, offset, value) in acked.iter().filter(|a| a.0 == key(k)) {
-            let got = log.get(*offset as usize).and_then(|(_, v)| v.as_i64());
+            let got = log
+                .get(*offset as usize)
+                .and_then(|(_, v)| v.to_value().as_i64());
             assert_eq!(got, Some(*value), "acknowledged {}@{offset} lost", key(k));
         }
     }

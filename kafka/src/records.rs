@@ -100,7 +100,7 @@ mod tests {
             KafkaChunk::Record {
                 offset: 42,
                 key: Some("k".into()),
-                msg: serde_json::json!({"n": 1}),
+                msg: serde_json::json!({"n": 1}).into(),
             },
         ];
         let mut out = Vec::new();

@@ -83,7 +83,7 @@ impl Driver {
         for i in 0..n {
             self.call(Payload::Enqueue(Enqueue {
                 queue: "in".into(),
-                msg: (i as u64).into(),
+                msg: serde_json::json!(i as u64).into(),
                 ..Default::default()
             }));
         }
@@ -140,7 +140,7 @@ fn publish(n: usize, idempotent: bool) -> f64 {
         for seq in 0..n as u64 {
             d.call(Payload::Publish(Publish {
                 topic: "t".into(),
-                msg: seq.into(),
+                msg: serde_json::json!(seq).into(),
                 producer: producer.as_ref().map(|p| p.producer),
                 epoch: producer.as_ref().map(|p| p.epoch),
                 seq: producer.as_ref().map(|_| seq),

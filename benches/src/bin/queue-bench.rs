@@ -12,7 +12,7 @@ use std::time::Instant;
 use herald_benches::{live_bytes, Counting};
 use herald_core::sim::{Queue, QueueConfig, SetAside};
 use herald_core::wire::msg::{Dequeue, DequeueOk, Enqueue, Init, Receipt};
-use herald_core::wire::Body;
+use herald_core::wire::{Body, Json};
 use herald_core::{Config, Effect, Effects, Event, Message, Node, Payload, Time};
 use serde_json::Value;
 
@@ -20,8 +20,8 @@ use serde_json::Value;
 static GLOBAL: Counting = Counting;
 
 /// The message body every run uses: a 16-byte string, like a small job id.
-fn body(i: usize) -> Value {
-    Value::String(format!("job-{i:012}"))
+fn body(i: usize) -> Json {
+    Value::String(format!("job-{i:012}")).into()
 }
 
 struct Row {
@@ -67,7 +67,7 @@ fn herald_queue(depth: usize) -> Row {
 }
 
 fn bare_fifo(depth: usize) -> Row {
-    let mut q: VecDeque<(u64, Value)> = VecDeque::new();
+    let mut q: VecDeque<(u64, Json)> = VecDeque::new();
     let before = live_bytes();
     let start = Instant::now();
     for i in 0..depth {

@@ -13,6 +13,7 @@ use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use serde_json::{json, Value};
 
 use super::logs::{ReadRecord, StoredBatch};
+use crate::wire::Json;
 
 /// The records of a stored batch whose first offset is `base`. A batch that cannot
 /// be decoded (it was checked when produced, so this means a codec this build lacks)
@@ -24,13 +25,14 @@ pub(super) fn decode(base: u64, batch: &StoredBatch) -> Vec<ReadRecord> {
             .map(|(i, r)| ReadRecord {
                 offset: base + i as u64,
                 key: r.key.map(|k| key_text(&k)),
-                msg: r.value.map_or(Value::Null, |v| value_json(&v)),
+                msg: r.value.map_or_else(Json::default, |v| value_json(&v)),
             })
             .collect(),
         Err(e) => vec![ReadRecord {
             offset: base,
             key: None,
-            msg: json!({ "kafka_batch_unreadable": e.to_string(), "records": batch.records }),
+            msg: json!({ "kafka_batch_unreadable": e.to_string(), "records": batch.records })
+                .into(),
         }],
     }
 }
@@ -42,13 +44,10 @@ fn key_text(key: &Bytes) -> String {
     }
 }
 
-fn value_json(value: &Bytes) -> Value {
-    if let Ok(parsed) = serde_json::from_slice(value) {
-        return parsed;
-    }
+fn value_json(value: &Bytes) -> Json {
     match std::str::from_utf8(value) {
-        Ok(text) => Value::String(text.to_owned()),
-        Err(_) => json!({ "base64": STANDARD.encode(value) }),
+        Ok(text) => Json::parse(text).unwrap_or_else(|_| Value::String(text.to_owned()).into()),
+        Err(_) => json!({ "base64": STANDARD.encode(value) }).into(),
     }
 }
 
@@ -225,7 +224,7 @@ pub(super) mod tests {
         };
         let read: Vec<(u64, Value)> = decode(40, &stored)
             .into_iter()
-            .map(|r| (r.offset, r.msg))
+            .map(|r| (r.offset, r.msg.to_value()))
             .collect();
         assert_eq!(read[0], (40, json!({"n": 1})));
         assert_eq!(read[1], (41, json!("plain")));

@@ -8,12 +8,13 @@ use super::producers::Idempotence;
 use super::{err, Broker};
 use crate::runtime::Ctx;
 use crate::wire::msg::{ErrorBody, ErrorCode, Offsets, Payload, PollOk, SendOk};
+use crate::wire::Json;
 use bytes::Bytes;
-use serde_json::Value;
 
 /// One entry of a partition's log: a message published through the JSON-lines API
 /// (one offset), or a Kafka record batch (as many offsets as it has records).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Stored untagged: `{"batch": ...}` or `{"key": ..., "msg": ...}`.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 #[serde(untagged)]
 pub(super) enum PartitionEntry {
     /// A Kafka producer's record batch, stored as it came.
@@ -27,7 +28,7 @@ pub(super) enum PartitionEntry {
         #[serde(default)]
         key: Option<String>,
         /// The message.
-        msg: Value,
+        msg: Json,
     },
 }
 
@@ -41,6 +42,44 @@ pub(super) struct StoredBatch {
     pub records: u32,
     /// Its largest record timestamp (ms since the Unix epoch).
     pub max_timestamp_ms: i64,
+}
+
+/// By hand rather than `untagged`, which buffers a value and so cannot hand a
+/// message's text to [`Json`] as it is.
+impl<'de> serde::Deserialize<'de> for PartitionEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PartitionEntry, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = PartitionEntry;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a log entry: {batch} or {key, msg}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<PartitionEntry, A::Error> {
+                let (mut batch, mut key, mut msg) = (None, None, None);
+                while let Some(field) = map.next_key::<String>()? {
+                    match field.as_str() {
+                        "batch" => batch = Some(map.next_value()?),
+                        "key" => key = map.next_value()?,
+                        "msg" => msg = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                match (batch, msg) {
+                    (Some(batch), None) => Ok(PartitionEntry::Batch { batch }),
+                    (None, Some(msg)) => Ok(PartitionEntry::Record { key, msg }),
+                    _ => Err(serde::de::Error::custom(
+                        "a log entry has either a batch or a msg",
+                    )),
+                }
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 impl PartitionEntry {
@@ -61,7 +100,7 @@ pub(super) struct ReadRecord {
     /// Its key, if it has one.
     pub key: Option<String>,
     /// The message.
-    pub msg: Value,
+    pub msg: Json,
 }
 
 /// An append-only log of a topic partition or keyed log. Offsets are dense, start at
@@ -131,7 +170,7 @@ impl PartitionLog {
     }
 
     /// Appends a JSON-lines message (see [`PartitionLog::append_entry`]).
-    pub(super) fn append(&mut self, key: Option<String>, msg: Value, keep: usize) -> (u64, usize) {
+    pub(super) fn append(&mut self, key: Option<String>, msg: Json, keep: usize) -> (u64, usize) {
         self.append_entry(PartitionEntry::Record { key, msg }, keep)
     }
 
@@ -245,7 +284,7 @@ impl KeyedLogs {
     pub(super) fn send(
         &mut self,
         key: &str,
-        msg: Value,
+        msg: Json,
         max_keys: usize,
         keep: usize,
     ) -> Result<(u64, usize), TooManyKeys> {
@@ -271,14 +310,14 @@ impl KeyedLogs {
         offsets: &BTreeMap<String, u64>,
         max_per_key: usize,
         max_total: usize,
-    ) -> BTreeMap<String, Vec<(u64, Value)>> {
+    ) -> BTreeMap<String, Vec<(u64, Json)>> {
         let mut budget = max_total;
         let mut msgs = BTreeMap::new();
         for (key, &from) in offsets {
             let Some(log) = self.logs.get(key) else {
                 continue;
             };
-            let pairs: Vec<(u64, Value)> = log
+            let pairs: Vec<(u64, Json)> = log
                 .read(from, max_per_key.min(budget))
                 .into_iter()
                 .map(|r| (r.offset, r.msg))
@@ -441,7 +480,7 @@ mod tests {
                 for (i, &(records, from)) in ops.iter().enumerate() {
                     let taken = u64::from(records % 4);
                     let (base, _) = if taken == 0 {
-                        log.append(None, serde_json::json!(i), keep)
+                        log.append(None, serde_json::json!(i).into(), keep)
                     } else {
                         log.append_batch(batch(i as u8, taken as u32), keep)
                     };
@@ -546,7 +585,7 @@ mod tests {
             .with_type::<Vec<(u8, Option<i16>, u8)>>()
             .for_each(|ops| {
                 let mut logs = KeyedLogs::default();
-                let mut model: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+                let mut model: BTreeMap<String, Vec<Json>> = BTreeMap::new();
                 let mut committed: BTreeMap<String, u64> = BTreeMap::new();
                 for &(key, msg, n) in ops {
                     let key = format!("k{}", key % 3);
@@ -563,7 +602,7 @@ mod tests {
                         }
                         None => {
                             let got = logs.poll(&BTreeMap::from([(key.clone(), n)]), 3, 100);
-                            let want: Vec<(u64, Value)> = model
+                            let want: Vec<(u64, Json)> = model
                                 .get(&key)
                                 .map(|log| {
                                     log.iter()

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value;
+use crate::wire::Json;
 
 use crate::wire::msg::{DeadLetter, Delivery, QueueStats};
 use crate::Time;
@@ -54,7 +54,7 @@ enum State {
 struct Entry {
     /// The producer's id, or `None` for a broker-made one (`m-<seq>`).
     id: Option<String>,
-    msg: Value,
+    msg: Json,
     deliveries: u32,
     enqueued_at: Time,
     expires_at: Option<Time>,
@@ -87,7 +87,7 @@ pub enum QueueError {
 #[derive(Clone, Debug)]
 pub(crate) struct Exhausted {
     id: String,
-    msg: Value,
+    msg: Json,
     dead_letter: DeadLetter,
 }
 
@@ -166,7 +166,7 @@ impl Queue {
         &mut self,
         now: Time,
         id: Option<String>,
-        msg: Value,
+        msg: Json,
         delay_ms: u64,
         ttl_ms: Option<u64>,
         set_aside: SetAside,
@@ -189,7 +189,7 @@ impl Queue {
         &mut self,
         now: Time,
         id: Option<String>,
-        msg: Value,
+        msg: Json,
         delay_ms: u64,
         ttl_ms: Option<u64>,
     ) -> (String, bool) {
@@ -211,7 +211,7 @@ impl Queue {
         &mut self,
         now: Time,
         id: Option<String>,
-        msg: Value,
+        msg: Json,
         delay_ms: u64,
         ttl_ms: Option<u64>,
     ) -> (String, bool) {
@@ -231,7 +231,7 @@ impl Queue {
         &mut self,
         now: Time,
         id: Option<String>,
-        msg: Value,
+        msg: Json,
         delay_ms: u64,
         expires_at: Option<Time>,
         dead_letter: Option<Box<DeadLetter>>,
@@ -455,7 +455,7 @@ impl Queue {
     }
 
     /// Takes up to `max` visible messages out (for a redrive), oldest first.
-    pub(crate) fn take_ready(&mut self, max: usize) -> Vec<(String, Value)> {
+    pub(crate) fn take_ready(&mut self, max: usize) -> Vec<(String, Json)> {
         let mut out = Vec::new();
         while out.len() < max {
             let Some(seq) = self.ready.pop_first() else {
@@ -468,7 +468,7 @@ impl Queue {
     }
 
     /// Adds a redriven message: fresh, with no delivery count and no dead-letter mark.
-    pub(crate) fn accept_redriven(&mut self, now: Time, id: String, msg: Value) {
+    pub(crate) fn accept_redriven(&mut self, now: Time, id: String, msg: Json) {
         let expires =
             (self.config.retention_ms > 0).then(|| now.plus_millis(self.config.retention_ms));
         self.insert(now, Some(id), msg, 0, expires, None);
@@ -716,7 +716,7 @@ mod tests {
         }
 
         /// What `Queue::dequeue` should deliver, applied to the model.
-        fn dequeue(&mut self, now: Time, max: usize, vis: u64) -> Vec<(String, u32, Value)> {
+        fn dequeue(&mut self, now: Time, max: usize, vis: u64) -> Vec<(String, u32, Json)> {
             let mut want = Vec::new();
             for m in self
                 .msgs
@@ -855,7 +855,7 @@ mod tests {
                     Op::Dequeue { max, visibility_ms } => {
                         let max = usize::from(max % 4) + 1;
                         let vis = u64::from(visibility_ms % 50) + 1;
-                        let got: Vec<(String, u32, Value)> = queue
+                        let got: Vec<(String, u32, Json)> = queue
                             .dequeue(now, max, Some(vis))
                             .into_iter()
                             .map(|d| {

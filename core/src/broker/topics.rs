@@ -10,6 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::wire::Json;
+
 use super::producers::Idempotence;
 use super::Broker;
 use crate::broker::logs::PartitionLog;
@@ -172,7 +174,7 @@ impl Topics {
         &mut self,
         topic: &str,
         key: Option<String>,
-        msg: serde_json::Value,
+        msg: Json,
         keep: usize,
     ) -> Result<(u32, u64, usize), ErrorBody> {
         let t = self.topics.get_mut(topic).ok_or_else(|| no_topic(topic))?;

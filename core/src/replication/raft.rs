@@ -21,7 +21,7 @@ use crate::wire::msg::{
 use crate::{Config, Message, Time};
 
 /// A change to the durable Raft state, to persist before any later message is sent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum RaftChange {
     /// The current term and the vote cast in it.
@@ -48,6 +48,63 @@ pub(crate) enum RaftChange {
         /// The state machine (the node knows what it is).
         machine: serde_json::Value,
     },
+}
+
+/// By hand rather than serde's `tag`, which buffers the value and so cannot hand the
+/// messages in log entries their text as it is; fields may come in any order.
+impl<'de> Deserialize<'de> for RaftChange {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<RaftChange, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = RaftChange;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a Raft change: {kind: term | append | snapshot, ...}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RaftChange, A::Error> {
+                use serde::de::Error;
+                let (mut kind, mut term, mut vote) = (None::<String>, None, None);
+                let (mut index, mut entries, mut machine) = (None, None, None);
+                while let Some(field) = map.next_key::<String>()? {
+                    match field.as_str() {
+                        "kind" => kind = Some(map.next_value()?),
+                        "term" => term = Some(map.next_value()?),
+                        "vote" => vote = map.next_value()?,
+                        "index" => index = Some(map.next_value()?),
+                        "entries" => entries = Some(map.next_value()?),
+                        "machine" => machine = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                let need = |name| A::Error::missing_field(name);
+                match kind.as_deref() {
+                    Some("term") => Ok(RaftChange::Term {
+                        term: term.ok_or_else(|| need("term"))?,
+                        vote,
+                    }),
+                    Some("append") => Ok(RaftChange::Append {
+                        index: index.ok_or_else(|| need("index"))?,
+                        entries: entries.ok_or_else(|| need("entries"))?,
+                    }),
+                    Some("snapshot") => Ok(RaftChange::Snapshot {
+                        index: index.ok_or_else(|| need("index"))?,
+                        term: term.ok_or_else(|| need("term"))?,
+                        machine: machine.ok_or_else(|| need("machine"))?,
+                    }),
+                    Some(other) => Err(A::Error::unknown_variant(
+                        other,
+                        &["term", "append", "snapshot"],
+                    )),
+                    None => Err(need("kind")),
+                }
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 /// What [`Raft`] asks the node to do, in order: persist `records`, then send `messages`,
@@ -831,6 +888,48 @@ impl Raft {
 mod tests {
     use super::*;
     use crate::Rng;
+
+    #[test]
+    fn changes_read_back_with_fields_in_any_order_and_messages_as_they_came() {
+        let line = br#"{"src":"c","dest":"n1","body":{"type":"enqueue","msg_id":1,"queue":"q","msg":{"a": 1}}}"#;
+        let msg = crate::wire::decode(line).unwrap();
+        let changes = [
+            RaftChange::Term {
+                term: 3,
+                vote: Some(1),
+            },
+            RaftChange::Append {
+                index: 7,
+                entries: vec![RaftEntry {
+                    msg: Some(msg),
+                    ..entry(3)
+                }],
+            },
+            RaftChange::Snapshot {
+                index: 9,
+                term: 3,
+                machine: serde_json::json!({"x": 1}),
+            },
+        ];
+        for change in changes {
+            let text = serde_json::to_string(&change).unwrap();
+            assert_eq!(serde_json::from_str::<RaftChange>(&text).unwrap(), change);
+            if matches!(change, RaftChange::Append { .. }) {
+                assert!(text.contains(r#""msg":{"a": 1}"#), "{text}");
+            }
+        }
+        let late: RaftChange = serde_json::from_str(r#"{"term":5,"kind":"term"}"#).unwrap();
+        assert_eq!(
+            late,
+            RaftChange::Term {
+                term: 5,
+                vote: None
+            }
+        );
+        let missing = serde_json::from_str::<RaftChange>(r#"{"kind":"append","index":1}"#);
+        assert!(missing.unwrap_err().to_string().contains("entries"));
+        assert!(serde_json::from_str::<RaftChange>(r#"{"kind":"vote","term":1}"#).is_err());
+    }
 
     fn entry(term: u64) -> RaftEntry {
         RaftEntry {

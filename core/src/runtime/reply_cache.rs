@@ -116,11 +116,16 @@ impl ReplyCache {
     }
 }
 
-/// On disk: the capacity and the replies, oldest first.
+/// On disk: the capacity and the replies, oldest first. Snapshots taken before
+/// 2026-12 stored the cache as an LRU map (`entries`: ((client, msg_id), (stamp,
+/// reply)) pairs, plus `by_age` and `next_stamp`); those load too, oldest stamp first.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Stored {
     capacity: usize,
+    #[serde(default)]
     replies: Vec<(String, u64, Payload)>,
+    #[serde(default, skip_serializing)]
+    entries: Vec<((String, u64), (u64, Payload))>,
 }
 
 impl serde::Serialize for ReplyCache {
@@ -131,6 +136,7 @@ impl serde::Serialize for ReplyCache {
         Stored {
             capacity: self.capacity,
             replies,
+            entries: Vec::new(),
         }
         .serialize(s)
     }
@@ -138,9 +144,12 @@ impl serde::Serialize for ReplyCache {
 
 impl<'de> serde::Deserialize<'de> for ReplyCache {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ReplyCache, D::Error> {
-        let stored = Stored::deserialize(d)?;
+        let mut stored = Stored::deserialize(d)?;
         let mut cache = ReplyCache::new(stored.capacity);
-        for (client, msg_id, reply) in stored.replies {
+        stored.entries.sort_by_key(|(_, (stamp, _))| *stamp);
+        let old =
+            (stored.entries.into_iter()).map(|((client, id), (_, reply))| (client, id, reply));
+        for (client, msg_id, reply) in old.chain(stored.replies) {
             cache.insert(&client, msg_id, reply);
         }
         Ok(cache)
@@ -170,6 +179,21 @@ mod tests {
         let text = serde_json::to_string(&cache).unwrap();
         let back: ReplyCache = serde_json::from_str(&text).unwrap();
         assert_eq!(serde_json::to_string(&back).unwrap(), text);
+        // The LRU shape of older snapshots loads, oldest stamp first.
+        let old = r#"{"entries":[[["a",1],[7,{"type":"send_ok","offset":1}]],
+            [["b",2],[3,{"type":"send_ok","offset":2}]]],
+            "by_age":{"3":["b",2],"7":["a",1]},"next_stamp":8,"capacity":5}"#;
+        let old: ReplyCache = serde_json::from_str(old).unwrap();
+        old.check_invariants();
+        assert_eq!(
+            (old.get("a", 1), old.get("b", 2)),
+            (Some(reply(1)), Some(reply(2)))
+        );
+        assert_eq!(
+            old.replies.front().map(|r| r.1),
+            Some(2),
+            "b's stamp is older"
+        );
         let mut off = ReplyCache::new(0);
         off.insert("a", 1, reply(1));
         assert_eq!(off.get("a", 1), None);

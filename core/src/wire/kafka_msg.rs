@@ -8,9 +8,9 @@
 //! do. A Herald `error` reply still means what it means for any request (a limit, a
 //! lost leader, a timeout), and the listener maps it to the nearest Kafka code.
 
+use crate::wire::Json;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// Kafka's error codes that the broker answers.
 pub mod kafka_code {
@@ -127,7 +127,7 @@ pub struct KafkaFetch {
 }
 
 /// A stretch of a partition's log, in a `kafka_fetch_ok`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum KafkaChunk {
     /// A batch a Kafka producer wrote, as it came; its base offset field is the one
@@ -148,8 +148,60 @@ pub enum KafkaChunk {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
         /// The message.
-        msg: Value,
+        msg: Json,
     },
+}
+
+/// By hand rather than serde's `tag`, which buffers the value and so cannot hand a
+/// message's text to [`Json`] as it is; fields may come in any order.
+impl<'de> Deserialize<'de> for KafkaChunk {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<KafkaChunk, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = KafkaChunk;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a chunk: {kind: batch, base_offset, bytes} or {kind: record, offset, key?, msg}")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<KafkaChunk, A::Error> {
+                #[derive(Deserialize)]
+                struct Base64(#[serde(with = "base64_bytes")] Bytes);
+                let (mut kind, mut base_offset, mut bytes) = (None::<String>, None, None);
+                let (mut offset, mut key, mut msg) = (None, None, None);
+                while let Some(field) = map.next_key::<String>()? {
+                    match field.as_str() {
+                        "kind" => kind = Some(map.next_value()?),
+                        "base_offset" => base_offset = Some(map.next_value()?),
+                        "bytes" => bytes = Some(map.next_value::<Base64>()?.0),
+                        "offset" => offset = Some(map.next_value()?),
+                        "key" => key = map.next_value()?,
+                        "msg" => msg = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                }
+                use serde::de::Error;
+                match kind.as_deref() {
+                    Some("batch") => Ok(KafkaChunk::Batch {
+                        base_offset: base_offset
+                            .ok_or_else(|| A::Error::missing_field("base_offset"))?,
+                        bytes: bytes.ok_or_else(|| A::Error::missing_field("bytes"))?,
+                    }),
+                    Some("record") => Ok(KafkaChunk::Record {
+                        offset: offset.ok_or_else(|| A::Error::missing_field("offset"))?,
+                        key,
+                        msg: msg.ok_or_else(|| A::Error::missing_field("msg"))?,
+                    }),
+                    Some(other) => Err(A::Error::unknown_variant(other, &["batch", "record"])),
+                    None => Err(A::Error::missing_field("kind")),
+                }
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 /// What a `kafka_fetch` found in one partition.
@@ -496,4 +548,40 @@ pub struct KafkaGroupDescription {
 pub struct KafkaDescribeGroupsOk {
     /// The groups, as asked.
     pub groups: Vec<KafkaGroupDescription>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_read_back_with_fields_in_any_order() {
+        let chunks = [
+            KafkaChunk::Batch {
+                base_offset: 4,
+                bytes: Bytes::from_static(b"\x00\x01"),
+            },
+            KafkaChunk::Record {
+                offset: 5,
+                key: Some("k".into()),
+                msg: Json::parse(r#"{"a": [1]}"#).unwrap(),
+            },
+        ];
+        for chunk in chunks {
+            let text = serde_json::to_string(&chunk).unwrap();
+            assert_eq!(serde_json::from_str::<KafkaChunk>(&text).unwrap(), chunk);
+        }
+        let late: KafkaChunk =
+            serde_json::from_str(r#"{"offset":1,"msg":"m","kind":"record"}"#).unwrap();
+        assert_eq!(
+            late,
+            KafkaChunk::Record {
+                offset: 1,
+                key: None,
+                msg: "m".into()
+            }
+        );
+        assert!(serde_json::from_str::<KafkaChunk>(r#"{"kind":"batch","base_offset":1}"#).is_err());
+        assert!(serde_json::from_str::<KafkaChunk>(r#"{"kind":"other"}"#).is_err());
+    }
 }

@@ -4,8 +4,10 @@
 
 mod codec;
 mod framer;
+mod json;
 pub(crate) mod kafka_msg;
 pub mod msg;
 
 pub use codec::{decode, decode_from, encode, Body, DecodeError, Invalid, Message};
 pub use framer::{Frame, LineFramer};
+pub use json::Json;

@@ -10,6 +10,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::wire::Json;
 use crate::Time;
 
 pub use super::kafka_msg::*;
@@ -173,7 +174,7 @@ pub struct Send {
     /// The log's name.
     pub key: String,
     /// The message.
-    pub msg: Value,
+    pub msg: Json,
     /// Idempotent producer: the id from `init_producer` (with `epoch` and `seq`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer: Option<u64>,
@@ -206,7 +207,7 @@ pub struct Poll {
 #[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct PollOk {
     /// Key → pairs.
-    pub msgs: BTreeMap<String, Vec<(u64, Value)>>,
+    pub msgs: BTreeMap<String, Vec<(u64, Json)>>,
 }
 
 /// `commit_offsets`: the client processed each key up to and including the offset.
@@ -254,7 +255,7 @@ pub struct Publish {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The message.
-    pub msg: Value,
+    pub msg: Json,
     /// Idempotent producer: the id from `init_producer` (with `epoch` and `seq`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub producer: Option<u64>,
@@ -323,7 +324,7 @@ pub struct Fetched {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// The message.
-    pub msg: Value,
+    pub msg: Json,
 }
 
 /// `fetch_ok`: messages in partition order, each partition in offset order.
@@ -391,7 +392,7 @@ pub struct Enqueue {
     /// The queue.
     pub queue: String,
     /// The message.
-    pub msg: Value,
+    pub msg: Json,
     /// The producer's id for it: a repeat within the dedup window is dropped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
@@ -456,7 +457,7 @@ pub struct Delivery {
     /// Names this delivery: quote it to ack, nack or extend.
     pub receipt: String,
     /// The message.
-    pub msg: Value,
+    pub msg: Json,
     /// Deliveries so far, this one included.
     pub deliveries: u32,
     /// Set on messages in a dead-letter queue.

@@ -254,10 +254,9 @@ fn consumer(db: &Path, addr: &str, stats: &Consumed, stop: &AtomicBool) -> Resul
             other => return Err(format!("dequeue answered {other:?}")),
         };
         for d in msgs {
-            let order = d.msg["order"].as_i64().ok_or("message without an order")?;
-            let amount = d.msg["amount"]
-                .as_i64()
-                .ok_or("message without an amount")?;
+            let msg = d.msg.to_value();
+            let order = msg["order"].as_i64().ok_or("message without an order")?;
+            let amount = msg["amount"].as_i64().ok_or("message without an amount")?;
             let tx = conn.transaction().map_err(|e| e.to_string())?;
             let first_time = tx
                 .execute(
