@@ -11,7 +11,12 @@
 # Herald's queue depth limit is raised to DEPTH so that both sides hold the whole
 # backlog. Prints ops/s, p50/p99 in µs and the herald/redis ratio of each cell.
 #
-# Settings: CONNECTIONS (50) PIPELINES ("1 16") SIZE (64) SECS (5) DEPTH (100000000).
+# Then, unless KAFKA=0, the Kafka listener's produce and consume rates at the same
+# payload size (benches/kafka.sh, which compares them with JSON-lines publish/fetch;
+# redis has no counterpart).
+#
+# Settings: CONNECTIONS (50) PIPELINES ("1 16") SIZE (64) SECS (5) DEPTH (100000000)
+# KAFKA (1).
 # Installs redis-server with apt-get when it is missing and we are root; fails
 # otherwise.
 set -euo pipefail
@@ -78,3 +83,7 @@ for pipeline in $PIPELINES; do
   cell never never "$pipeline" --appendonly yes --appendfsync no
   cell always always "$pipeline" --appendonly yes --appendfsync always
 done
+if [ "${KAFKA:-1}" != 0 ]; then
+  printf '\nKafka listener (benches/kafka.sh, %s-byte messages)\n' "$SIZE"
+  SIZE=$SIZE bash benches/kafka.sh
+fi
