@@ -16,12 +16,10 @@ fn harness_counts_every_echo_of_the_baseline() {
     assert!(err.contains("0 echo_ok replies"), "{err}");
 }
 
-#[test]
-fn exactly_once_bench_runs_every_mode_without_errors() {
-    // The bench panics on any error reply, so a run is a check that every mode's
-    // requests are accepted; its figures are not looked at.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_exactly-once-bench"))
-        .args(["--messages", "500"])
+/// Runs a bench binary with `args`; fails the test unless it exits 0. Its stdout.
+fn run_bench(program: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(program)
+        .args(args)
         .output()
         .unwrap();
     assert!(
@@ -29,7 +27,17 @@ fn exactly_once_bench_runs_every_mode_without_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn exactly_once_bench_runs_every_mode_without_errors() {
+    // The bench panics on any error reply, so a run is a check that every mode's
+    // requests are accepted; its figures are not looked at.
+    let stdout = run_bench(
+        env!("CARGO_BIN_EXE_exactly-once-bench"),
+        &["--messages", "500"],
+    );
     assert!(
         stdout.contains("idempotent") && stdout.contains("prepare+commit"),
         "{stdout}"
@@ -40,16 +48,7 @@ fn exactly_once_bench_runs_every_mode_without_errors() {
 fn request_bench_runs_every_request_without_errors() {
     // The bench panics on any error reply or a message left undrained; its figures
     // are not looked at.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_request-bench"))
-        .args(["--messages", "2000"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = run_bench(env!("CARGO_BIN_EXE_request-bench"), &["--messages", "2000"]);
     assert!(
         stdout.contains("herald dequeue, ack") && stdout.contains("naive dequeue"),
         "{stdout}"

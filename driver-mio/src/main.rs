@@ -12,7 +12,6 @@ use herald_mio::client::{Client, Reply};
 use herald_mio::kafka::KafkaConfig;
 use herald_mio::server::{serve, ClusterConfig, ServerConfig};
 use herald_mio::wal::FsyncPolicy;
-use serde_json::Value;
 
 /// Herald: a message broker (Kafka-style logs and topics, SQS-style work queues).
 #[derive(Parser)]
@@ -346,11 +345,6 @@ impl ServeArgs {
     }
 }
 
-/// A message argument: JSON if it parses as JSON, else the text as a string.
-fn message(text: &str) -> Json {
-    Json::parse(text).unwrap_or_else(|_| Value::String(text.to_owned()).into())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let conn = cli.conn;
@@ -508,7 +502,7 @@ fn request(command: Command) -> Result<Payload, Failure> {
         }
         Command::Send { key, msg } => Payload::Send(Send {
             key,
-            msg: message(&msg),
+            msg: Json::parse_or_string(&msg),
             ..Default::default()
         }),
         Command::Poll { key, from, max } => Payload::Poll(Poll {
@@ -540,7 +534,7 @@ fn request(command: Command) -> Result<Payload, Failure> {
             ttl_ms,
         } => Payload::Enqueue(Enqueue {
             queue,
-            msg: message(&msg),
+            msg: Json::parse_or_string(&msg),
             id,
             delay_ms,
             ttl_ms,
@@ -585,7 +579,7 @@ fn request(command: Command) -> Result<Payload, Failure> {
         Command::Publish { topic, msg, key } => Payload::Publish(Publish {
             topic,
             key,
-            msg: message(&msg),
+            msg: Json::parse_or_string(&msg),
             ..Default::default()
         }),
         Command::Request { body } => {

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::Bytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::logs::{ReadRecord, StoredBatch};
 use crate::wire::Json;
@@ -46,7 +46,7 @@ fn key_text(key: &Bytes) -> String {
 
 fn value_json(value: &Bytes) -> Json {
     match std::str::from_utf8(value) {
-        Ok(text) => Json::parse(text).unwrap_or_else(|_| Value::String(text.to_owned()).into()),
+        Ok(text) => Json::parse_or_string(text),
         Err(_) => json!({ "base64": STANDARD.encode(value) }).into(),
     }
 }
@@ -222,7 +222,7 @@ pub(super) mod tests {
             records: 3,
             max_timestamp_ms: 1_002,
         };
-        let read: Vec<(u64, Value)> = decode(40, &stored)
+        let read: Vec<(u64, serde_json::Value)> = decode(40, &stored)
             .into_iter()
             .map(|r| (r.offset, r.msg.to_value()))
             .collect();

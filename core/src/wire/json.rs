@@ -21,6 +21,12 @@ impl Json {
         RawValue::from_string(text.into()).map(Json)
     }
 
+    /// `text` itself if it is one JSON value, else `text` as a JSON string (how a
+    /// command-line message or a Kafka record's UTF-8 value becomes a message).
+    pub fn parse_or_string(text: &str) -> Json {
+        Json::parse(text).unwrap_or_else(|_| Value::String(text.to_owned()).into())
+    }
+
     /// The value's JSON text.
     pub fn text(&self) -> &str {
         self.0.get()
@@ -108,6 +114,8 @@ mod tests {
         assert_eq!(m, Json::from(json!({"a": [1, "x\n"]})));
         assert_ne!(m, Json::default());
         assert!(Json::parse("{").is_err() && Json::parse("1 2").is_err());
+        assert_eq!(Json::parse_or_string("[1]"), json!([1]));
+        assert_eq!(Json::parse_or_string("a b"), json!("a b"));
         // Inside a Value (a body buffered because `type` came late), too.
         let v: Value = serde_json::from_str(r#"{"m": {"b": true}}"#).unwrap();
         let back: std::collections::BTreeMap<String, Json> = serde_json::from_value(v).unwrap();
