@@ -1,15 +1,22 @@
-//! `echo-bench`: echo throughput of `herald-node` against the naive serde_json loop,
-//! both as child processes fed through pipes, in the same run.
+//! `echo-bench`: echo throughput of `herald-node` against the naive serde_json loop
+//! and against a Python reference node, all as child processes fed through pipes, in
+//! the same run.
 //!
 //! usage: echo-bench [--requests N] [--rounds R] [--node PATH] [--baseline PATH]
-//! Both programs default to siblings of this executable: build them with
+//!                   [--python PATH]
+//! herald-node and naive-echo default to siblings of this executable: build them with
 //! `cargo build --release -p herald-stdio -p herald-benches` (or run benches/echo.sh).
+//! The third program is `benches/python-echo.py`, a plain Python Maelstrom echo node
+//! (needs `python3`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use herald_benches::{echo_input, pipe_echo};
+
+const USAGE: &str =
+    "usage: echo-bench [--requests N] [--rounds R] [--node PATH] [--baseline PATH] [--python PATH]";
 
 fn main() -> ExitCode {
     match run() {
@@ -25,7 +32,9 @@ fn run() -> Result<(), String> {
     let here = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = here.parent().ok_or("no directory")?.to_path_buf();
     let (mut requests, mut rounds) = (200_000usize, 5usize);
-    let (mut node, mut baseline) = (dir.join("herald-node"), dir.join("naive-echo"));
+    let mut node = dir.join("herald-node");
+    let mut baseline = dir.join("naive-echo");
+    let mut python = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/python-echo.py"));
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -34,16 +43,16 @@ fn run() -> Result<(), String> {
             "--rounds" => rounds = value()?.parse().map_err(|e| format!("--rounds: {e}"))?,
             "--node" => node = PathBuf::from(value()?),
             "--baseline" => baseline = PathBuf::from(value()?),
+            "--python" => python = PathBuf::from(value()?),
             "--help" | "-h" => {
-                println!(
-                    "usage: echo-bench [--requests N] [--rounds R] [--node PATH] [--baseline PATH]"
-                );
+                println!("{USAGE}");
                 return Ok(());
             }
             other => return Err(format!("unknown flag {other:?} (try --help)")),
         }
     }
-    for program in [&node, &baseline] {
+    let programs = [node, baseline, python];
+    for program in &programs {
         if !program.exists() {
             return Err(format!(
                 "{} not found: build with `cargo build --release -p herald-stdio -p herald-benches`",
@@ -56,35 +65,31 @@ fn run() -> Result<(), String> {
         "echo: {requests} requests ({} bytes) per run, {rounds} rounds, best run counts",
         input.len()
     );
-    let (mut best_node, mut best_base) = (Duration::MAX, Duration::MAX);
+    let mut best = [Duration::MAX; 3];
     for round in 1..=rounds {
-        // Alternate the order so neither side always runs on a warmer machine.
-        let pair = if round % 2 == 1 {
-            [&node, &baseline]
-        } else {
-            [&baseline, &node]
-        };
-        for program in pair {
-            let took = pipe_echo(program, &input, requests)?;
-            let best = if program == &node {
-                &mut best_node
-            } else {
-                &mut best_base
-            };
-            *best = (*best).min(took);
+        // Rotate the order so no program always runs on a warmer machine.
+        for turn in 0..programs.len() {
+            let i = (turn + round) % programs.len();
+            let took = pipe_echo(&programs[i], &input, requests)?;
+            best[i] = best[i].min(took);
             println!(
-                "  round {round}: {:<12} {:>10.0} msg/s",
-                name(program),
+                "  round {round}: {:<15} {:>10.0} msg/s",
+                name(&programs[i]),
                 rate(requests, took)
             );
         }
     }
-    let (node_rate, base_rate) = (rate(requests, best_node), rate(requests, best_base));
-    println!("herald-node  {node_rate:>10.0} msg/s");
-    println!("naive-echo   {base_rate:>10.0} msg/s");
+    let rates = best.map(|took| rate(requests, took));
+    for (program, rate) in programs.iter().zip(rates) {
+        println!("{:<15} {rate:>10.0} msg/s", name(program));
+    }
     println!(
-        "ratio        {:>10.2} (herald-node / naive serde_json loop)",
-        node_rate / base_rate
+        "ratio           {:>10.2} (herald-node / naive serde_json loop)",
+        rates[0] / rates[1]
+    );
+    println!(
+        "ratio           {:>10.2} (herald-node / Python reference node)",
+        rates[0] / rates[2]
     );
     Ok(())
 }
