@@ -1,5 +1,5 @@
-//! The bench harness itself works: the baselines (naive-echo, python-echo.py) answer every echo and the harness
-//! counts them (no timing is asserted).
+//! The bench harness itself works: the baselines (naive-echo, python-echo.py) answer
+//! every echo and the harness counts them (no timing is asserted).
 
 use std::path::Path;
 
