@@ -262,27 +262,34 @@ impl Cluster {
         self.crash_mid_step.insert(i);
     }
 
-    /// Node `i` (if up) replaces what it persisted with a snapshot, as the TCP server's
-    /// compaction does: a restart then rebuilds it from the snapshot and the records
-    /// persisted after it.
+    /// Node `i` (if up) replaces what it persisted with a snapshot, built as the TCP
+    /// server's compaction builds it: its previous snapshot, if any, and the records
+    /// persisted since, replayed. A restart then rebuilds it from the snapshot and the
+    /// records persisted after it.
     pub fn compact(&mut self, i: usize) {
         if self.alive[i] {
-            self.snapshots[i] = Some(self.nodes[i].snapshot());
+            self.snapshots[i] = Some(self.rebuilt(i).snapshot());
             self.records[i].clear();
             self.note(format!("{} compact n{i}", self.now));
         }
     }
 
-    /// Node `i` starts again from its snapshot, if any, and the records it persisted.
-    pub fn restart(&mut self, i: usize) {
+    /// Node `i` as recovery rebuilds it: from its snapshot, if any, and the records it
+    /// persisted after it.
+    fn rebuilt(&self, i: usize) -> Node {
         let config = self.configs[i].clone();
         let records = self.records[i].clone();
-        self.nodes[i] = match &self.snapshots[i] {
+        match &self.snapshots[i] {
             Some(snapshot) => {
                 Node::restore(config, snapshot, records).unwrap_or_else(|e| panic!("n{i}: {e}"))
             }
             None => Node::recover(config, records),
-        };
+        }
+    }
+
+    /// Node `i` starts again from its snapshot, if any, and the records it persisted.
+    pub fn restart(&mut self, i: usize) {
+        self.nodes[i] = self.rebuilt(i);
         self.alive[i] = true;
         self.note(format!(
             "{} restart n{i} from {} records",

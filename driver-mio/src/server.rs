@@ -457,17 +457,24 @@ impl Server {
         }
     }
 
-    /// Starts replacing the log so far with a snapshot of the node. The loop waits
-    /// while the state is serialized; a background thread writes and syncs it.
+    /// Starts replacing the log so far with a snapshot. The loop only starts a new
+    /// segment: a background thread rebuilds the node's state from the last snapshot
+    /// and the log (as recovery does), then writes it.
     fn compact(&mut self) -> io::Result<()> {
         let started = Instant::now();
-        let snapshot = self.node.snapshot();
-        let bytes = snapshot.len();
-        self.wal.start_compaction(snapshot)?;
+        let config = self.config.node.clone();
+        self.wal
+            .start_compaction(Box::new(move |snapshot, records| {
+                let node = match snapshot {
+                    Some(bytes) => Node::restore(config, &bytes, records)?,
+                    None => Node::recover(config, records),
+                };
+                Ok(node.snapshot())
+            }))?;
         log(Level::Info, self.log_level, || {
             format!(
-                "event=compacting snapshot_bytes={bytes} loop_paused_ms={}",
-                started.elapsed().as_millis()
+                "event=compacting loop_paused_us={}",
+                started.elapsed().as_micros()
             )
         });
         Ok(())

@@ -5,11 +5,18 @@
 //! written together and, under `--fsync always`, made durable with one `fdatasync`
 //! before any reply of that round is sent (group commit).
 //!
-//! Disk use stays bounded by compaction: the server writes a snapshot of the node's
-//! state (`snapshot-<index:010>.bin`, one frame, written to a temporary file, synced
-//! and renamed into place) that stands for every segment before `index`, then deletes
-//! those segments and older snapshots. Recovery loads the newest snapshot and replays
-//! only the segments from its index on.
+//! Disk use stays bounded by compaction: a snapshot of the node's state
+//! (`snapshot-<index:010>.bin`, one frame, written to a temporary file, synced and
+//! renamed into place) stands for every segment before `index`; once it is in place,
+//! those segments and older snapshots are deleted. Recovery loads the newest snapshot
+//! and replays only the segments from its index on.
+//!
+//! The snapshot is not taken from the running node: the loop only starts a new
+//! segment, and a background thread rebuilds the state as of that segment from the
+//! previous snapshot and the whole segments after it (recovery's own replay, see
+//! [`Rebuild`]), then writes it. So the loop never stops to serialize its state,
+//! whatever its size; the price is a second copy of the state in memory, and a core
+//! replaying the log, while a compaction runs.
 //!
 //! Recovery reads every segment in order. A torn tail (a frame cut short, or a bad
 //! checksum on the very last frame of the last segment: a write the crash cut off) is
@@ -118,9 +125,18 @@ pub struct Wal {
     /// Log bytes written since the last snapshot (or since the start of the log).
     bytes_since_snapshot: u64,
     last_snapshot_bytes: u64,
-    /// A snapshot being written by a background thread, and its size.
-    compacting: Option<(JoinHandle<io::Result<()>>, u64)>,
+    /// The background thread building and writing a snapshot; it returns its size.
+    compacting: Option<JoinHandle<io::Result<u64>>>,
 }
+
+/// Builds a snapshot from the log, on the compaction thread: given the newest snapshot
+/// on disk (if any) and every record written after it, in order, it returns the
+/// snapshot of the state those make. An `Err` (records that cannot be replayed) fails
+/// the compaction; nothing is deleted.
+pub type Rebuild = Box<
+    dyn FnOnce(Option<Vec<u8>>, &mut dyn Iterator<Item = WalRecord>) -> Result<Vec<u8>, String>
+        + Send,
+>;
 
 fn segment_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("wal-{index:010}.log"))
@@ -128,6 +144,67 @@ fn segment_path(dir: &Path, index: u64) -> PathBuf {
 
 fn snapshot_path(dir: &Path, index: u64) -> PathBuf {
     dir.join(format!("snapshot-{index:010}.bin"))
+}
+
+/// The compaction thread's work: the state as of segment `index` (the newest snapshot
+/// before it, replayed through the whole segments between them by `rebuild`), written
+/// as snapshot `index`. Returns the snapshot's size.
+fn rebuild_snapshot(dir: &Path, index: u64, rebuild: Rebuild) -> io::Result<u64> {
+    let (first, snapshot) = match numbered(dir, "snapshot-", ".bin")?.pop() {
+        Some((first, path)) => {
+            let bytes = read_snapshot(&path).map_err(|e| io::Error::other(e.to_string()))?;
+            (first, Some(bytes))
+        }
+        None => (0, None),
+    };
+    let paths: Vec<PathBuf> = segments(dir)?
+        .into_iter()
+        .filter(|(i, _)| (first..index).contains(i))
+        .map(|(_, path)| path)
+        .collect();
+    // One segment's records in memory at a time; the first unreadable one ends it.
+    let mut failed = None;
+    let mut records = paths
+        .iter()
+        .map_while(|path| {
+            let read = fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| {
+                let mut records = Vec::new();
+                read_frames(path, &bytes, false, &mut records)
+                    .map(|_| records)
+                    .map_err(|c| c.to_string())
+            });
+            read.map_err(|e| failed = Some(e)).ok()
+        })
+        .flatten();
+    let state = rebuild(snapshot, &mut records);
+    drop(records);
+    if let Some(e) = failed {
+        return Err(io::Error::other(format!(
+            "compaction cannot read the log: {e}"
+        )));
+    }
+    let state = state.map_err(|e| io::Error::other(format!("compaction failed: {e}")))?;
+    write_snapshot(dir, index, &state)?;
+    Ok(state.len() as u64)
+}
+
+/// Reads and checks a snapshot file; returns its payload.
+fn read_snapshot(path: &Path) -> Result<Vec<u8>, OpenError> {
+    let mut bytes = fs::read(path)?;
+    let corrupt = |reason: &str| {
+        OpenError::Corrupt(Corrupt {
+            segment: path.to_path_buf(),
+            offset: 0,
+            reason: reason.into(),
+        })
+    };
+    let (len, crc) = read_header(&bytes).ok_or_else(|| corrupt("too short"))?;
+    let payload = &bytes[HEADER_BYTES..];
+    if payload.len() != len || crc32fast::hash(payload) != crc {
+        return Err(corrupt("snapshot checksum or length mismatch"));
+    }
+    bytes.drain(..HEADER_BYTES);
+    Ok(bytes)
 }
 
 /// Writes snapshot `index` (tmp file, sync, rename, sync the directory), then deletes
@@ -230,21 +307,9 @@ impl Wal {
         let mut report = Recovered::default();
         let (first, snapshot) = match numbered(dir, "snapshot-", ".bin")?.pop() {
             Some((index, path)) => {
-                let bytes = fs::read(&path)?;
-                let corrupt = |reason: &str| {
-                    OpenError::Corrupt(Corrupt {
-                        segment: path.clone(),
-                        offset: 0,
-                        reason: reason.into(),
-                    })
-                };
-                let (len, crc) = read_header(&bytes).ok_or_else(|| corrupt("too short"))?;
-                let payload = &bytes[HEADER_BYTES..];
-                if payload.len() != len || crc32fast::hash(payload) != crc {
-                    return Err(corrupt("snapshot checksum or length mismatch"));
-                }
-                report.snapshot_bytes = len as u64;
-                (index, Some(payload.to_vec()))
+                let bytes = read_snapshot(&path)?;
+                report.snapshot_bytes = bytes.len() as u64;
+                (index, Some(bytes))
             }
             None => (0, None),
         };
@@ -308,29 +373,22 @@ impl Wal {
             && self.bytes_since_snapshot > min_bytes.max(2 * self.last_snapshot_bytes)
     }
 
-    /// Makes `snapshot` (the node's state after every record appended so far) durable,
-    /// then deletes the segments and snapshots it replaces; returns when done.
-    pub fn compact(&mut self, snapshot: Vec<u8>) -> io::Result<()> {
-        self.start_compaction(snapshot)?;
-        self.finish_compaction(true).map(|_| ())
-    }
-
-    /// Like [`Wal::compact`], but the snapshot is written, synced and put in place by
-    /// a background thread while the log goes on in a new segment; the old segments
-    /// stay until it is done. A crash at any point recovers from the old snapshot and
-    /// segments or from the new snapshot. [`Wal::finish_compaction`] collects it.
-    pub fn start_compaction(&mut self, snapshot: Vec<u8>) -> io::Result<()> {
+    /// Starts a compaction: the records appended so far are written and the log goes on
+    /// in a new segment; a background thread builds the snapshot that stands for the
+    /// segments before it with `rebuild`, writes and syncs it, puts it in place and
+    /// deletes what it replaces. A crash at any point recovers from the old snapshot
+    /// and segments or from the new snapshot. [`Wal::finish_compaction`] collects it.
+    pub fn start_compaction(&mut self, rebuild: Rebuild) -> io::Result<()> {
         assert!(self.compacting.is_none(), "one compaction at a time");
         self.commit()?;
-        self.sync()?;
         if self.segment_bytes > 0 {
             self.rotate()?;
         }
-        let (dir, index, len) = (self.dir.clone(), self.index, snapshot.len() as u64);
+        let (dir, index) = (self.dir.clone(), self.index);
         let handle = std::thread::Builder::new()
             .name("herald-snapshot".into())
-            .spawn(move || write_snapshot(&dir, index, &snapshot))?;
-        self.compacting = Some((handle, len));
+            .spawn(move || rebuild_snapshot(&dir, index, rebuild))?;
+        self.compacting = Some(handle);
         self.bytes_since_snapshot = 0;
         Ok(())
     }
@@ -339,11 +397,11 @@ impl Wal {
     /// and the snapshot's size. `None`: none running, or still running.
     pub fn finish_compaction(&mut self, wait: bool) -> io::Result<Option<u64>> {
         match &self.compacting {
-            Some((handle, _)) if wait || handle.is_finished() => {}
+            Some(handle) if wait || handle.is_finished() => {}
             _ => return Ok(None),
         }
-        let (handle, len) = self.compacting.take().expect("matched above");
-        handle
+        let handle = self.compacting.take().expect("matched above");
+        let len = handle
             .join()
             .map_err(|_| io::Error::other("the snapshot thread panicked"))??;
         self.last_snapshot_bytes = len;
@@ -565,6 +623,27 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A rebuild whose state is the times of the records it was given, after those of
+    /// the snapshot it started from.
+    fn times_rebuild() -> Rebuild {
+        Box::new(|snapshot, records| {
+            let mut state = String::from_utf8(snapshot.unwrap_or_default()).unwrap();
+            for record in records {
+                state.push_str(&format!("{} ", record.at().as_micros()));
+            }
+            Ok(state.into_bytes())
+        })
+    }
+
+    fn compact(wal: &mut Wal, rebuild: Rebuild) -> io::Result<Option<u64>> {
+        wal.start_compaction(rebuild)?;
+        wal.finish_compaction(true)
+    }
+
+    fn times(from: u64, to: u64) -> String {
+        (from..to).map(|i| format!("{i} ")).collect()
+    }
+
     #[test]
     fn a_snapshot_replaces_older_segments_and_survives_crash_leftovers() {
         let dir = temp_dir("snapshot");
@@ -574,7 +653,8 @@ mod tests {
         }
         wal.commit().unwrap();
         assert!(wal.wants_compaction(10));
-        wal.compact(b"state after 20".to_vec()).unwrap();
+        let bytes = compact(&mut wal, times_rebuild()).unwrap();
+        assert_eq!(bytes, Some(times(0, 20).len() as u64));
         assert!(
             !wal.wants_compaction(10),
             "the log since the snapshot is empty"
@@ -592,15 +672,24 @@ mod tests {
             b"stale segment the snapshot replaced",
         )
         .unwrap();
-        let (_, recovery) = Wal::open(&dir, FsyncPolicy::Never, 100).unwrap();
-        assert_eq!(recovery.snapshot.as_deref(), Some(&b"state after 20"[..]));
-        let times: Vec<u64> = recovery
+        let (mut wal, recovery) = Wal::open(&dir, FsyncPolicy::Never, 100).unwrap();
+        assert_eq!(recovery.snapshot, Some(times(0, 20).into_bytes()));
+        let recovered: Vec<u64> = recovery
             .records
             .iter()
             .map(|r| r.at().as_micros())
             .collect();
-        assert_eq!(times, [20, 21, 22], "only the records after the snapshot");
+        assert_eq!(
+            recovered,
+            [20, 21, 22],
+            "only the records after the snapshot"
+        );
         assert!(!dir.join("snapshot-0000000099.tmp").exists());
+        // The next compaction starts from that snapshot and replays only what followed.
+        compact(&mut wal, times_rebuild()).unwrap();
+        let (_, recovery) = Wal::open(&dir, FsyncPolicy::Never, 100).unwrap();
+        assert_eq!(recovery.snapshot, Some(times(0, 23).into_bytes()));
+        assert!(recovery.records.is_empty());
         // A damaged snapshot is refused, not ignored.
         let (_, snap) = numbered(&dir, "snapshot-", ".bin").unwrap().pop().unwrap();
         let mut bytes = fs::read(&snap).unwrap();
@@ -610,6 +699,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("snapshot checksum"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_compaction_deletes_nothing_and_the_next_one_can_run() {
+        let dir = temp_dir("failed-compaction");
+        let (mut wal, _) = Wal::open(&dir, FsyncPolicy::Always, 100).unwrap();
+        for i in 0..10 {
+            wal.append(&record(i));
+            wal.commit().unwrap();
+        }
+        let before = segments(&dir).unwrap().len();
+        let err = compact(&mut wal, Box::new(|_, _| Err("no such state".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("compaction failed: no such state"), "{err}");
+        assert!(numbered(&dir, "snapshot-", ".bin").unwrap().is_empty());
+        assert!(
+            segments(&dir).unwrap().len() >= before,
+            "no segment deleted"
+        );
+        // A segment damaged in the middle of the log fails it too, with its place.
+        let (_, first) = segments(&dir).unwrap().remove(0);
+        let good = fs::read(&first).unwrap();
+        let mut bad = good.clone();
+        bad[HEADER_BYTES + 1] ^= 0xff;
+        fs::write(&first, &bad).unwrap();
+        let err = compact(&mut wal, times_rebuild()).unwrap_err().to_string();
+        assert!(
+            err.contains("cannot read the log") && err.contains("checksum"),
+            "{err}"
+        );
+        fs::write(&first, &good).unwrap();
+        compact(&mut wal, times_rebuild()).unwrap();
+        let (_, recovery) = Wal::open(&dir, FsyncPolicy::Never, 100).unwrap();
+        assert_eq!(recovery.snapshot, Some(times(0, 10).into_bytes()));
         fs::remove_dir_all(&dir).unwrap();
     }
 
