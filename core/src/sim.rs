@@ -195,11 +195,21 @@ impl Cluster {
         timeout_ms: u64,
         lossy: bool,
     ) -> Option<Payload> {
+        let msg_id = self.send_request(node, payload, lossy);
+        self.await_reply(node, msg_id, timeout_ms)
+    }
+
+    /// Sends `payload` from client `c<i>` to node `i` without waiting for the reply
+    /// (neither is lost); returns the request's `msg_id` for [`Cluster::await_reply`].
+    pub fn submit(&mut self, node: usize, payload: Payload) -> u64 {
+        self.send_request(node, payload, false)
+    }
+
+    fn send_request(&mut self, node: usize, payload: Payload, lossy: bool) -> u64 {
         let msg_id = self.next_client_msg_id;
         self.next_client_msg_id += 1;
-        let client = format!("c{node}");
         let msg = Message {
-            src: client.clone(),
+            src: format!("c{node}"),
             dest: self.names[node].clone(),
             body: Body {
                 payload,
@@ -211,6 +221,13 @@ impl Cluster {
         if self.alive[node] && !(lossy && self.lose_client_message()) {
             self.deliver(node, Event::Message(msg));
         }
+        msg_id
+    }
+
+    /// Runs the cluster until client `c<node>` has the reply to request `msg_id`, or
+    /// for `timeout_ms`; the reply, if it came.
+    pub fn await_reply(&mut self, node: usize, msg_id: u64, timeout_ms: u64) -> Option<Payload> {
+        let client = format!("c{node}");
         let give_up = self.now.plus_millis(timeout_ms);
         loop {
             let found = self

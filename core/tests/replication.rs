@@ -97,6 +97,43 @@ fn a_deposed_leader_answers_no_stale_read_and_acknowledges_no_write() {
 }
 
 #[test]
+fn a_leader_deposed_by_its_successors_appends_answers_every_write_it_had_proposed() {
+    // The old leader stays sure it leads (it disregards the vote requests it hears) and
+    // learns of its successor from an append that overwrites its uncommitted entries:
+    // their clients must still hear back (0: unknown), not wait forever.
+    let mut overwritten = 0;
+    for seed in 0..20 {
+        let mut c = cluster(seed, Config::default());
+        let old = elect(&mut c);
+        let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+        for &o in &others {
+            c.cut_one_way(old, o);
+        }
+        let pending: Vec<u64> = (0..3).map(|i| c.submit(old, send("k", i))).collect();
+        let new = loop {
+            c.run_for_ms(5);
+            if let Some(l) = leader_among(&c, &others) {
+                break l;
+            }
+            assert!(
+                c.now() < Time::from_millis(20_000),
+                "seed {seed}: no new leader"
+            );
+        };
+        assert!(matches!(c.request(new, send("k", 9)), Payload::SendOk(_)));
+        c.heal();
+        for msg_id in pending {
+            match c.await_reply(old, msg_id, 10_000) {
+                Some(Payload::Error(e)) if e.code == 0 => overwritten += 1,
+                Some(Payload::SendOk(_)) => {}
+                other => panic!("seed {seed}: write {msg_id} to the old leader got {other:?}"),
+            }
+        }
+    }
+    assert!(overwritten > 0, "no schedule overwrote a proposal");
+}
+
+#[test]
 fn a_node_that_stops_hearing_the_leader_cannot_depose_it() {
     for seed in 0..20 {
         let mut c = cluster(seed, Config::default());

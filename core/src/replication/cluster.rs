@@ -434,26 +434,28 @@ impl Node {
     }
 
     /// This node led `term` and no longer does: its proposals not applied yet may or
-    /// may not commit under the next leader, so their clients hear "unknown".
+    /// may not commit under the next leader, so their clients hear "unknown". They are
+    /// taken from `proposed`, not the log: the append that told this node of its
+    /// successor may already have overwritten them.
     fn leadership_lost(&mut self, term: u64, out: &mut Effects) {
         self.log(Level::Info, "raft_leadership_lost", out, || {
             format!("term={term}")
         });
         let c = self.cluster.as_mut().expect("clustered");
-        let pending: Vec<Message> = (c.applied + 1..=c.raft.last_index())
-            .filter_map(|i| c.raft.entry(i))
-            .filter(|e| e.term == term)
-            .filter_map(|e| e.msg.clone())
+        let mut pending: Vec<(u64, (String, u64))> = std::mem::take(&mut c.proposed)
+            .into_iter()
+            .map(|(key, index)| (index, key))
             .collect();
+        pending.sort_unstable();
         c.leading = None;
-        c.proposed.clear();
         c.tick_proposed = None;
-        for msg in pending {
+        let me = self.id().unwrap_or_default().to_owned();
+        for (_, (client, msg_id)) in pending {
             let err = ErrorBody::new(
                 ErrorCode::Timeout,
                 "leadership changed before the request committed; it may or may not take effect",
             );
-            self.answer(&msg.src, &msg.dest, msg.body.msg_id, Err(err), out);
+            self.answer(&client, &me, Some(msg_id), Err(err), out);
         }
     }
 }
