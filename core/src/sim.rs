@@ -76,6 +76,8 @@ pub struct NetStats {
     pub dropped: u64,
     /// Node-to-node messages sent twice.
     pub duplicated: u64,
+    /// Raft snapshots delivered (a follower too far behind for the leader's log).
+    pub snapshots: u64,
 }
 
 /// How many trace lines [`Cluster::trace_tail`] keeps.
@@ -398,6 +400,9 @@ impl Cluster {
                     self.stats.dropped += 1;
                 } else {
                     self.stats.delivered += 1;
+                    if matches!(msg.body.payload, Payload::RaftSnapshot(_)) {
+                        self.stats.snapshots += 1;
+                    }
                     self.deliver(to, Event::Message(msg));
                 }
                 return;

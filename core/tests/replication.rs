@@ -134,6 +134,42 @@ fn a_leader_deposed_by_its_successors_appends_answers_every_write_it_had_propose
 }
 
 #[test]
+fn a_follower_whose_acknowledgements_arrive_after_compaction_gets_a_snapshot() {
+    // Slow, lossy links and a short log: an append's success can arrive after the log
+    // was compacted past what the follower has, so filling the follower's window must
+    // stop at the snapshot it now needs (it once spun there forever).
+    let config = Config {
+        max_raft_log_entries: 8,
+        max_append_entries: 2,
+        ..Config::default()
+    };
+    let mut snapshots = 0;
+    for seed in 0..30 {
+        let net = NetConfig {
+            seed,
+            min_latency_ms: 1,
+            max_latency_ms: 150,
+            loss_percent: 10,
+            ..NetConfig::default()
+        };
+        let mut c = Cluster::new(3, net, |i| Config {
+            seed: seed * 10 + i as u64,
+            ..config.clone()
+        });
+        let leader = elect(&mut c);
+        let pending: Vec<u64> = (0..60).map(|i| c.submit(leader, send("k", i))).collect();
+        for msg_id in pending {
+            assert!(
+                c.await_reply(leader, msg_id, 20_000).is_some(),
+                "seed {seed}"
+            );
+        }
+        snapshots += c.stats.snapshots;
+    }
+    assert!(snapshots > 0, "no schedule needed a snapshot");
+}
+
+#[test]
 fn a_node_that_stops_hearing_the_leader_cannot_depose_it() {
     for seed in 0..20 {
         let mut c = cluster(seed, Config::default());

@@ -395,13 +395,23 @@ impl Raft {
                     self.become_follower(cx, self.term, None);
                     return;
                 }
+                let last_round = Time::from_micros(
+                    cx.now
+                        .as_micros()
+                        .saturating_sub(cx.config.heartbeat_interval_ms * 1_000),
+                );
                 self.heartbeat_at = cx.now.plus_millis(cx.config.heartbeat_interval_ms);
                 for peer in self.peers() {
                     let p = &mut self.progress[peer];
                     p.paused = false;
-                    p.in_flight = 0;
-                    if !p.probing && p.next > p.matched + 1 {
-                        p.next = p.matched + 1; // resend what was not acknowledged
+                    // No answer to anything sent since the last heartbeat: what is in
+                    // flight may be lost, so send it again. A follower that answers
+                    // keeps its window (resending that would only repeat work).
+                    if p.acked_at.is_none_or(|t| t < last_round) {
+                        p.in_flight = 0;
+                        if !p.probing && p.next > p.matched + 1 {
+                            p.next = p.matched + 1;
+                        }
                     }
                     self.send_append(cx, peer);
                 }
@@ -602,8 +612,12 @@ impl Raft {
             p.probing = false;
             p.paused = false;
             self.advance_commit();
-            let p = &self.progress[from];
-            if p.next <= last {
+            // Fill the window: what was proposed meanwhile goes out in full appends
+            // (until a snapshot is due: that pauses the follower).
+            while {
+                let p = &self.progress[from];
+                !p.paused && p.next <= last && p.in_flight < MAX_IN_FLIGHT
+            } {
                 self.send_append(cx, from);
             }
         } else {
