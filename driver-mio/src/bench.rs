@@ -82,6 +82,9 @@ pub struct PhaseResult {
     pub name: &'static str,
     /// Operations completed (messages produced, or consumed and acked).
     pub ops: u64,
+    /// Requests answered with error 0 (outcome unknown: a cluster's leader changed, or
+    /// a forward timed out); not counted in `ops`, and the load goes on.
+    pub unknown: u64,
     /// Wall time of the phase.
     pub elapsed: Duration,
     /// Request latencies, sorted, in microseconds.
@@ -127,6 +130,9 @@ enum Reply {
     Empty,
     /// The queue is full (error 11): backpressure ends the produce phase.
     Full,
+    /// Error 0: the request may or may not have taken effect (a cluster's leader
+    /// changed); counted apart, not retried.
+    Unknown,
 }
 
 impl Conn {
@@ -269,6 +275,9 @@ impl Conn {
                         .map_or(Reply::Empty, |m| Reply::Took(Some(m.receipt)))),
                     Payload::Error(e) if e.is(herald_core::ErrorCode::TemporarilyUnavailable) => {
                         Ok(Reply::Full)
+                    }
+                    Payload::Error(e) if e.is(herald_core::ErrorCode::Timeout) => {
+                        Ok(Reply::Unknown)
                     }
                     Payload::Error(e) => {
                         Err(io::Error::other(format!("error {}: {}", e.code, e.text)))
@@ -424,6 +433,7 @@ fn run_phase(
     drain: Option<u64>,
 ) -> io::Result<PhaseResult> {
     let ops = Arc::new(AtomicU64::new(0));
+    let unknown = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
     let started = Instant::now();
@@ -431,8 +441,13 @@ fn run_phase(
     let errors: Vec<io::Error> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..config.connections)
             .map(|i| {
-                let (ops, stop, latencies, payload) =
-                    (ops.clone(), stop.clone(), latencies.clone(), &payload);
+                let (ops, unknown, stop, latencies, payload) = (
+                    ops.clone(),
+                    unknown.clone(),
+                    stop.clone(),
+                    latencies.clone(),
+                    &payload,
+                );
                 s.spawn(move || -> io::Result<()> {
                     let mut conn = Conn::open(config, i)?;
                     let mut mine = Vec::new();
@@ -467,6 +482,9 @@ fn run_phase(
                                 ops.fetch_add(1, Ordering::Relaxed);
                             }
                             Reply::Empty => empty_replies += 1,
+                            Reply::Unknown => {
+                                unknown.fetch_add(1, Ordering::Relaxed);
+                            }
                             Reply::Full => {
                                 if !stop.swap(true, Ordering::Relaxed) {
                                     eprintln!("\n{name}: the queue is full (backpressure, error 11): phase ends");
@@ -513,6 +531,7 @@ fn run_phase(
     Ok(PhaseResult {
         name,
         ops: ops.load(Ordering::Relaxed),
+        unknown: unknown.load(Ordering::Relaxed),
         elapsed: started.elapsed(),
         latencies_us,
     })
@@ -521,7 +540,7 @@ fn run_phase(
 /// The final table.
 pub fn report(config: &BenchConfig, results: &[PhaseResult]) -> String {
     let mut out = format!(
-        "target={:?} connections={} pipeline={} size={}B\n{:<8} {:>10} {:>12} {:>9} {:>9} {:>9}\n",
+        "target={:?} connections={} pipeline={} size={}B\n{:<8} {:>10} {:>12} {:>9} {:>9} {:>9} {:>9}\n",
         config.target,
         config.connections,
         config.pipeline,
@@ -531,17 +550,19 @@ pub fn report(config: &BenchConfig, results: &[PhaseResult]) -> String {
         "ops/s",
         "p50 µs",
         "p99 µs",
-        "p999 µs"
+        "p999 µs",
+        "unknown"
     );
     for r in results {
         out += &format!(
-            "{:<8} {:>10} {:>12.0} {:>9} {:>9} {:>9}\n",
+            "{:<8} {:>10} {:>12.0} {:>9} {:>9} {:>9} {:>9}\n",
             r.name,
             r.ops,
             r.rate(),
             r.quantile_us(0.5),
             r.quantile_us(0.99),
-            r.quantile_us(0.999)
+            r.quantile_us(0.999),
+            r.unknown
         );
     }
     out
