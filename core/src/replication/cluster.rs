@@ -15,13 +15,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
-
 use super::raft::{Raft, RaftChange, Refused};
 use crate::broker::Broker;
 use crate::runtime::{cx, Ctx, Machine, Node, Purpose, Reply};
 use crate::wire::msg::{Access, Cancelled, ErrorBody, ErrorCode, Payload, RaftEntry, RaftSnapshot};
-use crate::wire::{Body, Message};
+use crate::wire::{Body, Json, Message};
 use crate::{Effect, Effects, Level, Time, WalRecord};
 
 /// A node's replication state.
@@ -274,7 +272,7 @@ impl Node {
             Payload::RaftAppendResult(m) => c.raft.on_append_result(cx, from, m),
             Payload::RaftSnapshot(m) => {
                 let index = m.index;
-                let machine = match Machine::deserialize(&m.machine) {
+                let machine = match m.machine.read::<Machine>() {
                     Ok(machine) => machine,
                     Err(e) => {
                         self.log(Level::Warn, "raft_bad_snapshot", out, || {
@@ -303,7 +301,7 @@ impl Node {
         c.active = true;
         c.raft.restore(&record);
         if let RaftChange::Snapshot { index, machine, .. } = record {
-            self.machine = serde_json::from_value(machine).expect("a persisted snapshot reads");
+            self.machine = machine.read().expect("a persisted snapshot reads");
             c.applied = index;
         }
     }
@@ -357,7 +355,7 @@ impl Node {
                 term: c.raft.term(),
                 index,
                 snapshot_term: c.raft.term_at(index).expect("applied entries are known"),
-                machine: serde_json::to_value(&self.machine).expect("the machine serializes"),
+                machine: Json::serialized(&self.machine),
                 sent_at: self.now,
             };
             c.raft.snapshot_sent(peer, index);

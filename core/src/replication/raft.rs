@@ -18,6 +18,7 @@ use crate::runtime::Ctx;
 use crate::wire::msg::{
     Payload, RaftAppend, RaftAppendResult, RaftEntry, RaftSnapshot, RaftVote, RaftVoteResult,
 };
+use crate::wire::Json;
 use crate::{Config, Message, Time};
 
 /// A change to the durable Raft state, to persist before any later message is sent.
@@ -46,7 +47,7 @@ pub(crate) enum RaftChange {
         /// Its term.
         term: u64,
         /// The state machine (the node knows what it is).
-        machine: serde_json::Value,
+        machine: Json,
     },
 }
 
@@ -922,7 +923,7 @@ mod tests {
             RaftChange::Snapshot {
                 index: 9,
                 term: 3,
-                machine: serde_json::json!({"x": 1}),
+                machine: serde_json::json!({"x": 1}).into(),
             },
         ];
         for change in changes {

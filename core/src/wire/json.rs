@@ -32,6 +32,20 @@ impl Json {
         self.0.get()
     }
 
+    /// `value` written as JSON (a state machine for a Raft snapshot), without a tree
+    /// in between.
+    ///
+    /// # Panics
+    /// If `value` has no JSON form (a map with keys that are not strings).
+    pub fn serialized(value: &impl Serialize) -> Json {
+        Json(serde_json::value::to_raw_value(value).expect("the value serializes as JSON"))
+    }
+
+    /// The value read as a `T`.
+    pub fn read<'a, T: Deserialize<'a>>(&'a self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.text())
+    }
+
     /// The value as a tree, to look inside it.
     pub fn to_value(&self) -> Value {
         serde_json::from_str(self.text()).expect("held text is valid JSON")

@@ -670,7 +670,7 @@ pub struct RaftSnapshot {
     /// Term of that entry.
     pub snapshot_term: u64,
     /// The replicated state machine.
-    pub machine: Value,
+    pub machine: Json,
     /// The leader's clock when it sent this.
     pub sent_at: Time,
 }
