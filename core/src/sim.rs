@@ -296,14 +296,9 @@ impl Cluster {
     /// Node `i` as recovery rebuilds it: from its snapshot, if any, and the records it
     /// persisted after it.
     fn rebuilt(&self, i: usize) -> Node {
-        let config = self.configs[i].clone();
-        let records = self.records[i].clone();
-        match &self.snapshots[i] {
-            Some(snapshot) => {
-                Node::restore(config, snapshot, records).unwrap_or_else(|e| panic!("n{i}: {e}"))
-            }
-            None => Node::recover(config, records),
-        }
+        let (config, records) = (self.configs[i].clone(), self.records[i].clone());
+        Node::rebuild(config, self.snapshots[i].as_deref(), records)
+            .unwrap_or_else(|e| panic!("n{i}: {e}"))
     }
 
     /// Node `i` starts again from its snapshot, if any, and the records it persisted.

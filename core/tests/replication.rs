@@ -28,6 +28,20 @@ fn leader_among(c: &Cluster, among: &[usize]) -> Option<usize> {
     })
 }
 
+/// Runs the cluster until one of `among` leads; panics after 20 simulated seconds.
+fn await_leader(c: &mut Cluster, among: &[usize], seed: u64) -> usize {
+    loop {
+        c.run_for_ms(5);
+        if let Some(l) = leader_among(c, among) {
+            return l;
+        }
+        assert!(
+            c.now() < Time::from_millis(20_000),
+            "seed {seed}: no new leader"
+        );
+    }
+}
+
 /// Uses the broker once (which starts Raft) and waits for a leader.
 fn elect(c: &mut Cluster) -> usize {
     for _ in 0..100 {
@@ -66,16 +80,7 @@ fn a_deposed_leader_answers_no_stale_read_and_acknowledges_no_write() {
         let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
         c.partition(&[old], &others);
         // The majority elects a new leader and commits a newer offset through it...
-        let new = loop {
-            c.run_for_ms(5);
-            if let Some(l) = leader_among(&c, &others) {
-                break l;
-            }
-            assert!(
-                c.now() < Time::from_millis(20_000),
-                "seed {seed}: no new leader"
-            );
-        };
+        let new = await_leader(&mut c, &others, seed);
         assert!(matches!(c.request(new, send("k", 2)), Payload::SendOk(_)));
         assert_eq!(c.request(new, commit("k", 1)), Payload::CommitOffsetsOk);
         // ...so the old leader, which may still think it leads, must not answer a read
@@ -110,16 +115,7 @@ fn a_leader_deposed_by_its_successors_appends_answers_every_write_it_had_propose
             c.cut_one_way(old, o);
         }
         let pending: Vec<u64> = (0..3).map(|i| c.submit(old, send("k", i))).collect();
-        let new = loop {
-            c.run_for_ms(5);
-            if let Some(l) = leader_among(&c, &others) {
-                break l;
-            }
-            assert!(
-                c.now() < Time::from_millis(20_000),
-                "seed {seed}: no new leader"
-            );
-        };
+        let new = await_leader(&mut c, &others, seed);
         assert!(matches!(c.request(new, send("k", 9)), Payload::SendOk(_)));
         c.heal();
         for msg_id in pending {

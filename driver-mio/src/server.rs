@@ -218,11 +218,8 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         records,
         report,
     } = recovery;
-    let node = match snapshot {
-        Some(bytes) => Node::restore(config.node.clone(), &bytes, records)
-            .map_err(|e| format!("{}: {e}", config.data_dir.display()))?,
-        None => Node::recover(config.node.clone(), records),
-    };
+    let node = Node::rebuild(config.node.clone(), snapshot.as_deref(), records)
+        .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let last = node.now();
     log(Level::Info, level, || {
         format!(
@@ -465,11 +462,7 @@ impl Server {
         let config = self.config.node.clone();
         self.wal
             .start_compaction(Box::new(move |snapshot, records| {
-                let node = match snapshot {
-                    Some(bytes) => Node::restore(config, &bytes, records)?,
-                    None => Node::recover(config, records),
-                };
-                Ok(node.snapshot())
+                Node::rebuild(config, snapshot.as_deref(), records).map(|node| node.snapshot())
             }))?;
         log(Level::Info, self.log_level, || {
             format!(

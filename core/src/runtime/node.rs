@@ -151,6 +151,20 @@ impl Node {
         Ok(node)
     }
 
+    /// Rebuilds a node as a restart does: from its newest snapshot, if it has one
+    /// ([`Node::restore`]), else from nothing ([`Node::recover`]), and the records
+    /// persisted after it.
+    pub fn rebuild(
+        config: Config,
+        snapshot: Option<&[u8]>,
+        records: impl IntoIterator<Item = WalRecord>,
+    ) -> Result<Node, String> {
+        match snapshot {
+            Some(bytes) => Node::restore(config, bytes, records),
+            None => Ok(Node::recover(config, records)),
+        }
+    }
+
     fn replay(&mut self, records: impl IntoIterator<Item = WalRecord>) {
         let mut scratch = Effects::new();
         self.replaying = true;
