@@ -340,11 +340,7 @@ impl Raft {
     /// within the last election timeout, so no other leader can have been elected since
     /// (followers disregard votes that soon after hearing from a leader).
     pub(crate) fn can_read(&self, cx: &Ctx<'_>) -> bool {
-        let since = Time::from_micros(
-            cx.now
-                .as_micros()
-                .saturating_sub(cx.config.election_timeout_ms * 1_000),
-        );
+        let since = cx.now.minus_millis(cx.config.election_timeout_ms);
         self.is_leader() && self.commit >= self.term_start && self.quorum_since(since, false)
     }
 
@@ -385,22 +381,14 @@ impl Raft {
             Role::Leader if cx.now >= self.heartbeat_at => {
                 let grace =
                     self.leader_since.as_micros() + 2 * cx.config.election_timeout_ms * 1_000;
-                let since = Time::from_micros(
-                    cx.now
-                        .as_micros()
-                        .saturating_sub(2 * cx.config.election_timeout_ms * 1_000),
-                );
+                let since = cx.now.minus_millis(2 * cx.config.election_timeout_ms);
                 if cx.now.as_micros() > grace && !self.quorum_since(since, true) {
                     // Check-quorum: a leader cut off from a majority steps down, so its
                     // clients hear "unknown" instead of waiting forever.
                     self.become_follower(cx, self.term, None);
                     return;
                 }
-                let last_round = Time::from_micros(
-                    cx.now
-                        .as_micros()
-                        .saturating_sub(cx.config.heartbeat_interval_ms * 1_000),
-                );
+                let last_round = cx.now.minus_millis(cx.config.heartbeat_interval_ms);
                 self.heartbeat_at = cx.now.plus_millis(cx.config.heartbeat_interval_ms);
                 for peer in self.peers() {
                     let p = &mut self.progress[peer];

@@ -56,6 +56,11 @@ impl Time {
         self.plus_micros(ms.saturating_mul(1000))
     }
 
+    /// This time minus `ms` milliseconds, or time zero if that is earlier.
+    pub const fn minus_millis(self, ms: u64) -> Time {
+        Time(self.0.saturating_sub(ms.saturating_mul(1000)))
+    }
+
     /// Microseconds from `earlier` to `self`, or 0 if `earlier` is later.
     pub const fn micros_since(self, earlier: Time) -> u64 {
         self.0.saturating_sub(earlier.0)
