@@ -16,6 +16,7 @@ mod logs;
 mod producers;
 mod queue;
 mod queues;
+mod seq_map;
 mod topics;
 mod txn;
 

@@ -1,12 +1,17 @@
 //! A work queue with at-least-once delivery (SQS-style).
 //!
-//! Every message has a sequence number. Ordered indexes make every operation
-//! O(log n) in the queue's depth, and nothing scans the queue:
-//! - `ready`: visible messages, in enqueue order (FIFO);
-//! - `wakeups`: (time, seq) for delayed messages and for in-flight messages whose
-//!   visibility timeout ends then;
-//! - `expiries`: (time, seq) for messages with a TTL;
+//! Every message has a sequence number, and nothing scans the queue:
+//! - `entries` ([`SeqMap`]): the messages by sequence number, packed in chunks, each
+//!   marked ready (visible) or not; the first ready one is the next delivery (FIFO);
+//! - `waiting`: the messages that are not ready, with when they will be (a delay, or
+//!   a visibility timeout) and, for a delivery in flight, its receipt's nonce;
+//! - `wakeups`: (time, seq) for every waiting message;
+//! - `expiries` and `expires_at`: (time, seq) and seq → time for messages with a TTL;
 //! - `dedup`: producer ids seen within the dedup window, aged out in time order.
+//!
+//! So a ready message with no TTL and no producer id costs one [`Entry`] (40 bytes)
+//! and its body: what a queue holds at depth is its ready backlog, and the maps above
+//! cost only for messages that use what they index.
 //!
 //! A delivery gets a receipt `<seq>.<nonce>`; a new delivery of the same message gets a
 //! new nonce, so only the latest receipt can ack, nack or extend it.
@@ -15,11 +20,14 @@
 // without that feature its `pub` items stay inside the crate.
 #![cfg_attr(not(feature = "sim"), allow(unreachable_pub))]
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::wire::Json;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use super::seq_map::SeqMap;
 use crate::wire::msg::{DeadLetter, Delivery, QueueStats};
+use crate::wire::Json;
 use crate::Time;
 
 /// A queue's settings, after defaults are applied.
@@ -41,31 +49,43 @@ pub struct QueueConfig {
     pub max_dedup_ids: usize,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-enum State {
-    Ready,
-    Delayed { until: Time },
-    InFlight { until: Time, nonce: u64 },
+/// One held message, kept small: a broker-made id is not stored but derived from the
+/// sequence number, and what few messages have (a producer id, dead-letter details)
+/// is boxed apart.
+#[derive(Clone, Debug)]
+struct Entry {
+    msg: Json,
+    enqueued_at: Time,
+    deliveries: u32,
+    extras: Option<Box<Extras>>,
 }
 
-/// One held message, kept small: a broker-made id is not stored but derived from the
-/// sequence number, and dead-letter details (rare) are boxed.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-struct Entry {
-    /// The producer's id, or `None` for a broker-made one (`m-<seq>`).
+#[derive(Clone, Debug)]
+struct Extras {
+    /// The producer's id (`None`: the broker's, `m-<seq>`).
     id: Option<String>,
-    msg: Json,
-    deliveries: u32,
-    enqueued_at: Time,
-    expires_at: Option<Time>,
-    state: State,
-    dead_letter: Option<Box<DeadLetter>>,
+    dead_letter: Option<DeadLetter>,
 }
 
 impl Entry {
     fn id(&self, seq: u64) -> String {
-        self.id.clone().unwrap_or_else(|| generated_id(seq))
+        match self.extras.as_ref().and_then(|x| x.id.clone()) {
+            Some(id) => id,
+            None => generated_id(seq),
+        }
     }
+
+    fn dead_letter(&self) -> Option<&DeadLetter> {
+        self.extras.as_ref()?.dead_letter.as_ref()
+    }
+}
+
+/// A message that is not ready: until when, and the nonce of its delivery in flight
+/// (`None`: delayed, or returned by a nack).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Wait {
+    until: Time,
+    nonce: Option<u64>,
 }
 
 fn generated_id(seq: u64) -> String {
@@ -92,20 +112,20 @@ pub(crate) struct Exhausted {
 }
 
 /// One work queue.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[derive(Debug)]
 pub struct Queue {
     name: String,
     config: QueueConfig,
-    entries: BTreeMap<u64, Entry>,
-    ready: BTreeSet<u64>,
+    entries: SeqMap<Entry>,
+    waiting: BTreeMap<u64, Wait>,
     wakeups: BTreeSet<(Time, u64)>,
+    expires_at: BTreeMap<u64, Time>,
     expiries: BTreeSet<(Time, u64)>,
     dedup: BTreeMap<String, Time>,
     dedup_by_age: BTreeSet<(Time, String)>,
     next_seq: u64,
     next_nonce: u64,
     in_flight: usize,
-    delayed: usize,
     counts: QueueStats,
 }
 
@@ -125,16 +145,16 @@ impl Queue {
         Queue {
             name,
             config,
-            entries: BTreeMap::new(),
-            ready: BTreeSet::new(),
+            entries: SeqMap::default(),
+            waiting: BTreeMap::new(),
             wakeups: BTreeSet::new(),
+            expires_at: BTreeMap::new(),
             expiries: BTreeSet::new(),
             dedup: BTreeMap::new(),
             dedup_by_age: BTreeSet::new(),
             next_seq: 0,
             next_nonce: 0,
             in_flight: 0,
-            delayed: 0,
             counts: QueueStats::default(),
         }
     }
@@ -157,7 +177,7 @@ impl Queue {
 
     /// True if a message is visible now.
     pub(crate) fn has_ready(&self) -> bool {
-        !self.ready.is_empty()
+        self.entries.ready_len() > 0
     }
 
     /// Adds a message, leaving the room in `set_aside` free. A producer `id` seen
@@ -234,33 +254,43 @@ impl Queue {
         msg: Json,
         delay_ms: u64,
         expires_at: Option<Time>,
-        dead_letter: Option<Box<DeadLetter>>,
+        dead_letter: Option<DeadLetter>,
     ) -> u64 {
         let seq = self.next_seq;
         self.next_seq += 1;
-        let state = if delay_ms > 0 {
-            let until = now.plus_millis(delay_ms);
-            self.wakeups.insert((until, seq));
-            self.delayed += 1;
-            State::Delayed { until }
-        } else {
-            self.ready.insert(seq);
-            State::Ready
+        let extras =
+            (id.is_some() || dead_letter.is_some()).then(|| Box::new(Extras { id, dead_letter }));
+        let entry = Entry {
+            msg,
+            enqueued_at: now,
+            deliveries: 0,
+            extras,
         };
+        self.entries.push(seq, entry, delay_ms == 0);
+        if delay_ms > 0 {
+            self.wait(seq, now.plus_millis(delay_ms), None);
+        }
         if let Some(at) = expires_at {
+            self.expires_at.insert(seq, at);
             self.expiries.insert((at, seq));
         }
-        let entry = Entry {
-            id,
-            msg,
-            deliveries: 0,
-            enqueued_at: now,
-            expires_at,
-            state,
-            dead_letter,
-        };
-        self.entries.insert(seq, entry);
         seq
+    }
+
+    /// Makes a held message wait until `until` (it is not ready, nor waiting already).
+    fn wait(&mut self, seq: u64, until: Time, nonce: Option<u64>) {
+        self.wakeups.insert((until, seq));
+        self.in_flight += usize::from(nonce.is_some());
+        let before = self.waiting.insert(seq, Wait { until, nonce });
+        assert!(before.is_none(), "a message waits once");
+    }
+
+    /// Ends a message's wait (it is about to become ready, or leave).
+    fn end_wait(&mut self, seq: u64) -> Option<Wait> {
+        let wait = self.waiting.remove(&seq)?;
+        self.wakeups.remove(&(wait.until, seq));
+        self.in_flight -= usize::from(wait.nonce.is_some());
+        Some(wait)
     }
 
     /// Accepts a message dead-lettered from another queue (the caller checked room).
@@ -272,7 +302,7 @@ impl Queue {
         } = exhausted;
         let expires =
             (self.config.retention_ms > 0).then(|| now.plus_millis(self.config.retention_ms));
-        self.insert(now, Some(id), msg, 0, expires, Some(Box::new(dead_letter)));
+        self.insert(now, Some(id), msg, 0, expires, Some(dead_letter));
         self.counts.enqueued += 1;
     }
 
@@ -281,42 +311,40 @@ impl Queue {
         let until = now.plus_millis(visibility_ms.unwrap_or(self.config.visibility_ms));
         let mut out = Vec::new();
         while out.len() < max {
-            let Some(seq) = self.ready.pop_first() else {
+            let Some(seq) = self.entries.pop_first_ready() else {
                 break;
             };
             let nonce = self.next_nonce;
             self.next_nonce += 1;
-            let entry = self.entries.get_mut(&seq).expect("ready messages exist");
+            self.wait(seq, until, Some(nonce));
+            let entry = self.entries.get_mut(seq).expect("ready messages exist");
             entry.deliveries += 1;
-            entry.state = State::InFlight { until, nonce };
-            self.wakeups.insert((until, seq));
-            self.in_flight += 1;
             out.push(Delivery {
                 id: entry.id(seq),
                 receipt: format!("{seq}.{nonce}"),
                 msg: entry.msg.clone(),
                 deliveries: entry.deliveries,
-                dead_letter: entry.dead_letter.as_deref().cloned(),
+                dead_letter: entry.dead_letter().cloned(),
             });
         }
         out
     }
 
-    /// Finds the in-flight message a receipt names, if it is the latest delivery.
-    /// The (seq, visible-again time, nonce) of the delivery a receipt names.
-    fn in_flight_entry(&self, receipt: &str) -> Result<(u64, Time, u64), QueueError> {
+    /// The seq of the delivery a receipt names, if it is the latest delivery and still
+    /// in flight.
+    fn in_flight_seq(&self, receipt: &str) -> Result<u64, QueueError> {
         let (seq, nonce) = receipt.split_once('.').ok_or(QueueError::InvalidReceipt)?;
         let seq: u64 = seq.parse().map_err(|_| QueueError::InvalidReceipt)?;
         let nonce: u64 = nonce.parse().map_err(|_| QueueError::InvalidReceipt)?;
-        match self.entries.get(&seq).map(|e| e.state) {
-            Some(State::InFlight { until, nonce: n }) if n == nonce => Ok((seq, until, nonce)),
+        match self.waiting.get(&seq) {
+            Some(wait) if wait.nonce == Some(nonce) => Ok(seq),
             _ => Err(QueueError::InvalidReceipt),
         }
     }
 
     /// Whether `receipt` names a delivery in flight now (what `ack` needs).
     pub(crate) fn check_receipt(&self, receipt: &str) -> Result<(), QueueError> {
-        self.in_flight_entry(receipt).map(|_| ())
+        self.in_flight_seq(receipt).map(|_| ())
     }
 
     /// Room for this many more producer ids in the dedup window.
@@ -326,9 +354,8 @@ impl Queue {
 
     /// The delivery is done: the message is removed for good.
     pub fn ack(&mut self, receipt: &str) -> Result<(), QueueError> {
-        let (seq, until, _) = self.in_flight_entry(receipt)?;
-        self.wakeups.remove(&(until, seq));
-        self.in_flight -= 1;
+        let seq = self.in_flight_seq(receipt)?;
+        self.end_wait(seq);
         self.remove(seq);
         self.counts.acked += 1;
         Ok(())
@@ -342,13 +369,9 @@ impl Queue {
         receipt: &str,
         delay_ms: u64,
     ) -> Result<(), QueueError> {
-        let (seq, until, _) = self.in_flight_entry(receipt)?;
-        self.wakeups.remove(&(until, seq));
-        self.in_flight -= 1;
-        let until = now.plus_millis(delay_ms);
-        self.entries.get_mut(&seq).expect("in flight").state = State::Delayed { until };
-        self.delayed += 1;
-        self.wakeups.insert((until, seq));
+        let seq = self.in_flight_seq(receipt)?;
+        self.end_wait(seq);
+        self.wait(seq, now.plus_millis(delay_ms), None);
         Ok(())
     }
 
@@ -359,21 +382,16 @@ impl Queue {
         receipt: &str,
         visibility_ms: u64,
     ) -> Result<(), QueueError> {
-        let (seq, until, nonce) = self.in_flight_entry(receipt)?;
-        let entry = self.entries.get_mut(&seq).expect("in flight");
-        let new_until = now.plus_millis(visibility_ms);
-        entry.state = State::InFlight {
-            until: new_until,
-            nonce,
-        };
-        self.wakeups.remove(&(until, seq));
-        self.wakeups.insert((new_until, seq));
+        let seq = self.in_flight_seq(receipt)?;
+        let nonce = self.end_wait(seq).and_then(|w| w.nonce);
+        self.wait(seq, now.plus_millis(visibility_ms), nonce);
         Ok(())
     }
 
+    /// Takes a message out of `entries` and its TTL index (not out of `waiting`).
     fn remove(&mut self, seq: u64) -> Option<Entry> {
-        let entry = self.entries.remove(&seq)?;
-        if let Some(at) = entry.expires_at {
+        let entry = self.entries.remove(seq)?;
+        if let Some(at) = self.expires_at.remove(&seq) {
             self.expiries.remove(&(at, seq));
         }
         Some(entry)
@@ -397,21 +415,8 @@ impl Queue {
             if at > now {
                 break;
             }
-            self.expiries.pop_first();
-            let entry = self.entries.remove(&seq).expect("expiring messages exist");
-            match entry.state {
-                State::Ready => {
-                    self.ready.remove(&seq);
-                }
-                State::Delayed { until } => {
-                    self.wakeups.remove(&(until, seq));
-                    self.delayed -= 1;
-                }
-                State::InFlight { until, .. } => {
-                    self.wakeups.remove(&(until, seq));
-                    self.in_flight -= 1;
-                }
-            }
+            self.end_wait(seq);
+            self.remove(seq).expect("expiring messages exist");
             self.counts.expired += 1;
         }
         self.forget_old_ids(now);
@@ -420,26 +425,21 @@ impl Queue {
             if at > now {
                 break;
             }
-            self.wakeups.pop_first();
-            let entry = self.entries.get_mut(&seq).expect("waking messages exist");
-            match entry.state {
-                State::Delayed { .. } => self.delayed -= 1,
-                State::InFlight { .. } => self.in_flight -= 1,
-                State::Ready => unreachable!("ready messages have no wakeup"),
-            }
+            self.end_wait(seq);
+            let deliveries = self
+                .entries
+                .get(seq)
+                .expect("waking messages exist")
+                .deliveries;
             let max = self.config.max_deliveries;
-            if max > 0 && entry.deliveries >= max && dead_letter_room > 0 {
+            if max > 0 && deliveries >= max && dead_letter_room > 0 {
                 dead_letter_room -= 1;
                 let entry = self.remove(seq).expect("present");
                 self.counts.dead_lettered += 1;
-                let reason = format!(
-                    "delivered {} times (max_deliveries {max})",
-                    entry.deliveries
-                );
                 let dead_letter = DeadLetter {
                     queue: self.name.clone(),
-                    reason,
-                    deliveries: entry.deliveries,
+                    reason: format!("delivered {deliveries} times (max_deliveries {max})"),
+                    deliveries,
                 };
                 exhausted.push(Exhausted {
                     id: entry.id(seq),
@@ -447,8 +447,7 @@ impl Queue {
                     dead_letter,
                 });
             } else {
-                entry.state = State::Ready;
-                self.ready.insert(seq);
+                self.entries.set_ready(seq, true);
             }
         }
         exhausted
@@ -458,7 +457,7 @@ impl Queue {
     pub(crate) fn take_ready(&mut self, max: usize) -> Vec<(String, Json)> {
         let mut out = Vec::new();
         while out.len() < max {
-            let Some(seq) = self.ready.pop_first() else {
+            let Some(seq) = self.entries.pop_first_ready() else {
                 break;
             };
             let entry = self.remove(seq).expect("ready messages exist");
@@ -493,16 +492,13 @@ impl Queue {
 
     /// The queue's counts at `now`.
     pub(crate) fn stats(&self, now: Time) -> QueueStats {
-        let oldest = self
-            .entries
-            .values()
-            .next()
-            .map_or(0, |e| now.micros_since(e.enqueued_at) / 1000);
+        let oldest =
+            (self.entries.first()).map_or(0, |(_, e)| now.micros_since(e.enqueued_at) / 1000);
         QueueStats {
             depth: self.entries.len(),
-            ready: self.ready.len(),
+            ready: self.entries.ready_len(),
             in_flight: self.in_flight,
-            delayed: self.delayed,
+            delayed: self.waiting.len() - self.in_flight,
             oldest_age_ms: oldest,
             ..self.counts.clone()
         }
@@ -510,52 +506,32 @@ impl Queue {
 
     /// Panics if the indexes disagree with the messages' states (O(n): tests only).
     pub(crate) fn check_invariants(&self) {
-        let (mut ready, mut delayed, mut in_flight) = (0, 0, 0);
-        for (&seq, entry) in &self.entries {
-            match entry.state {
-                State::Ready => {
-                    ready += 1;
-                    assert!(
-                        self.ready.contains(&seq),
-                        "ready message missing from index"
-                    );
-                }
-                State::Delayed { until } => {
-                    delayed += 1;
-                    assert!(
-                        self.wakeups.contains(&(until, seq)),
-                        "delayed message without wakeup"
-                    );
-                }
-                State::InFlight { until, .. } => {
-                    in_flight += 1;
-                    assert!(
-                        self.wakeups.contains(&(until, seq)),
-                        "in-flight message without wakeup"
-                    );
-                }
-            }
-            if let Some(at) = entry.expires_at {
-                assert!(
-                    self.expiries.contains(&(at, seq)),
-                    "expiring message without index"
-                );
-            }
+        self.entries.check_invariants();
+        for (seq, _) in self.entries.iter() {
+            assert_ne!(
+                self.entries.is_ready(seq),
+                self.waiting.contains_key(&seq),
+                "a message is either ready or waiting"
+            );
         }
-        assert_eq!(ready, self.ready.len(), "stale entries in the ready index");
-        assert_eq!(delayed + in_flight, self.wakeups.len(), "stale wakeups");
-        assert_eq!(
-            (delayed, in_flight),
-            (self.delayed, self.in_flight),
-            "state counters drifted"
-        );
-        assert_eq!(
-            self.expiries.len(),
-            self.entries
-                .values()
-                .filter(|e| e.expires_at.is_some())
-                .count()
-        );
+        for (&seq, wait) in &self.waiting {
+            assert!(self.entries.get(seq).is_some(), "a waiting message is gone");
+            assert!(
+                self.wakeups.contains(&(wait.until, seq)),
+                "wait without wakeup"
+            );
+        }
+        assert_eq!(self.wakeups.len(), self.waiting.len(), "stale wakeups");
+        let in_flight = self.waiting.values().filter(|w| w.nonce.is_some()).count();
+        assert_eq!(in_flight, self.in_flight, "in-flight count drifted");
+        for (&seq, &at) in &self.expires_at {
+            assert!(
+                self.entries.get(seq).is_some(),
+                "an expiring message is gone"
+            );
+            assert!(self.expiries.contains(&(at, seq)), "expiry without index");
+        }
+        assert_eq!(self.expiries.len(), self.expires_at.len(), "stale expiries");
         assert!(
             self.entries.len() <= self.config.max_depth,
             "queue over max_depth"
@@ -565,6 +541,152 @@ impl Queue {
             self.dedup_by_age.len(),
             "dedup indexes differ"
         );
+    }
+}
+
+/// How a message's state is written in a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum StoredState {
+    Ready,
+    Delayed { until: Time },
+    InFlight { until: Time, nonce: u64 },
+}
+
+/// A message as a snapshot holds it: each one with its whole state, the layout
+/// snapshots had when every message was a tree entry (so those load unchanged).
+#[derive(Serialize, Deserialize)]
+struct StoredEntry<'a> {
+    id: Option<Cow<'a, str>>,
+    msg: Cow<'a, Json>,
+    deliveries: u32,
+    enqueued_at: Time,
+    expires_at: Option<Time>,
+    state: StoredState,
+    dead_letter: Option<Cow<'a, DeadLetter>>,
+}
+
+/// A queue as a snapshot holds it. The indexes (ready set, wakeups, expiries and
+/// their counts) follow from the messages' states and are rebuilt on load; snapshots
+/// that still carry them load too (the extra fields are ignored).
+#[derive(Serialize, Deserialize)]
+struct Stored<'a> {
+    name: Cow<'a, str>,
+    config: Cow<'a, QueueConfig>,
+    entries: StoredEntries<'a>,
+    dedup: Cow<'a, BTreeMap<String, Time>>,
+    dedup_by_age: Cow<'a, BTreeSet<(Time, String)>>,
+    next_seq: u64,
+    next_nonce: u64,
+    counts: Cow<'a, QueueStats>,
+}
+
+/// The messages: written straight from a queue, read into a map.
+enum StoredEntries<'a> {
+    Of(&'a Queue),
+    Read(BTreeMap<u64, StoredEntry<'static>>),
+}
+
+impl Queue {
+    fn stored_entry<'a>(&'a self, seq: u64, entry: &'a Entry) -> StoredEntry<'a> {
+        let state = match self.waiting.get(&seq) {
+            None => StoredState::Ready,
+            Some(&Wait { until, nonce: None }) => StoredState::Delayed { until },
+            Some(&Wait {
+                until,
+                nonce: Some(nonce),
+            }) => StoredState::InFlight { until, nonce },
+        };
+        let extras = entry.extras.as_deref();
+        StoredEntry {
+            id: extras.and_then(|x| x.id.as_deref()).map(Cow::Borrowed),
+            msg: Cow::Borrowed(&entry.msg),
+            deliveries: entry.deliveries,
+            enqueued_at: entry.enqueued_at,
+            expires_at: self.expires_at.get(&seq).copied(),
+            state,
+            dead_letter: entry.dead_letter().map(Cow::Borrowed),
+        }
+    }
+}
+
+impl Serialize for StoredEntries<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            StoredEntries::Of(queue) => s.collect_map(
+                (queue.entries.iter()).map(|(seq, entry)| (seq, queue.stored_entry(seq, entry))),
+            ),
+            StoredEntries::Read(entries) => entries.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredEntries<'_> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        BTreeMap::deserialize(d).map(StoredEntries::Read)
+    }
+}
+
+impl Serialize for Queue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Stored {
+            name: Cow::Borrowed(&self.name),
+            config: Cow::Borrowed(&self.config),
+            entries: StoredEntries::Of(self),
+            dedup: Cow::Borrowed(&self.dedup),
+            dedup_by_age: Cow::Borrowed(&self.dedup_by_age),
+            next_seq: self.next_seq,
+            next_nonce: self.next_nonce,
+            counts: Cow::Borrowed(&self.counts),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Queue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Queue, D::Error> {
+        let stored = Stored::deserialize(d)?;
+        let StoredEntries::Read(entries) = stored.entries else {
+            unreachable!("entries are read into a map")
+        };
+        let mut queue = Queue::new(stored.name.into_owned(), stored.config.into_owned());
+        queue.dedup = stored.dedup.into_owned();
+        queue.dedup_by_age = stored.dedup_by_age.into_owned();
+        queue.counts = stored.counts.into_owned();
+        for (seq, e) in entries {
+            if seq >= stored.next_seq {
+                return Err(serde::de::Error::custom(format!(
+                    "queue {}: message {seq} is past next_seq {}",
+                    queue.name, stored.next_seq
+                )));
+            }
+            let extras = (e.id.is_some() || e.dead_letter.is_some()).then(|| {
+                Box::new(Extras {
+                    id: e.id.map(Cow::into_owned),
+                    dead_letter: e.dead_letter.map(Cow::into_owned),
+                })
+            });
+            let entry = Entry {
+                msg: e.msg.into_owned(),
+                enqueued_at: e.enqueued_at,
+                deliveries: e.deliveries,
+                extras,
+            };
+            queue
+                .entries
+                .push(seq, entry, e.state == StoredState::Ready);
+            match e.state {
+                StoredState::Ready => {}
+                StoredState::Delayed { until } => queue.wait(seq, until, None),
+                StoredState::InFlight { until, nonce } => queue.wait(seq, until, Some(nonce)),
+            }
+            if let Some(at) = e.expires_at {
+                queue.expires_at.insert(seq, at);
+                queue.expiries.insert((at, seq));
+            }
+        }
+        queue.next_seq = stored.next_seq;
+        queue.next_nonce = stored.next_nonce;
+        Ok(queue)
     }
 }
 
@@ -894,8 +1016,72 @@ mod tests {
                 );
                 queue.check_invariants();
                 model.check_stats(&queue.stats(now));
+                // A snapshot of the queue is the same queue.
+                let text = serde_json::to_string(&queue).unwrap();
+                queue = serde_json::from_str(&text).unwrap();
+                queue.check_invariants();
+                assert_eq!(serde_json::to_string(&queue).unwrap(), text, "snapshot");
             }
         });
+    }
+
+    #[test]
+    fn a_snapshot_in_the_layout_of_tree_entries_loads() {
+        // Written by the queue that kept a tree entry per message and its indexes.
+        let text = r#"{"name":"q","config":{"visibility_ms":30,"max_deliveries":3,
+            "dead_letter":"dlq","retention_ms":0,"dedup_window_ms":100,"max_depth":6,
+            "max_dedup_ids":4},
+            "entries":{
+              "0":{"id":"p1","msg":{"a":1},"deliveries":0,"enqueued_at":5,
+                   "expires_at":null,"state":"Ready","dead_letter":null},
+              "2":{"id":null,"msg":2,"deliveries":1,"enqueued_at":6,"expires_at":900000,
+                   "state":{"InFlight":{"until":40000,"nonce":7}},"dead_letter":null},
+              "3":{"id":"x","msg":3,"deliveries":3,"enqueued_at":7,"expires_at":null,
+                   "state":{"Delayed":{"until":50000}},
+                   "dead_letter":{"queue":"src","reason":"r","deliveries":3}}},
+            "ready":[0],"wakeups":[[40000,2],[50000,3]],"expiries":[[900000,2]],
+            "dedup":{"p1":5},"dedup_by_age":[[5,"p1"]],"next_seq":4,"next_nonce":8,
+            "in_flight":1,"delayed":1,
+            "counts":{"depth":0,"ready":0,"in_flight":0,"delayed":0,"enqueued":4,
+                      "acked":1,"expired":0,"dead_lettered":0,"oldest_age_ms":0}}"#;
+        let mut q: Queue = serde_json::from_str(text).unwrap();
+        q.check_invariants();
+        let stats = q.stats(Time::from_millis(1));
+        assert_eq!(
+            (stats.depth, stats.ready, stats.in_flight, stats.delayed),
+            (3, 1, 1, 1)
+        );
+        assert_eq!((stats.enqueued, stats.acked), (4, 1));
+        assert_eq!(
+            q.enqueue(
+                Time::ZERO,
+                Some("p1".into()),
+                9.into(),
+                0,
+                None,
+                SetAside::default()
+            ),
+            Ok(("p1".into(), true)),
+            "the dedup window came along"
+        );
+        assert_eq!(q.ack("2.7"), Ok(()));
+        let first = q.dequeue(Time::ZERO, 5, None);
+        assert_eq!(first.len(), 1);
+        assert_eq!(
+            (first[0].id.as_str(), first[0].receipt.as_str()),
+            ("p1", "0.8")
+        );
+        assert_eq!(first[0].msg, serde_json::json!({"a": 1}));
+        assert_eq!(q.ack("0.8"), Ok(()));
+        q.run_due(Time::from_millis(50), 0);
+        let late = q.dequeue(Time::from_millis(50), 5, None);
+        assert_eq!(late.len(), 1, "the delayed message woke");
+        assert_eq!((late[0].id.as_str(), late[0].deliveries), ("x", 4));
+        assert_eq!(
+            late[0].dead_letter.as_ref().map(|d| d.queue.as_str()),
+            Some("src")
+        );
+        assert_eq!(q.stats(Time::ZERO).expired, 0);
     }
 
     #[test]
