@@ -212,7 +212,7 @@ fn read_snapshot(path: &Path) -> Result<Vec<u8>, OpenError> {
 fn write_snapshot(dir: &Path, index: u64, snapshot: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!("snapshot-{index:010}.tmp"));
     let mut bytes = Vec::with_capacity(snapshot.len() + HEADER_BYTES);
-    frame(snapshot, &mut bytes);
+    frame(&mut bytes, |out| out.extend_from_slice(snapshot));
     let mut file = File::create(&tmp)?;
     file.write_all(&bytes)?;
     file.sync_all()?;
@@ -241,12 +241,18 @@ fn read_header(bytes: &[u8]) -> Option<(usize, u32)> {
     ))
 }
 
-/// Frames `payload` as `[len][crc][payload]`.
-fn frame(payload: &[u8], out: &mut Vec<u8>) {
+/// Appends a frame, `[len][crc][payload]`, to `out`, with the payload that
+/// `write_payload` appends.
+fn frame(out: &mut Vec<u8>, write_payload: impl FnOnce(&mut Vec<u8>)) {
+    // The payload is written in place, after room for the header, filled in after.
+    let start = out.len();
+    out.extend_from_slice(&[0; HEADER_BYTES]);
+    write_payload(out);
+    let payload = &out[start + HEADER_BYTES..];
     let len = u32::try_from(payload.len()).expect("frames are far below 4 GiB");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(payload);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    out[start + 4..start + HEADER_BYTES].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Files named `<prefix><index><suffix>` in `dir`, by index.
@@ -410,9 +416,7 @@ impl Wal {
 
     /// Buffers a record; it is written by the next [`Wal::commit`].
     pub fn append(&mut self, record: &WalRecord) {
-        let mut payload = Vec::new();
-        record.encode(&mut payload);
-        frame(&payload, &mut self.pending);
+        frame(&mut self.pending, |out| record.encode(out));
     }
 
     /// True if records wait to be written.

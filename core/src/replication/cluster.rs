@@ -416,7 +416,7 @@ impl Node {
             }
             let reply = self.run_broker(at, &src, body.msg_id, body.payload);
             if let (true, Some(reply)) = (mine, reply) {
-                self.answer(&src, &dest, body.msg_id, reply, out);
+                self.answer(src, dest, body.msg_id, reply, out);
             }
         }
         self.after_apply(out);
@@ -453,7 +453,7 @@ impl Node {
                 ErrorCode::Timeout,
                 "leadership changed before the request committed; it may or may not take effect",
             );
-            self.answer(&client, &me, Some(msg_id), Err(err), out);
+            self.answer(client, me.clone(), Some(msg_id), Err(err), out);
         }
     }
 }

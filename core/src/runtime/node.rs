@@ -434,7 +434,7 @@ impl Node {
                 read,
             } => {
                 let err = forward_failed(read, "the leader did not answer in time");
-                self.answer(&client, "", msg_id, Err(err), out);
+                self.answer(client, String::new(), msg_id, Err(err), out);
             }
         }
     }
@@ -446,7 +446,7 @@ impl Node {
             None => {
                 // `None`: parked (a long poll); the broker completes it later.
                 if let Some(reply) = self.on_request(&src, body.msg_id, body.payload, out) {
-                    self.answer(&src, &dest, body.msg_id, reply, out);
+                    self.answer(src, dest, body.msg_id, reply, out);
                 }
             }
         }
@@ -462,15 +462,16 @@ impl Node {
             )
         });
         let reply = Err(ErrorBody::new(bad.code, bad.reason));
-        self.answer(&bad.src, &bad.dest, bad.msg_id, reply, out);
+        self.answer(bad.src, bad.dest, bad.msg_id, reply, out);
     }
 
-    /// Sends `reply` to a request's sender; a request without `msg_id` cannot be
-    /// answered, so an error for it is only logged.
+    /// Sends `reply` to a request's sender `to` (the request's names are reused for
+    /// the reply's, not copied); a request without `msg_id` cannot be answered, so an
+    /// error for it is only logged.
     pub(crate) fn answer(
         &mut self,
-        to: &str,
-        dest: &str,
+        to: String,
+        dest: String,
         msg_id: Option<u64>,
         reply: Reply,
         out: &mut Effects,
@@ -485,8 +486,11 @@ impl Node {
         };
         let payload = reply.unwrap_or_else(Payload::Error);
         // Before init the node has no id of its own: answer as whom it was addressed to.
-        let src = self.id().unwrap_or(dest).to_owned();
-        let msg = self.message(src, to.to_owned(), payload, Some(msg_id));
+        let src = match self.id() {
+            Some(id) if id != dest => id.to_owned(),
+            _ => dest,
+        };
+        let msg = self.message(src, to, payload, Some(msg_id));
         out.push(Effect::Send(msg));
     }
 
@@ -758,7 +762,7 @@ impl Node {
                     Payload::Error(e) => Err(e),
                     ok => Ok(ok),
                 };
-                self.answer(&client, "", msg_id, reply, out);
+                self.answer(client, String::new(), msg_id, reply, out);
             }
             (purpose, reply, _) => {
                 self.log(Level::Info, "rpc_failed", out, || {
