@@ -417,12 +417,22 @@ impl Cluster {
     fn deliver(&mut self, node: usize, event: Event) {
         self.note(format!("{} n{node} <- {event:?}", self.now));
         let mut out = std::mem::take(&mut self.effects);
+        let mut input = match &event {
+            Event::Message(msg) => Some(msg.clone()),
+            _ => None,
+        };
         self.nodes[node].step(self.now, event, &mut out);
         self.nodes[node].check_invariants();
         let crash = self.crash_mid_step.remove(&node);
         for effect in out.drain(..) {
             match effect {
                 Effect::Persist(record) => self.records[node].push(record),
+                Effect::PersistInput { at } => {
+                    let msg = input
+                        .take()
+                        .expect("only a message step persists its input");
+                    self.records[node].push(WalRecord::input(at, msg));
+                }
                 Effect::Log(_) => {}
                 Effect::Send(_) if crash => {}
                 Effect::Send(msg) => self.route(msg),

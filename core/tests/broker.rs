@@ -16,6 +16,8 @@ struct Harness {
     other: Vec<Message>,
     /// Everything the node asked to persist.
     records: Vec<WalRecord>,
+    /// The message of the step running, for its record.
+    input: Option<Message>,
 }
 
 impl Harness {
@@ -27,6 +29,7 @@ impl Harness {
             out: Effects::new(),
             other: Vec::new(),
             records: Vec::new(),
+            input: None,
         };
         let init = Init {
             node_id: "n0".into(),
@@ -53,6 +56,7 @@ impl Harness {
                 in_reply_to: None,
             },
         };
+        self.input = Some(msg.clone());
         self.node.step(self.now, Event::Message(msg), &mut self.out);
         self.node.check_invariants();
         let mut mine = None;
@@ -111,6 +115,11 @@ impl Harness {
                 Effect::Send(m) => Some(m),
                 Effect::Persist(record) => {
                     self.records.push(record);
+                    None
+                }
+                Effect::PersistInput { at } => {
+                    let msg = self.input.take().expect("a message step");
+                    self.records.push(WalRecord::input(at, msg));
                     None
                 }
                 Effect::Log(_) => None,
@@ -639,7 +648,7 @@ fn replaying_the_records_rebuilds_the_same_state_and_receipts_still_work() {
     });
     assert_eq!(reply, Some(Payload::AckOk));
     assert!(
-        matches!(out[0], Effect::Persist(_)),
+        matches!(out[0], Effect::PersistInput { .. }),
         "the persist comes before the reply"
     );
     // After the session timeout, the member is gone in both.

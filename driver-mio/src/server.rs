@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_core::wire::msg::{Access, ErrorBody, ErrorCode, Init, Payload, Route};
 use herald_core::wire::{self, Body, DecodeError, Frame, LineFramer};
-use herald_core::{Config, Effect, Effects, Event, Level, Message, Node, Time};
+use herald_core::{Config, Effect, Effects, Event, Level, Message, Node, Time, WalRecord};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -360,7 +360,7 @@ impl Server {
                 },
             };
             let now = self.clock.now();
-            self.step(now, Event::Message(msg));
+            self.step(now, Event::Message(msg), None);
         }
         self.node.start_replication();
         self.wal
@@ -420,7 +420,7 @@ impl Server {
             self.read_all();
             let now = self.clock.now();
             if self.node.next_deadline().is_some_and(|t| t <= now) {
-                self.step(now, Event::Tick);
+                self.step(now, Event::Tick, None);
             }
             self.run_kafka(now);
             // Durable first, then replies (group commit for the whole round).
@@ -678,7 +678,12 @@ impl Server {
                 }
             },
         };
-        self.step(now, event);
+        // A record of this step is the line itself, when it is UTF-8 (JSON is).
+        let line = match frame {
+            Frame::Line(line) if std::str::from_utf8(line).is_ok() => Some(Input { key, line }),
+            _ => None,
+        };
+        self.step(now, event, line);
     }
 
     /// An error line for input that had no `msg_id` to answer (no `in_reply_to`).
@@ -697,17 +702,31 @@ impl Server {
         wire::encode(&msg, &mut conn.out);
     }
 
-    fn step(&mut self, now: Time, event: Event) {
+    /// Runs one step; `line` is the line its message was decoded from, if it was.
+    fn step(&mut self, now: Time, event: Event, line: Option<Input<'_>>) {
+        let mut kept = None;
         if let Event::Message(m) = &event {
             let payload = &m.body.payload;
             self.written |= payload.route() == Route::Raft
                 || payload.access().is_some_and(|a| a != Access::Read);
+            if line.is_none() {
+                kept = Some(m.clone()); // in case the step persists its input
+            }
         }
         self.node.step(now, event, &mut self.effects);
         let mut effects = std::mem::take(&mut self.effects);
         for effect in effects.drain(..) {
             match effect {
                 Effect::Persist(record) => self.wal.append(&record),
+                Effect::PersistInput { at } => match (&line, kept.take()) {
+                    (Some(Input { key, line }), _) => {
+                        let conn = &self.conns[*key];
+                        let src = conn.peer.as_deref().unwrap_or(&conn.name);
+                        self.wal.append_line(at, src, &self.name, line);
+                    }
+                    (None, Some(msg)) => self.wal.append(&WalRecord::input(at, msg)),
+                    (None, None) => unreachable!("only a message step persists its input"),
+                },
                 Effect::Send(msg) => {
                     if self.peers.as_mut().is_some_and(|p| p.send(&msg)) {
                         continue;
@@ -803,7 +822,7 @@ impl Server {
                 },
             };
             let now = self.clock.now();
-            self.step(now, Event::Message(msg));
+            self.step(now, Event::Message(msg), None);
         }
     }
 
@@ -904,7 +923,7 @@ impl Server {
                 },
             };
             let now = self.clock.now();
-            self.step(now, Event::Message(cancel));
+            self.step(now, Event::Message(cancel), None);
         }
         log(Level::Debug, self.log_level, || {
             format!("event=closed conn={}", conn.id)
@@ -947,6 +966,12 @@ impl Server {
         });
         Ok(())
     }
+}
+
+/// The line a step's message was decoded from, on connection `key`.
+struct Input<'a> {
+    key: usize,
+    line: &'a [u8],
 }
 
 #[cfg(test)]

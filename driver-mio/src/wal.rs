@@ -1,7 +1,8 @@
 //! The write-ahead log: the core's `Persist` records, appended to segment files.
 //!
 //! A segment is `wal-<index:010>.log`; a frame is `[len: u32 LE][crc32: u32 LE][payload]`
-//! with the payload a JSON-encoded [`WalRecord`]. Records of one event-loop round are
+//! with the payload a JSON-encoded [`WalRecord`] (a request as the line it came as, see
+//! [`WalRecord::encode_line`]). Records of one event-loop round are
 //! written together and, under `--fsync always`, made durable with one `fdatasync`
 //! before any reply of that round is sent (group commit).
 //!
@@ -31,7 +32,7 @@ use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use herald_core::WalRecord;
+use herald_core::{Time, WalRecord};
 
 const HEADER_BYTES: usize = 8;
 /// Frames larger than this are treated as corruption (a record is one request).
@@ -417,6 +418,14 @@ impl Wal {
     /// Buffers a record; it is written by the next [`Wal::commit`].
     pub fn append(&mut self, record: &WalRecord) {
         frame(&mut self.pending, |out| record.encode(out));
+    }
+
+    /// Buffers the record of a step whose input was decoded from `line` (see
+    /// [`WalRecord::encode_line`]): the line is copied as it came.
+    pub fn append_line(&mut self, at: Time, src: &str, dest: &str, line: &[u8]) {
+        frame(&mut self.pending, |out| {
+            WalRecord::encode_line(at, src, dest, line, out)
+        });
     }
 
     /// True if records wait to be written.

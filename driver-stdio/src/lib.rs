@@ -129,7 +129,7 @@ impl Session {
             match effect {
                 Effect::Send(msg) => wire::encode(&msg, &mut self.encoded),
                 // Maelstrom nodes keep their state in memory only.
-                Effect::Persist(_) => {}
+                Effect::Persist(_) | Effect::PersistInput { .. } => {}
                 Effect::Log(record) => {
                     let _ = writeln!(
                         log,

@@ -790,6 +790,10 @@ pub fn run_ops(ops: &[Op]) {
                 Event::Tick
             }
         };
+        let mut input = match &event {
+            Event::Message(msg) => Some(msg.clone()),
+            _ => None,
+        };
         node.step(now, event, &mut out);
         node.check_invariants();
         for effect in out.drain(..) {
@@ -807,6 +811,20 @@ pub fn run_ops(ops: &[Op]) {
                 herald_core::Effect::Persist(record) => {
                     let mut bytes = Vec::new();
                     record.encode(&mut bytes);
+                    assert_eq!(herald_core::WalRecord::decode(&bytes).as_ref(), Ok(&record));
+                    records.push(record);
+                }
+                herald_core::Effect::PersistInput { at } => {
+                    // Written as the line the message came as, read back as the message.
+                    let msg = input
+                        .take()
+                        .expect("only a message step persists its input");
+                    let mut line = Vec::new();
+                    wire::encode(&msg, &mut line);
+                    line.pop();
+                    let mut bytes = Vec::new();
+                    herald_core::WalRecord::encode_line(at, &msg.src, &msg.dest, &line, &mut bytes);
+                    let record = herald_core::WalRecord::input(at, msg);
                     assert_eq!(herald_core::WalRecord::decode(&bytes).as_ref(), Ok(&record));
                     records.push(record);
                 }

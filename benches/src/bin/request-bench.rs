@@ -18,7 +18,7 @@ use std::time::Instant;
 use herald_benches::{allocations, live_bytes, Counting};
 use herald_core::wire::msg::DequeueOk;
 use herald_core::wire::{self, Frame, LineFramer};
-use herald_core::{Config, Effect, Effects, Event, Node, Payload, Time};
+use herald_core::{Config, Effect, Effects, Event, Node, Payload, Time, WalRecord};
 use serde_json::Value;
 
 #[global_allocator]
@@ -129,6 +129,9 @@ impl Server {
             for effect in effects.drain(..) {
                 match effect {
                     Effect::Persist(record) => record.encode(wal),
+                    Effect::PersistInput { at } => {
+                        WalRecord::encode_line(at, name, "n0", line, wal)
+                    }
                     Effect::Send(msg) => {
                         match &msg.body.payload {
                             Payload::DequeueOk(DequeueOk { msgs }) => {

@@ -3,10 +3,11 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use smallvec::SmallVec;
 
 use crate::replication::RaftChange;
-use crate::wire::{Invalid, Message};
+use crate::wire::{decode_from, Invalid, Message};
 use crate::Time;
 
 /// Something that happened, handed to [`crate::Node::step`].
@@ -30,6 +31,15 @@ pub enum Effect {
     /// Make this record durable before carrying out any later effect of the same step
     /// (a driver without storage ignores it).
     Persist(WalRecord),
+    /// Make this step's input message durable, as a record of time `at`, before
+    /// carrying out any later effect of the same step. The driver holds the input, so
+    /// the core does not copy it: a driver that decoded it from a line writes that
+    /// line as it came ([`WalRecord::encode_line`]); one that built it keeps a copy
+    /// ([`WalRecord::input`]). Only an [`Event::Message`] step asks for this.
+    PersistInput {
+        /// When the step ran.
+        at: Time,
+    },
 }
 
 /// A write-ahead record: a durable input. The core is deterministic, so replaying every record, in order,
@@ -62,14 +72,73 @@ impl WalRecord {
         self.msg.as_ref()
     }
 
+    /// The record of a step whose input was `msg` (what [`Effect::PersistInput`] asks
+    /// for, for a driver that kept the message).
+    pub fn input(at: Time, msg: Message) -> WalRecord {
+        WalRecord {
+            at,
+            msg: Some(msg),
+            raft: None,
+        }
+    }
+
     /// Appends the record's bytes (compact JSON, no newline) to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
         serde_json::to_writer(out, self).expect("records always serialize");
     }
 
-    /// Reads a record written by [`WalRecord::encode`].
+    /// Appends the bytes of the record [`Effect::PersistInput`] asks for, made from the
+    /// line the step's input was decoded from, `decode_from(line, src, dest)`, which
+    /// is copied as it came: `{"at":..,"src":..,"dest":..,"line":<line>}`. The line
+    /// must be UTF-8 (JSON text is); a driver keeps the message of any other line.
+    pub fn encode_line(at: Time, src: &str, dest: &str, line: &[u8], out: &mut Vec<u8>) {
+        debug_assert!(
+            std::str::from_utf8(line).is_ok(),
+            "lines in records are UTF-8"
+        );
+        let name = |out: &mut Vec<u8>, name: &str| {
+            serde_json::to_writer(&mut *out, name).expect("a string serializes");
+        };
+        out.extend_from_slice(b"{\"at\":");
+        out.extend_from_slice(at.as_micros().to_string().as_bytes());
+        out.extend_from_slice(b",\"src\":");
+        name(out, src);
+        out.extend_from_slice(b",\"dest\":");
+        name(out, dest);
+        out.extend_from_slice(b",\"line\":");
+        out.extend_from_slice(line);
+        out.push(b'}');
+    }
+
+    /// Reads a record written by [`WalRecord::encode`] or [`WalRecord::encode_line`].
     pub fn decode(bytes: &[u8]) -> Result<WalRecord, String> {
-        serde_json::from_slice(bytes).map_err(|e| e.to_string())
+        #[derive(Deserialize)]
+        struct Stored<'a> {
+            at: Time,
+            #[serde(default)]
+            msg: Option<Message>,
+            #[serde(default)]
+            raft: Option<RaftChange>,
+            #[serde(default)]
+            src: String,
+            #[serde(default)]
+            dest: String,
+            #[serde(default, borrow)]
+            line: Option<&'a RawValue>,
+        }
+        let stored: Stored<'_> = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let msg = match stored.line {
+            Some(line) => Some(
+                decode_from(line.get().as_bytes(), &stored.src, &stored.dest)
+                    .map_err(|e| format!("the record's line: {e}"))?,
+            ),
+            None => stored.msg,
+        };
+        Ok(WalRecord {
+            at: stored.at,
+            msg,
+            raft: stored.raft,
+        })
     }
 }
 
@@ -150,5 +219,42 @@ impl fmt::Display for LogLine {
             write!(f, " {}", self.detail)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::msg::Payload;
+
+    #[test]
+    fn a_line_record_reads_back_as_the_record_of_its_message() {
+        let line =
+            br#"{"body":{"type":"enqueue","queue":"q","msg":{"a": [1, "\u00e9"]},"msg_id":7}}"#;
+        let msg = decode_from(line, "c\"1", "n0").unwrap();
+        let mut bytes = Vec::new();
+        WalRecord::encode_line(Time::from_micros(42), "c\"1", "n0", line, &mut bytes);
+        let record = WalRecord::decode(&bytes).unwrap();
+        assert_eq!(record, WalRecord::input(Time::from_micros(42), msg.clone()));
+        // The line is kept as it came, whitespace and escapes included.
+        assert!(bytes.ends_with(&[&b",\"line\":"[..], line, b"}"].concat()));
+        // Records written from the message (before lines were kept) read the same.
+        let mut old = Vec::new();
+        WalRecord::input(Time::from_micros(42), msg).encode(&mut old);
+        assert_eq!(WalRecord::decode(&old), Ok(record));
+        // A line that does not decode is an error, not a record without its request.
+        let bad = br#"{"at":1,"src":"c","dest":"n0","line":{"body":{"type":"enqueue"}}}"#;
+        assert!(WalRecord::decode(bad)
+            .unwrap_err()
+            .contains("the record's line"));
+        let timers = br#"{"at":5}"#;
+        assert_eq!(WalRecord::decode(timers).map(|r| r.msg), Ok(None));
+        assert!(matches!(
+            WalRecord::decode(&bytes)
+                .unwrap()
+                .msg()
+                .map(|m| &m.body.payload),
+            Some(Payload::Enqueue(_))
+        ));
     }
 }

@@ -247,14 +247,12 @@ impl Node {
                 .broker
                 .next_deadline()
                 .is_some_and(|t| t <= self.now);
-        let durable = match event {
-            Event::Message(msg) if persists(msg, clustered) => Some(msg.clone()),
-            _ => None,
-        };
-        if durable.is_some() || timers_due {
+        if matches!(event, Event::Message(msg) if persists(msg, clustered)) {
+            out.push(Effect::PersistInput { at: self.now });
+        } else if timers_due {
             out.push(Effect::Persist(WalRecord {
                 at: self.now,
-                msg: durable,
+                msg: None,
                 raft: None,
             }));
         }
