@@ -88,6 +88,17 @@ impl<T> SeqMap<T> {
         self.ready_len
     }
 
+    /// Raises the lowest number the next push may have to `next`, as though every number
+    /// below it had been pushed: a queue restored from a snapshot resumes where it was,
+    /// also when the messages pushed last are gone.
+    ///
+    /// # Panics
+    /// If `next` is below a number already pushed.
+    pub(crate) fn skip_to(&mut self, next: u64) {
+        assert!(next >= self.next, "sequence numbers only grow");
+        self.next = next;
+    }
+
     /// Adds `value` under `seq`, which must be higher than every number pushed before.
     ///
     /// # Panics
