@@ -678,10 +678,9 @@ impl Server {
                 }
             },
         };
-        // A record of this step is the line itself, when it is UTF-8 (JSON is).
         let line = match frame {
-            Frame::Line(line) if std::str::from_utf8(line).is_ok() => Some(Input { key, line }),
-            _ => None,
+            Frame::Line(line) => Some(Input { key, line }),
+            Frame::TooLong { .. } => None,
         };
         self.step(now, event, line);
     }
@@ -703,14 +702,17 @@ impl Server {
     }
 
     /// Runs one step; `line` is the line its message was decoded from, if it was.
-    fn step(&mut self, now: Time, event: Event, line: Option<Input<'_>>) {
+    fn step(&mut self, now: Time, event: Event, mut line: Option<Input<'_>>) {
         let mut kept = None;
         if let Event::Message(m) = &event {
             let payload = &m.body.payload;
-            self.written |= payload.route() == Route::Raft
-                || payload.access().is_some_and(|a| a != Access::Read);
-            if line.is_none() {
-                kept = Some(m.clone()); // in case the step persists its input
+            let writes = payload.access().is_some_and(|a| a != Access::Read);
+            self.written |= payload.route() == Route::Raft || writes;
+            // A step that may persist its input records the line itself when it is
+            // UTF-8 (JSON text is), else a copy of the message.
+            line = line.filter(|input| writes && std::str::from_utf8(input.line).is_ok());
+            if writes && line.is_none() {
+                kept = Some(m.clone());
             }
         }
         self.node.step(now, event, &mut self.effects);

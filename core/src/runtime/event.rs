@@ -96,15 +96,15 @@ impl WalRecord {
             std::str::from_utf8(line).is_ok(),
             "lines in records are UTF-8"
         );
-        let name = |out: &mut Vec<u8>, name: &str| {
-            serde_json::to_writer(&mut *out, name).expect("a string serializes");
-        };
+        fn json(out: &mut Vec<u8>, value: &impl Serialize) {
+            serde_json::to_writer(&mut *out, value).expect("a time or a string serializes");
+        }
         out.extend_from_slice(b"{\"at\":");
-        out.extend_from_slice(at.as_micros().to_string().as_bytes());
+        json(out, &at);
         out.extend_from_slice(b",\"src\":");
-        name(out, src);
+        json(out, &src);
         out.extend_from_slice(b",\"dest\":");
-        name(out, dest);
+        json(out, &dest);
         out.extend_from_slice(b",\"line\":");
         out.extend_from_slice(line);
         out.push(b'}');
