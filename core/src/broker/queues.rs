@@ -366,11 +366,17 @@ impl Broker {
     }
 
     /// Re-registers a queue's next deadline in the wake index.
+    /// Most requests leave it where it was (an enqueue behind older messages), and
+    /// then this changes nothing and copies no name.
     pub(super) fn rewake(&mut self, name: &str) {
+        let at = self.queues.get(name).and_then(Queue::next_deadline);
+        if self.queue_wake_at.get(name).copied() == at {
+            return;
+        }
         if let Some(old) = self.queue_wake_at.remove(name) {
             self.queue_wake.remove(&(old, name.to_owned()));
         }
-        if let Some(at) = self.queues.get(name).and_then(Queue::next_deadline) {
+        if let Some(at) = at {
             self.queue_wake.insert((at, name.to_owned()));
             self.queue_wake_at.insert(name.to_owned(), at);
         }
