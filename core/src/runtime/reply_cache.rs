@@ -4,8 +4,8 @@
 //!
 //! It runs once per write, so it is built to cost little: the replies sit in one
 //! queue in the order they were remembered (the oldest is forgotten first, and a
-//! reply is never moved), and each client has an index from msg_id to a place in it.
-//! A client's name is shared, not copied, by its entries.
+//! reply is never moved), and each client has an index from msg_id to a place in it
+//! ([`ClientIndex`]). A client's name is shared, not copied, by its entries.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -16,12 +16,56 @@ use crate::wire::msg::{Access, Payload};
 /// is forgotten.
 #[derive(Debug)]
 pub(crate) struct ReplyCache {
-    /// Client → msg_id → the reply's sequence number (its place in `replies`).
-    clients: BTreeMap<Arc<str>, BTreeMap<u64, u64>>,
+    /// Client → its msg_ids' places in `replies`.
+    clients: BTreeMap<Arc<str>, ClientIndex>,
     /// (client, msg_id, reply), oldest first; the front has sequence number `first`.
     replies: VecDeque<(Arc<str>, u64, Payload)>,
     first: u64,
     capacity: usize,
+}
+
+/// One client's msg_id → sequence number (place in the cache's queue). Clients number
+/// their requests upwards, so nearly every msg_id is above the last one: those go in
+/// `rising`, in msg_id order and so in age order too, where a lookup is a binary
+/// search, a new one a push at the back and the oldest the one at the front. A msg_id
+/// below the last one (a client that restarted its numbering, or numbers at random)
+/// goes in `stray`, a tree, so no order of msg_ids costs more than a logarithm.
+#[derive(Debug, Default)]
+struct ClientIndex {
+    rising: VecDeque<(u64, u64)>,
+    stray: BTreeMap<u64, u64>,
+}
+
+impl ClientIndex {
+    fn get(&self, msg_id: u64) -> Option<u64> {
+        match self.rising.binary_search_by_key(&msg_id, |&(id, _)| id) {
+            Ok(i) => Some(self.rising[i].1),
+            Err(_) if self.stray.is_empty() => None,
+            Err(_) => self.stray.get(&msg_id).copied(),
+        }
+    }
+
+    /// Indexes a msg_id not indexed yet.
+    fn insert(&mut self, msg_id: u64, seq: u64) {
+        if self.rising.back().is_none_or(|&(last, _)| last < msg_id) {
+            self.rising.push_back((msg_id, seq));
+        } else {
+            self.stray.insert(msg_id, seq);
+        }
+    }
+
+    /// Forgets `msg_id`, which is this client's oldest entry: the front of `rising`
+    /// (whose ages rise with their msg_ids) unless it is a stray.
+    fn remove_oldest(&mut self, msg_id: u64) {
+        if self.stray.remove(&msg_id).is_none() {
+            let front = self.rising.pop_front();
+            assert_eq!(front.map(|f| f.0), Some(msg_id), "the oldest is in front");
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.rising.len() + self.stray.len()
+    }
 }
 
 impl ReplyCache {
@@ -42,7 +86,7 @@ impl ReplyCache {
 
     /// The first reply to a retried request, if it is remembered.
     pub(crate) fn get(&self, client: &str, msg_id: u64) -> Option<Payload> {
-        let seq = *self.clients.get(client)?.get(&msg_id)?;
+        let seq = self.clients.get(client)?.get(msg_id)?;
         Some(self.replies[self.place(seq)].2.clone())
     }
 
@@ -58,19 +102,20 @@ impl ReplyCache {
         }
         let seq = self.first + self.replies.len() as u64;
         let name = match self.clients.get_key_value(client) {
-            Some((name, _)) => Arc::clone(name),
-            None => {
-                let name: Arc<str> = Arc::from(client);
-                self.clients.insert(Arc::clone(&name), BTreeMap::new());
-                name
+            Some((name, index)) => {
+                if let Some(old) = index.get(msg_id) {
+                    let place = self.place(old);
+                    self.replies[place].2 = reply;
+                    return;
+                }
+                Arc::clone(name)
             }
+            None => Arc::from(client),
         };
-        let index = self.clients.get_mut(client).expect("inserted above");
-        if let Some(&old) = index.get(&msg_id) {
-            let place = self.place(old);
-            self.replies[place].2 = reply;
-            return;
-        }
+        let index = match self.clients.get_mut(client) {
+            Some(index) => index,
+            None => self.clients.entry(Arc::clone(&name)).or_default(),
+        };
         index.insert(msg_id, seq);
         self.replies.push_back((name, msg_id, reply));
         if self.replies.len() > self.capacity {
@@ -83,12 +128,9 @@ impl ReplyCache {
             return;
         };
         self.first += 1;
-        let index = self
-            .clients
-            .get_mut(&client)
-            .expect("a reply names a client");
-        index.remove(&msg_id).expect("a client indexes its replies");
-        if index.is_empty() {
+        let index = (self.clients.get_mut(&client)).expect("a reply names a client");
+        index.remove_oldest(msg_id);
+        if index.len() == 0 {
             self.clients.remove(&client);
         }
     }
@@ -99,17 +141,24 @@ impl ReplyCache {
             self.replies.len() <= self.capacity,
             "reply cache over capacity"
         );
-        let indexed: usize = self.clients.values().map(BTreeMap::len).sum();
+        let indexed: usize = self.clients.values().map(ClientIndex::len).sum();
         assert_eq!(
             indexed,
             self.replies.len(),
             "reply cache indexes differ in size"
         );
+        for index in self.clients.values() {
+            let rising = index.rising.iter().zip(index.rising.iter().skip(1));
+            assert!(
+                rising.clone().all(|(a, b)| a.0 < b.0 && a.1 < b.1),
+                "rising msg_ids out of order"
+            );
+        }
         for (place, (client, msg_id, _)) in self.replies.iter().enumerate() {
-            let seq = self.clients.get(client).and_then(|i| i.get(msg_id));
+            let seq = self.clients.get(client).and_then(|i| i.get(*msg_id));
             assert_eq!(
                 seq,
-                Some(&(self.first + place as u64)),
+                Some(self.first + place as u64),
                 "reply cache index points elsewhere"
             );
         }
