@@ -89,7 +89,12 @@ struct Wait {
 }
 
 fn generated_id(seq: u64) -> String {
-    format!("m-{seq}")
+    let mut buffer = itoa::Buffer::new();
+    let digits = buffer.format(seq);
+    let mut id = String::with_capacity(2 + digits.len());
+    id.push_str("m-");
+    id.push_str(digits);
+    id
 }
 
 /// Why a queue refused a request.

@@ -38,6 +38,10 @@ struct ClientIndex {
 
 impl ClientIndex {
     fn get(&self, msg_id: u64) -> Option<u64> {
+        let above_all = self.rising.back().is_none_or(|&(last, _)| last < msg_id);
+        if above_all && self.stray.is_empty() {
+            return None; // a new request: the usual case, answered without a search
+        }
         match self.rising.binary_search_by_key(&msg_id, |&(id, _)| id) {
             Ok(i) => Some(self.rising[i].1),
             Err(_) if self.stray.is_empty() => None,
