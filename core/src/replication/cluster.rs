@@ -14,6 +14,7 @@
 //! entry may still commit.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::raft::{Raft, RaftChange, Refused};
 use crate::broker::Broker;
@@ -401,7 +402,7 @@ impl Node {
         self.machine.time = at;
         self.run_broker_timers(at, out);
         if let Some(msg) = entry.msg {
-            let Message { src, dest, body } = msg;
+            let Message { src, dest, body } = Arc::unwrap_or_clone(msg);
             let c = self.cluster.as_mut().expect("clustered");
             if let (true, Some(id)) = (mine, body.msg_id) {
                 c.proposed.remove(&(src.clone(), id));

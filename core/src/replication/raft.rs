@@ -11,6 +11,7 @@
 //! and log after a crash.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -810,7 +811,7 @@ impl Raft {
         let entry = RaftEntry {
             term: self.term,
             at: cx.now,
-            msg,
+            msg: msg.map(Arc::new),
         };
         let index = self.log.last_index() + 1;
         self.log.entries.push_back(entry.clone());
@@ -904,7 +905,7 @@ mod tests {
             RaftChange::Append {
                 index: 7,
                 entries: vec![RaftEntry {
-                    msg: Some(msg),
+                    msg: Some(Arc::new(msg)),
                     ..entry(3)
                 }],
             },

@@ -641,9 +641,10 @@ pub struct RaftEntry {
     pub term: u64,
     /// The leader's clock when it proposed the entry: the state machine's time.
     pub at: Time,
-    /// The request, or `None` for a time-only entry.
+    /// The request, or `None` for a time-only entry. Shared: the log, the appends to
+    /// each follower and the record persisted hold one copy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub msg: Option<crate::wire::Message>,
+    pub msg: Option<std::sync::Arc<crate::wire::Message>>,
 }
 
 /// `raft_append_result`: the answer to `raft_append` or `raft_snapshot`.
