@@ -617,7 +617,9 @@ impl Server {
                 // partial line); the framer is lent out of the connection meanwhile.
                 let mut framer = std::mem::replace(&mut conn.framer, LineFramer::new(0));
                 let was_peer = conn.peer.is_some();
-                framer.feed(&buf[..n], |frame| self.handle_line(key, frame));
+                // The lines of one read arrived together: one clock read for all.
+                let now = self.clock.now();
+                framer.feed(&buf[..n], |frame| self.handle_line(key, now, frame));
                 let conn = &mut self.conns[key];
                 if conn.peer.is_some() && !was_peer {
                     framer.set_max_line_bytes(PEER_MAX_LINE_BYTES);
@@ -633,8 +635,7 @@ impl Server {
         }
     }
 
-    fn handle_line(&mut self, key: usize, frame: Frame<'_>) {
-        let now = self.clock.now();
+    fn handle_line(&mut self, key: usize, now: Time, frame: Frame<'_>) {
         let conn = &mut self.conns[key];
         conn.lines += 1;
         if let (Frame::Line(line), true, Some(peers)) = (&frame, conn.lines == 1, &self.peers) {
