@@ -651,7 +651,7 @@ impl Server {
         }
         // A peer's lines come from the peer; a client's from its connection.
         let name = conn.peer.as_deref().unwrap_or(&conn.name);
-        let event = match frame {
+        let line = match frame {
             Frame::TooLong { bytes } => {
                 let limit = self.config.node.max_line_bytes;
                 log(Level::Warn, self.log_level, || {
@@ -660,30 +660,26 @@ impl Server {
                 let text = format!("line of {bytes} bytes is over the limit of {limit}");
                 return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
             }
-            Frame::Line(line) => match wire::decode_from(line, name, &self.name) {
-                Ok(msg) => {
-                    if matches!(&msg.body.payload, Payload::Dequeue(d) if d.wait_ms.unwrap_or(0) > 0)
-                    {
-                        self.conns[key].long_polls = true;
-                    }
-                    Event::Message(msg)
-                }
-                Err(DecodeError::Invalid(bad)) if bad.msg_id.is_some() => Event::Invalid(bad),
-                Err(err) => {
-                    log(Level::Warn, self.log_level, || {
-                        format!("event=bad_line conn={name} error={:?}", err.to_string())
-                    });
-                    let text =
-                        format!("{err}; expected {{\"body\":{{\"type\":...,\"msg_id\":N,...}}}}");
-                    return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
-                }
-            },
+            Frame::Line(line) => line,
         };
-        let line = match frame {
-            Frame::Line(line) => Some(Input { key, line }),
-            Frame::TooLong { .. } => None,
+        let event = match wire::decode_from(line, name, &self.name) {
+            Ok(msg) => {
+                if matches!(&msg.body.payload, Payload::Dequeue(d) if d.wait_ms.unwrap_or(0) > 0) {
+                    self.conns[key].long_polls = true;
+                }
+                Event::Message(msg)
+            }
+            Err(DecodeError::Invalid(bad)) if bad.msg_id.is_some() => Event::Invalid(bad),
+            Err(err) => {
+                log(Level::Warn, self.log_level, || {
+                    format!("event=bad_line conn={name} error={:?}", err.to_string())
+                });
+                let text =
+                    format!("{err}; expected {{\"body\":{{\"type\":...,\"msg_id\":N,...}}}}");
+                return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
+            }
         };
-        self.step(now, event, line);
+        self.step(now, event, Some(Input { key, line }));
     }
 
     /// An error line for input that had no `msg_id` to answer (no `in_reply_to`).

@@ -37,21 +37,24 @@ struct ClientIndex {
 }
 
 impl ClientIndex {
+    /// True if `msg_id` is above every msg_id in `rising`.
+    fn above_rising(&self, msg_id: u64) -> bool {
+        self.rising.back().is_none_or(|&(last, _)| last < msg_id)
+    }
+
     fn get(&self, msg_id: u64) -> Option<u64> {
-        let above_all = self.rising.back().is_none_or(|&(last, _)| last < msg_id);
-        if above_all && self.stray.is_empty() {
+        if self.above_rising(msg_id) && self.stray.is_empty() {
             return None; // a new request: the usual case, answered without a search
         }
         match self.rising.binary_search_by_key(&msg_id, |&(id, _)| id) {
             Ok(i) => Some(self.rising[i].1),
-            Err(_) if self.stray.is_empty() => None,
             Err(_) => self.stray.get(&msg_id).copied(),
         }
     }
 
     /// Indexes a msg_id not indexed yet.
     fn insert(&mut self, msg_id: u64, seq: u64) {
-        if self.rising.back().is_none_or(|&(last, _)| last < msg_id) {
+        if self.above_rising(msg_id) {
             self.rising.push_back((msg_id, seq));
         } else {
             self.stray.insert(msg_id, seq);
@@ -152,9 +155,9 @@ impl ReplyCache {
             "reply cache indexes differ in size"
         );
         for index in self.clients.values() {
-            let rising = index.rising.iter().zip(index.rising.iter().skip(1));
+            let mut rising = index.rising.iter().zip(index.rising.iter().skip(1));
             assert!(
-                rising.clone().all(|(a, b)| a.0 < b.0 && a.1 < b.1),
+                rising.all(|(a, b)| a.0 < b.0 && a.1 < b.1),
                 "rising msg_ids out of order"
             );
         }
