@@ -166,6 +166,47 @@ fn a_follower_whose_acknowledgements_arrive_after_compaction_gets_a_snapshot() {
 }
 
 #[test]
+fn a_restarted_node_applies_what_its_own_log_committed_and_its_log_stays_short() {
+    // The commit index is logged (with the records of later steps), so recovery
+    // applies the committed entries and compacts the log as the running node did. Before, a restarted node applied
+    // nothing until a leader spoke, and its log, and every snapshot of it, held every
+    // entry ever written.
+    let limit = 20;
+    let config = Config {
+        max_raft_log_entries: limit,
+        ..Config::default()
+    };
+    for seed in 0..10 {
+        let mut c = cluster(seed, config.clone());
+        let leader = elect(&mut c);
+        for i in 0..200 {
+            assert!(matches!(
+                c.request(leader, send("k", i)),
+                Payload::SendOk(_)
+            ));
+        }
+        c.run_for_ms(500); // the followers hear the last commit index
+        for i in 0..3 {
+            let before = c.node(i).cluster_status().unwrap();
+            assert!(before.applied_index > 200, "seed {seed}: n{i} {before:?}");
+            c.crash(i);
+            c.restart(i);
+            let after = c.node(i).cluster_status().unwrap();
+            // The index is logged with the next entries: the last one's commit is not.
+            assert!(
+                after.applied_index + 1 >= before.applied_index,
+                "seed {seed}: n{i} {after:?} {before:?}"
+            );
+            let held = after.last_index - after.compacted_index;
+            assert!(
+                held <= limit as u64,
+                "seed {seed}: n{i} holds {held} entries"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_node_that_stops_hearing_the_leader_cannot_depose_it() {
     for seed in 0..20 {
         let mut c = cluster(seed, Config::default());

@@ -32,6 +32,9 @@ pub(crate) struct Replication {
     active: bool,
     /// Entries up to here are applied to the machine.
     applied: u64,
+    /// The newest commit index written to the log ([`RaftChange::Commit`]).
+    #[serde(default)]
+    persisted_commit: u64,
     /// The term this node leads (it answers the entries of that term as they apply).
     leading: Option<u64>,
     /// Requests proposed while leading and not applied yet, by (client, msg_id): a
@@ -55,6 +58,8 @@ pub struct ClusterStatus {
     pub applied_index: u64,
     /// The last entry in its log.
     pub last_index: u64,
+    /// Entries up to here were compacted out of its log (its broker holds them).
+    pub compacted_index: u64,
 }
 
 /// The error a forwarded request's client gets when the leader did not take it or did
@@ -140,6 +145,7 @@ impl Node {
             commit_index: c.raft.commit_index(),
             applied_index: c.applied,
             last_index: c.raft.last_index(),
+            compacted_index: c.raft.compacted_index(),
         })
     }
 
@@ -159,6 +165,7 @@ impl Node {
             raft,
             active: false,
             applied: 0,
+            persisted_commit: 0,
             leading: None,
             proposed: BTreeMap::new(),
             tick_proposed: None,
@@ -293,17 +300,27 @@ impl Node {
         None
     }
 
-    /// Replays a persisted Raft record (recovery).
-    pub(crate) fn restore_raft(&mut self, at: Time, record: RaftChange) {
+    /// Replays a persisted Raft record (recovery). What was committed is applied (its
+    /// effects go to `scratch`, to be dropped) and the log compacted, as when running.
+    pub(crate) fn restore_raft(&mut self, at: Time, record: RaftChange, scratch: &mut Effects) {
         self.now = self.now.max(at);
         let Some(c) = self.cluster.as_mut() else {
             return; // written before init cannot happen; ignore
         };
         c.active = true;
         c.raft.restore(&record);
-        if let RaftChange::Snapshot { index, machine, .. } = record {
-            self.machine = machine.read().expect("a persisted snapshot reads");
-            c.applied = index;
+        match record {
+            RaftChange::Snapshot { index, machine, .. } => {
+                self.machine = machine.read().expect("a persisted snapshot reads");
+                c.applied = index;
+            }
+            RaftChange::Commit { index } => {
+                c.persisted_commit = c.persisted_commit.max(index);
+                self.apply_committed(scratch);
+                let c = self.cluster.as_mut().expect("clustered");
+                c.raft.compact(c.applied, &self.config);
+            }
+            RaftChange::Term { .. } | RaftChange::Append { .. } => {}
         }
     }
 
@@ -330,7 +347,15 @@ impl Node {
                 c.tick_proposed = Some(index);
             }
         }
-        let raft_out = c.raft.take_out();
+        let mut raft_out = c.raft.take_out();
+        // The commit index rides along with other records: a step that persists
+        // nothing else needs no sync before its sends for it (recovery takes it as a
+        // lower bound, so a slightly stale one only means a little more to relearn).
+        if !raft_out.records.is_empty() && c.raft.commit_index() > c.persisted_commit {
+            c.persisted_commit = c.raft.commit_index();
+            let index = c.persisted_commit;
+            raft_out.records.push(RaftChange::Commit { index });
+        }
         for record in raft_out.records {
             out.push(Effect::Persist(WalRecord {
                 at: self.now,

@@ -50,6 +50,13 @@ pub(crate) enum RaftChange {
         /// The state machine (the node knows what it is).
         machine: Json,
     },
+    /// Entries up to `index` are committed. Written with a later step's records, so
+    /// it is a lower bound: recovery applies up to it and compacts the log as the
+    /// running node did.
+    Commit {
+        /// The commit index.
+        index: u64,
+    },
 }
 
 /// By hand rather than serde's `tag`, which buffers the value and so cannot hand the
@@ -97,9 +104,12 @@ impl<'de> Deserialize<'de> for RaftChange {
                         term: term.ok_or_else(|| need("term"))?,
                         machine: machine.ok_or_else(|| need("machine"))?,
                     }),
+                    Some("commit") => Ok(RaftChange::Commit {
+                        index: index.ok_or_else(|| need("index"))?,
+                    }),
                     Some(other) => Err(A::Error::unknown_variant(
                         other,
-                        &["term", "append", "snapshot"],
+                        &["term", "append", "snapshot", "commit"],
                     )),
                     None => Err(need("kind")),
                 }
@@ -319,6 +329,11 @@ impl Raft {
     /// The last index in the log.
     pub(crate) fn last_index(&self) -> u64 {
         self.log.last_index()
+    }
+
+    /// The last index compacted out of the log.
+    pub(crate) fn compacted_index(&self) -> u64 {
+        self.log.base_index
     }
 
     /// The entry at `index`, if the log holds it (not compacted away).
@@ -629,11 +644,23 @@ impl Raft {
         p.paused = true;
     }
 
-    /// Forgets log entries up to `applied` once the log holds more than
-    /// `max_raft_log_entries` (followers that still need them get a snapshot).
+    /// Forgets applied log entries once the log holds more than `max_raft_log_entries`.
+    /// A leader keeps what its slowest follower still needs unless that follower is
+    /// more than half the limit behind (then it gets a snapshot): a follower that
+    /// merely lags is not sent the whole state machine.
     pub(crate) fn compact(&mut self, applied: u64, config: &Config) {
-        if self.log.entries.len() > config.max_raft_log_entries && applied > self.log.base_index {
-            self.log.compact_to(applied.min(self.commit));
+        let limit = config.max_raft_log_entries as u64;
+        if self.log.entries.len() as u64 <= limit {
+            return;
+        }
+        let mut to = applied.min(self.commit);
+        if self.is_leader() {
+            let slowest = self.peers().map(|p| self.progress[p].matched).min();
+            let floor = self.log.last_index().saturating_sub(limit / 2);
+            to = to.min(slowest.unwrap_or(to).max(floor));
+        }
+        if to > self.log.base_index {
+            self.log.compact_to(to);
         }
     }
 
@@ -653,6 +680,9 @@ impl Raft {
                 }
             }
             RaftChange::Snapshot { index, term, .. } => self.install(*index, *term),
+            RaftChange::Commit { index } => {
+                self.commit = self.commit.max((*index).min(self.log.last_index()));
+            }
         }
     }
 
@@ -914,6 +944,7 @@ mod tests {
                 term: 3,
                 machine: serde_json::json!({"x": 1}).into(),
             },
+            RaftChange::Commit { index: 7 },
         ];
         for change in changes {
             let text = serde_json::to_string(&change).unwrap();
@@ -1000,6 +1031,23 @@ mod tests {
             3,
             "the term-3 no-op commits all before it"
         );
+    }
+
+    #[test]
+    fn a_leader_compacts_past_a_lagging_follower_only_when_it_is_half_the_limit_behind() {
+        let short = Config {
+            max_raft_log_entries: 20,
+            ..Config::default()
+        };
+        for (lag, base) in [(6, 35), (16, 31)] {
+            let (mut raft, config, mut rng) = leader_with(1, &[1; 40]);
+            acked(&mut raft, &config, &mut rng, 1, 41);
+            acked(&mut raft, &config, &mut rng, 2, 41 - lag);
+            assert_eq!(raft.commit_index(), 41);
+            raft.compact(41, &short);
+            assert_eq!(raft.compacted_index(), base, "a follower {lag} behind");
+            raft.check_invariants();
+        }
     }
 
     #[test]

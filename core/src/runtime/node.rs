@@ -170,7 +170,8 @@ impl Node {
         self.replaying = true;
         for record in records {
             if let Some(raft) = record.raft {
-                self.restore_raft(record.at, raft);
+                self.restore_raft(record.at, raft, &mut scratch);
+                scratch.clear();
                 continue;
             }
             let event = record.msg.map_or(Event::Tick, Event::Message);
