@@ -7,6 +7,14 @@
 //! forwarded request's client gets "unknown" when no reply comes. A broken link is
 //! reconnected after an exponential backoff (100 ms doubling to 2 s, with jitter), and
 //! a link's unsent bytes are bounded.
+//!
+//! A link that stops delivering is given up within the link timeout (twice the
+//! longest election timeout): the kernel aborts a connection whose sent data stays
+//! unacknowledged that long (`TCP_USER_TIMEOUT`), and a connect that has not completed
+//! by then is abandoned. Otherwise a connection that lost packets during a partition
+//! sits in TCP's retransmission backoff after the heal (seconds, doubling with the
+//! length of the cut) while its stale heartbeats and appends wait in it; a fresh
+//! connection starts clean.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -15,6 +23,7 @@ use std::time::{Duration, Instant};
 use herald_core::{wire, Message, Rng};
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
+use socket2::SockRef;
 
 /// Tokens of peer links count down from here (clients use small slab keys).
 const FIRST_TOKEN: usize = usize::MAX - 16;
@@ -38,6 +47,8 @@ struct Link {
     written: usize,
     retry_at: Instant,
     backoff_ms: u64,
+    /// While connecting: when to give up on this attempt.
+    connect_deadline: Instant,
 }
 
 /// Outbound links to every peer.
@@ -45,14 +56,21 @@ pub struct Peers {
     me: String,
     links: Vec<Link>,
     max_buffer_bytes: usize,
+    link_timeout: Duration,
     /// Messages dropped because a link was down or full (for logs).
     pub dropped: u64,
     rng: Rng,
 }
 
 impl Peers {
-    /// Links from `me` to `peers` (name, address), not connected yet.
-    pub fn new(me: &str, peers: Vec<(String, SocketAddr)>, max_buffer_bytes: usize) -> Peers {
+    /// Links from `me` to `peers` (name, address), not connected yet; a link that
+    /// delivers nothing for `link_timeout` is dropped and connected again.
+    pub fn new(
+        me: &str,
+        peers: Vec<(String, SocketAddr)>,
+        max_buffer_bytes: usize,
+        link_timeout: Duration,
+    ) -> Peers {
         let now = Instant::now();
         Peers {
             me: me.to_owned(),
@@ -67,9 +85,11 @@ impl Peers {
                     written: 0,
                     retry_at: now,
                     backoff_ms: BACKOFF_MIN_MS,
+                    connect_deadline: now,
                 })
                 .collect(),
             max_buffer_bytes,
+            link_timeout,
             dropped: 0,
             rng: Rng::new(u64::from(std::process::id())),
         }
@@ -105,10 +125,15 @@ impl Peers {
         true
     }
 
-    /// Connects links that are down and due for another try.
+    /// Gives up connects that took longer than the link timeout, and connects links
+    /// that are down and due for another try.
     pub fn reconnect(&mut self, registry: &Registry, log: &mut impl FnMut(String)) {
         let now = Instant::now();
         for (i, link) in self.links.iter_mut().enumerate() {
+            if link.stream.is_some() && !link.connected && now >= link.connect_deadline {
+                log(format!("event=peer_connect_timeout peer={}", link.name));
+                Self::disconnect(link, registry, &mut self.rng);
+            }
             if link.stream.is_some() || now < link.retry_at {
                 continue;
             }
@@ -116,10 +141,12 @@ impl Peers {
                 Ok(mut stream) => {
                     // Small messages that wait for each other's answers: no Nagle delay.
                     let _ = stream.set_nodelay(true);
+                    let _ = SockRef::from(&stream).set_tcp_user_timeout(Some(self.link_timeout));
                     let token = Token(FIRST_TOKEN - i);
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     if registry.register(&mut stream, token, interest).is_ok() {
                         link.stream = Some(stream);
+                        link.connect_deadline = now + self.link_timeout;
                     }
                 }
                 Err(e) => {
@@ -214,12 +241,15 @@ impl Peers {
         }
     }
 
-    /// When a link that is down should be tried again.
+    /// When a link that is down should be tried again, or a connect given up.
     pub fn next_retry(&self) -> Option<Instant> {
         self.links
             .iter()
-            .filter(|l| l.stream.is_none())
-            .map(|l| l.retry_at)
+            .filter_map(|l| match (&l.stream, l.connected) {
+                (None, _) => Some(l.retry_at),
+                (Some(_), false) => Some(l.connect_deadline),
+                (Some(_), true) => None,
+            })
             .min()
     }
 

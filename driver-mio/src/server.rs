@@ -299,6 +299,9 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
             &c.node_id,
             others,
             config.max_write_buffer_bytes.max(64 << 20),
+            // Twice the election timeout: a link that lost a leader's heartbeats for
+            // that long is given up (an election is under way meanwhile).
+            Duration::from_millis(2 * config.node.election_timeout_ms),
         )
     });
     let mut server = Server {
@@ -644,7 +647,14 @@ impl Server {
                     log(Level::Info, self.log_level, || {
                         format!("event=peer_accepted peer={}", hello.herald_peer)
                     });
-                    conn.peer = Some(hello.herald_peer);
+                    // The peer gave up its older link to this node (a timeout, a
+                    // restart): close that one, whatever is still stuck in it.
+                    for (other, old) in self.conns.iter_mut() {
+                        if other != key && old.peer.as_ref() == Some(&hello.herald_peer) {
+                            old.broken = true; // closed by the next write_all
+                        }
+                    }
+                    self.conns[key].peer = Some(hello.herald_peer);
                     return;
                 }
             }
