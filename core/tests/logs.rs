@@ -12,14 +12,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use herald_core::sim::history::{definite, KafkaHistory};
 use herald_core::sim::Cluster;
 use herald_core::wire::msg::*;
 use herald_core::{Config, Rng};
 
 mod common;
 use common::{
-    cluster_net, definite, fail, lossy_clients, maelstrom_partition, nemesis, pick_node, seeds,
-    settled, workload_net,
+    cluster_net, fail, lossy_clients, maelstrom_partition, nemesis, pick_node, seeds, settled,
+    workload_net,
 };
 use herald_core::sim::NetConfig;
 
@@ -35,98 +36,6 @@ struct KafkaClient {
     offsets: BTreeMap<String, u64>,
     /// Key → offset of its last acknowledged send.
     last_send: BTreeMap<String, u64>,
-}
-
-/// What the kafka clients learned, and the checks applied as they learn it.
-#[derive(Default)]
-struct KafkaHistory {
-    /// (key, offset) → value, from acknowledged sends and from polls.
-    value_at: BTreeMap<(String, u64), i64>,
-    /// (key, value) → offset.
-    offset_of: BTreeMap<(String, i64), u64>,
-    /// Sends acknowledged with an offset.
-    acked: BTreeSet<(String, i64)>,
-    /// Sends without an answer: they may or may not have happened.
-    unsure: BTreeSet<(String, i64)>,
-    /// Sends refused with an error: they must never be read.
-    refused: BTreeSet<(String, i64)>,
-    /// Key → highest offset an acknowledged `commit_offsets` committed.
-    committed: BTreeMap<String, u64>,
-    /// Key → highest committed offset a `list_committed_offsets` returned.
-    listed: BTreeMap<String, u64>,
-}
-
-impl KafkaHistory {
-    /// Records that `key` holds `value` at `offset`, or names the anomaly.
-    fn observe(&mut self, key: &str, offset: u64, value: i64) -> Result<(), String> {
-        if self.refused.contains(&(key.to_owned(), value)) {
-            return Err(format!(
-                "G1a: {key}@{offset} = {value}, whose send was refused"
-            ));
-        }
-        let held = *self
-            .value_at
-            .entry((key.to_owned(), offset))
-            .or_insert(value);
-        if held != value {
-            return Err(format!(
-                "inconsistent offsets: {key}@{offset} holds {held} and {value}"
-            ));
-        }
-        let at = *self
-            .offset_of
-            .entry((key.to_owned(), value))
-            .or_insert(offset);
-        if at != offset {
-            return Err(format!(
-                "duplicate: {key} holds {value} at {at} and {offset}"
-            ));
-        }
-        Ok(())
-    }
-
-    /// Checks a committed offset some list returned: commits never go backwards.
-    fn check_listed(&mut self, key: &str, offset: u64) -> Result<(), String> {
-        let floor = self
-            .committed
-            .get(key)
-            .copied()
-            .max(self.listed.get(key).copied());
-        if floor.is_some_and(|floor| offset < floor) {
-            return Err(format!(
-                "committed offset of {key} went back from {} to {offset}",
-                floor.unwrap_or(0)
-            ));
-        }
-        self.listed.insert(key.to_owned(), offset);
-        Ok(())
-    }
-}
-
-/// Checks one poll's pairs for `key`, asked from offset `from`: offsets are dense in
-/// Herald, so a poll must start exactly at `from` and never skip or repeat
-/// (Jepsen's int-poll-skip, int-nonmonotonic-poll, and with the client carrying on
-/// from the end, poll-skip and nonmonotonic-poll). Returns the values.
-fn check_poll(
-    key: &str,
-    from: u64,
-    pairs: &[(u64, herald_core::wire::Json)],
-) -> Result<Vec<i64>, String> {
-    let offsets: Vec<u64> = pairs.iter().map(|p| p.0).collect();
-    let expected: Vec<u64> = (from..from + pairs.len() as u64).collect();
-    if offsets != expected {
-        return Err(format!(
-            "poll of {key} from {from} returned offsets {offsets:?}"
-        ));
-    }
-    pairs
-        .iter()
-        .map(|(offset, v)| {
-            v.to_value()
-                .as_i64()
-                .ok_or_else(|| format!("{key}@{offset} holds {v}, which nobody sent"))
-        })
-        .collect()
 }
 
 fn key(i: u64) -> String {
@@ -290,7 +199,7 @@ fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, 
                     match c.try_request(n, Payload::Send(send), timeout_ms) {
                         Some(Payload::SendOk(ok)) => {
                             ok_ops += 1;
-                            if let Err(e) = h.observe(&k, ok.offset, value) {
+                            if let Err(e) = h.send_ok(&k, ok.offset, value) {
                                 fail(&c, seed, e);
                             }
                             let last = clients[p].last_send.insert(k.clone(), ok.offset);
@@ -304,14 +213,9 @@ fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, 
                                     ),
                                 );
                             }
-                            h.acked.insert((k, value));
                         }
-                        Some(Payload::Error(e)) if definite(e.code) => {
-                            h.refused.insert((k, value));
-                        }
-                        Some(Payload::Error(_)) | None => {
-                            h.unsure.insert((k, value));
-                        }
+                        Some(Payload::Error(e)) => h.send_failed(&k, value, Some(e.code)),
+                        None => h.send_failed(&k, value, None),
                         Some(other) => fail(&c, seed, format!("send answered {other:?}")),
                     }
                 }
@@ -338,12 +242,8 @@ fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, 
                                 format!("poll returned {k}, which it did not ask for"),
                             );
                         };
-                        let values =
-                            check_poll(k, from, pairs).unwrap_or_else(|e| fail(&c, seed, e));
-                        for (offset, value) in (from..).zip(values) {
-                            if let Err(e) = h.observe(k, offset, value) {
-                                fail(&c, seed, e);
-                            }
+                        if let Err(e) = h.polled(k, from, pairs) {
+                            fail(&c, seed, e);
                         }
                         if let Some(&(last, _)) = pairs.last() {
                             clients[p].offsets.insert(k.clone(), last + 1);
@@ -362,10 +262,7 @@ fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, 
                     match c.try_request(n, Payload::CommitOffsets(request), timeout_ms) {
                         Some(Payload::CommitOffsetsOk) => {
                             ok_ops += 1;
-                            for (k, offset) in commit {
-                                let slot = h.committed.entry(k).or_insert(offset);
-                                *slot = (*slot).max(offset);
-                            }
+                            h.committed(&commit);
                         }
                         None => {}
                         // A cluster without a reachable leader refuses commits.
@@ -381,50 +278,25 @@ fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, 
         c.heal();
         c.restart_all();
         c.run_for_ms(if nodes == 1 { 1_000 } else { 3_000 });
-        let mut ends = BTreeMap::new();
         for k in (0..KEYS).map(key) {
-            let mut from = 0;
+            let mut pairs = Vec::new();
             loop {
                 let poll = Poll {
-                    offsets: [(k.clone(), from)].into(),
+                    offsets: [(k.clone(), pairs.len() as u64)].into(),
                     max: Some(100),
                 };
                 let Payload::PollOk(ok) = settled(&mut c, Payload::Poll(poll)) else {
                     fail(&c, seed, "final poll refused".into());
                 };
-                let pairs = ok.msgs.get(&k).cloned().unwrap_or_default();
-                if pairs.is_empty() {
+                let more = ok.msgs.get(&k).cloned().unwrap_or_default();
+                if more.is_empty() {
                     break;
                 }
-                let values = check_poll(&k, from, &pairs).unwrap_or_else(|e| fail(&c, seed, e));
-                for value in values {
-                    if let Err(e) = h.observe(&k, from, value) {
-                        fail(&c, seed, e);
-                    }
-                    if !h.acked.contains(&(k.clone(), value))
-                        && !h.unsure.contains(&(k.clone(), value))
-                    {
-                        fail(
-                            &c,
-                            seed,
-                            format!("{k}@{from} = {value}, which was never sent"),
-                        );
-                    }
-                    from += 1;
-                }
+                pairs.extend(more);
             }
-            ends.insert(k, from);
-        }
-        // Unseen / lost writes: every acknowledged send is in the final logs (the
-        // offsets are dense, so the final read saw every offset below each end).
-        for (k, value) in &h.acked {
-            let offset = h.offset_of[&(k.clone(), *value)];
-            if offset >= ends[k] {
-                fail(
-                    &c,
-                    seed,
-                    format!("lost write: {k}@{offset} = {value} was acknowledged"),
-                );
+            // Unseen / lost writes: every acknowledged send is in the final log.
+            if let Err(e) = h.check_final(&k, &pairs) {
+                fail(&c, seed, e);
             }
         }
         let keys: Vec<String> = (0..KEYS).map(key).collect();
@@ -434,22 +306,8 @@ fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, 
         else {
             fail(&c, seed, "final list_committed_offsets refused".into());
         };
-        for (k, &offset) in &ok.offsets {
-            if let Err(e) = h.check_listed(k, offset) {
-                fail(&c, seed, e);
-            }
-            if offset >= ends[k] {
-                fail(
-                    &c,
-                    seed,
-                    format!("{k} committed at {offset}, past its end {}", ends[k]),
-                );
-            }
-        }
-        for k in h.committed.keys() {
-            if !ok.offsets.contains_key(k) {
-                fail(&c, seed, format!("the acknowledged commit of {k} was lost"));
-            }
+        if let Err(e) = h.check_final_commits(&ok.offsets) {
+            fail(&c, seed, e);
         }
         (ok_ops, all_ops)
     }

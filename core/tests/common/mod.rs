@@ -69,12 +69,6 @@ pub fn pick_node(rng: &mut Rng, nodes: usize) -> usize {
     }
 }
 
-/// Maelstrom's rule: an error code is definite (the operation did not and will not
-/// happen) unless it is 0 (timeout), 13 (crash) or a custom code (1000 and up).
-pub fn definite(code: u32) -> bool {
-    !matches!(code, 0 | 13) && code < 1000
-}
-
 /// One random fault (or none) on a cluster of `nodes`: a crash (also between a
 /// step's records and its messages), a restart, a partition (one node or a minority
 /// against the rest, a majorities ring, a one-way cut), a heal, or a node replacing

@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+pub mod history;
+
 /// The work queue alone, without a node around it (for benchmarks).
 pub use crate::broker::{Queue, QueueConfig, QueueError, SetAside};
 
