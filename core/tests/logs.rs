@@ -162,12 +162,13 @@ fn kafka_workload(seed: u64, nodes: usize, faults: Faults, ops: usize) -> (u64, 
                         group: None,
                     };
                     all_ops += 1;
+                    let floors = h.commit_floors();
                     if let Some(Payload::ListCommittedOffsetsOk(ok)) =
                         c.try_request(n, Payload::ListCommittedOffsets(list), timeout_ms)
                     {
                         ok_ops += 1;
                         for (k, &offset) in &ok.offsets {
-                            if let Err(e) = h.check_listed(k, offset) {
+                            if let Err(e) = h.check_listed(k, offset, &floors) {
                                 fail(&c, seed, e);
                             }
                         }

@@ -4,20 +4,34 @@
 //! namespace, through one more veth on the bridge. Everything lives in a private
 //! subnet that exists only on those interfaces, and is removed when the test ends
 //! (also when it fails). Needs root, `ip` (iproute2) and `iptables`; without them the
-//! test fails and says which command could not run.
+//! tests fail and say which command could not run.
+//!
+//! `HERALD_NETNS_SECS` (60), `HERALD_NETNS_NODES` (3) and `HERALD_NETNS_SEED` (from the
+//! clock, printed) set the nemesis test's length, cluster size and schedule:
+//!
+//! ```sh
+//! HERALD_NETNS_SECS=1800 HERALD_NETNS_NODES=5 cargo test --release -p herald-mio \
+//!     --test netns -- --nocapture nemesis
+//! ```
 
 #[allow(dead_code)] // each test binary uses a part of it
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_core::wire::msg::Send;
-use herald_core::Payload;
+use herald_core::sim::history::KafkaHistory;
+use herald_core::wire::msg::{CommitOffsets, ListCommittedOffsets, NodeStatus, Poll, Send};
+use herald_core::{Payload, Rng};
 use herald_mio::client::Client;
+
+/// One cluster at a time: the tests share this machine's cores, and the liveness
+/// test's bound assumes nothing else heavy runs.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const PORT: u16 = 7000;
 
@@ -47,10 +61,14 @@ struct Net {
 
 impl Net {
     fn new(nodes: usize) -> Net {
-        let pid = std::process::id();
-        let prefix = format!("hf{}", pid % 100_000);
-        let subnet = format!("10.213.{}", 20 + pid % 200);
-        let data = std::env::temp_dir().join(format!("herald-netns-{pid}"));
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let (pid, n) = (
+            std::process::id() as usize,
+            NEXT.fetch_add(1, Ordering::Relaxed),
+        );
+        let prefix = format!("hf{}x{n}", pid % 100_000);
+        let subnet = format!("10.213.{}", 20 + (pid * 7 + n) % 200);
+        let data = std::env::temp_dir().join(format!("herald-netns-{pid}-{n}"));
         let _ = std::fs::remove_dir_all(&data);
         let net = Net {
             prefix,
@@ -120,52 +138,139 @@ impl Net {
         quiet(&["ip", "netns", "del", &format!("{}-b", self.prefix)]);
     }
 
-    /// Starts every node's `herald serve` in its namespace.
+    /// Starts every node's `herald serve` in its namespace, and waits until each
+    /// accepts clients.
     fn start(&mut self) {
-        let peers: Vec<String> = (1..=self.nodes)
-            .map(|i| format!("n{i}={}", self.addr(i)))
-            .collect();
-        let peers = peers.join(",");
         std::fs::create_dir_all(&self.data).unwrap();
         for i in 1..=self.nodes {
-            let log = std::fs::File::create(self.data.join(format!("n{i}.log"))).unwrap();
-            let child = Command::new("ip")
-                .args(["netns", "exec", &self.ns(i), env!("CARGO_BIN_EXE_herald")])
-                .args(["--addr", &self.addr(i), "serve", "--kafka-addr", "none"])
-                .args(["--fsync", "always", "--log-level", "info"])
-                .args(["--node-id", &format!("n{i}"), "--peers", &peers])
-                .arg("--data-dir")
-                .arg(self.data.join(format!("n{i}")))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .expect("ip netns exec herald");
+            let child = self.spawn(i);
             self.servers.push(Some(child));
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
         for i in 1..=self.nodes {
-            while Client::connect(&self.addr(i)).is_err() {
-                assert!(Instant::now() < deadline, "n{i} does not listen");
-                std::thread::sleep(Duration::from_millis(20));
+            self.await_listening(i);
+        }
+    }
+
+    fn spawn(&self, i: usize) -> Child {
+        let peers: Vec<String> = (1..=self.nodes)
+            .map(|j| format!("n{j}={}", self.addr(j)))
+            .collect();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.join(format!("n{i}.log")))
+            .unwrap();
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(i), env!("CARGO_BIN_EXE_herald")])
+            .args(["--addr", &self.addr(i), "serve", "--kafka-addr", "none"])
+            .args(["--fsync", "always", "--log-level", "info"])
+            .args(["--node-id", &format!("n{i}"), "--peers", &peers.join(",")])
+            .arg("--data-dir")
+            .arg(self.data.join(format!("n{i}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("ip netns exec herald")
+    }
+
+    fn await_listening(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Client::connect(&self.addr(i)).is_err() {
+            assert!(Instant::now() < deadline, "n{i} does not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9` of node `i`.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i - 1].take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts node `i` again (from its data directory), if it was killed.
+    fn restart(&mut self, i: usize) {
+        if self.servers[i - 1].is_none() {
+            self.servers[i - 1] = Some(self.spawn(i));
+            self.await_listening(i);
+        }
+    }
+
+    /// `SIGSTOP` (`stop`) or `SIGCONT` of node `i`, if it runs.
+    fn signal(&self, i: usize, stop: bool) {
+        if let Some(child) = &self.servers[i - 1] {
+            let signal = if stop { "-STOP" } else { "-CONT" };
+            run(&["kill", signal, &child.id().to_string()]);
+        }
+    }
+
+    /// Packets from node `from` to node `to` vanish on arrival, as on a real network
+    /// (clients still reach every node).
+    fn cut_one_way(&self, from: usize, to: usize) {
+        let src = format!("{}.{from}", self.subnet);
+        run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns(to),
+            "iptables",
+            "-A",
+            "INPUT",
+            "-s",
+            &src,
+            "-j",
+            "DROP",
+        ]);
+    }
+
+    /// Cuts every node of `a` off from every node of `b`, both ways.
+    fn partition(&self, a: &[usize], b: &[usize]) {
+        for &i in a {
+            for &j in b {
+                self.cut_one_way(i, j);
+                self.cut_one_way(j, i);
             }
         }
     }
 
-    /// Cuts node `i` off from every other node, both ways (packets vanish on arrival,
-    /// as on a real network; clients still reach every node).
+    /// Cuts node `i` off from every other node, both ways.
     fn isolate(&self, i: usize) {
-        for j in (1..=self.nodes).filter(|&j| j != i) {
-            for (at, from) in [(i, j), (j, i)] {
-                let src = format!("{}.{from}", self.subnet);
-                let ns = self.ns(at);
+        let others: Vec<usize> = (1..=self.nodes).filter(|&j| j != i).collect();
+        self.partition(&[i], &others);
+    }
+
+    /// Each node drops `percent` of the packets other nodes send it.
+    fn lossy(&self, percent: u32) {
+        let probability = format!("{:.2}", f64::from(percent) / 100.0);
+        for i in 1..=self.nodes {
+            for j in (1..=self.nodes).filter(|&j| j != i) {
+                let src = format!("{}.{j}", self.subnet);
                 run(&[
-                    "ip", "netns", "exec", &ns, "iptables", "-A", "INPUT", "-s", &src, "-j", "DROP",
+                    "ip",
+                    "netns",
+                    "exec",
+                    &self.ns(i),
+                    "iptables",
+                    "-A",
+                    "INPUT",
+                    "-s",
+                    &src,
+                    "-m",
+                    "statistic",
+                    "--mode",
+                    "random",
+                    "--probability",
+                    &probability,
+                    "-j",
+                    "DROP",
                 ]);
             }
         }
     }
 
+    /// Removes every cut and loss rule.
     fn heal(&self) {
         for i in 1..=self.nodes {
             run(&[
@@ -184,7 +289,7 @@ impl Net {
 impl Drop for Net {
     fn drop(&mut self) {
         for child in self.servers.iter_mut().flatten() {
-            let _ = child.kill();
+            let _ = child.kill(); // SIGKILL also ends a stopped process
             let _ = child.wait();
         }
         if std::thread::panicking() {
@@ -198,7 +303,7 @@ impl Drop for Net {
     }
 }
 
-fn status(addr: &str) -> Option<herald_core::wire::msg::NodeStatus> {
+fn status(addr: &str) -> Option<NodeStatus> {
     let mut client = Client::connect(addr).ok()?;
     client.set_timeout(Some(Duration::from_secs(2))).ok()?;
     match client.call(Payload::Status) {
@@ -258,6 +363,7 @@ fn load(
 /// afresh, so the follower hears the leader again within a few seconds of the heal.
 #[test]
 fn a_follower_cut_off_under_load_hears_its_leader_soon_after_the_heal() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut net = Net::new(3);
     net.start();
     let addrs: Vec<String> = (1..=3).map(|i| net.addr(i)).collect();
@@ -308,5 +414,399 @@ fn a_follower_cut_off_under_load_hears_its_leader_soon_after_the_heal() {
         heard < Duration::from_secs(6),
         "the follower heard its leader only {} ms after the heal",
         heard.as_millis()
+    );
+}
+
+/// Keys of the keyed-log workload.
+const KEYS: u64 = 5;
+/// Its client threads.
+const CLIENTS: u64 = 6;
+
+/// A fault the nemesis holds for a few seconds, then ends.
+#[derive(Debug)]
+enum Fault {
+    /// One node cut off from the others.
+    Isolate(usize),
+    /// A minority cut off from the majority.
+    Minority(Vec<usize>),
+    /// Each node sees only its two neighbours (5 nodes): every node is in a majority,
+    /// no two in the same one.
+    Ring,
+    /// Packets from one node to another vanish; the other way works.
+    OneWay(usize, usize),
+    /// Every node drops this share of the packets from other nodes.
+    Loss(u32),
+    /// `kill -9`, restarted when the fault ends.
+    Kill(usize),
+    /// `SIGSTOP`, `SIGCONT` when the fault ends (longer than an election timeout).
+    Pause(usize),
+}
+
+impl Fault {
+    fn kind(&self) -> &'static str {
+        match self {
+            Fault::Isolate(_) => "isolate",
+            Fault::Minority(_) => "minority",
+            Fault::Ring => "ring",
+            Fault::OneWay(..) => "one-way",
+            Fault::Loss(_) => "loss",
+            Fault::Kill(_) => "kill",
+            Fault::Pause(_) => "pause",
+        }
+    }
+
+    /// A random fault; the node it strikes is the leader half the time.
+    fn pick(rng: &mut Rng, nodes: usize, leader: Option<usize>) -> Fault {
+        let kind = rng.below(7);
+        let mut node = || match leader {
+            Some(l) if rng.chance(1, 2) => l,
+            _ => rng.between(1, nodes as u64) as usize,
+        };
+        match kind {
+            0 => Fault::Isolate(node()),
+            1 => {
+                let first = node();
+                let minority = (0..(nodes - 1) / 2).map(|k| (first - 1 + k) % nodes + 1);
+                Fault::Minority(minority.collect())
+            }
+            2 if nodes >= 5 => Fault::Ring,
+            2 | 3 => {
+                let from = node();
+                Fault::OneWay(from, from % nodes + 1)
+            }
+            4 => Fault::Loss(rng.between(10, 30) as u32),
+            5 => Fault::Kill(node()),
+            _ => Fault::Pause(node()),
+        }
+    }
+
+    fn start(&self, net: &mut Net) {
+        let nodes = net.nodes;
+        match self {
+            Fault::Isolate(i) => net.isolate(*i),
+            Fault::Minority(minority) => {
+                let rest: Vec<usize> = (1..=nodes).filter(|i| !minority.contains(i)).collect();
+                net.partition(minority, &rest);
+            }
+            Fault::Ring => {
+                for i in 1..=nodes {
+                    let far = [(i + 1) % nodes + 1, (i + 2) % nodes + 1];
+                    for j in far {
+                        net.cut_one_way(j, i);
+                    }
+                }
+            }
+            Fault::OneWay(from, to) => net.cut_one_way(*from, *to),
+            Fault::Loss(percent) => net.lossy(*percent),
+            Fault::Kill(i) => net.kill(*i),
+            Fault::Pause(i) => net.signal(*i, true),
+        }
+    }
+
+    fn end(&self, net: &mut Net) {
+        match self {
+            Fault::Kill(i) => net.restart(*i),
+            Fault::Pause(i) => net.signal(*i, false),
+            _ => net.heal(),
+        }
+    }
+}
+
+/// The node that says it leads, if one does.
+fn find_leader(net: &Net) -> Option<usize> {
+    (1..=net.nodes).find(|&i| {
+        status(&net.addr(i)).is_some_and(|s| s.leader.as_deref() == Some(&format!("n{i}")))
+    })
+}
+
+/// What the clients saw: the checker's history, each operation's time and outcome,
+/// and the anomalies found.
+#[derive(Default)]
+struct Record {
+    history: KafkaHistory,
+    ops: Vec<(Instant, bool)>,
+    anomalies: Vec<String>,
+}
+
+impl Record {
+    fn check(&mut self, verdict: Result<(), String>) {
+        if let Err(e) = verdict {
+            self.anomalies.push(e);
+        }
+    }
+}
+
+/// One client of the keyed-log workload, as the simulator's kafka clients behave: it
+/// sends to random keys, polls the keys it is assigned and commits what it polled,
+/// and now and then takes a new assignment from the committed offsets. It talks to a
+/// random node (followers forward) and moves to another after an error.
+fn kafka_client(
+    t: u64,
+    seed: u64,
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+    next_value: Arc<AtomicI64>,
+    record: Arc<Mutex<Record>>,
+) {
+    let mut rng = Rng::new(seed * 100 + t);
+    let mut client: Option<Client> = None;
+    let mut assigned: BTreeMap<String, u64> = BTreeMap::new();
+    while !stop.load(Ordering::Relaxed) {
+        let c = match client.as_mut() {
+            Some(c) => c,
+            None => {
+                let addr = &addrs[rng.below(addrs.len() as u64) as usize];
+                match Client::connect(addr) {
+                    Ok(c) => {
+                        c.set_timeout(Some(Duration::from_secs(2))).unwrap();
+                        client.insert(c)
+                    }
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    }
+                }
+            }
+        };
+        let op = rng.below(10);
+        let (ok, broken) = if op < 6 || assigned.is_empty() && op < 9 {
+            let key = rng.below(KEYS).to_string();
+            let value = next_value.fetch_add(1, Ordering::Relaxed);
+            let send = Send {
+                key: key.clone(),
+                msg: value.into(),
+                ..Default::default()
+            };
+            let reply = c.call(Payload::Send(send));
+            let mut r = record.lock().unwrap();
+            match reply {
+                Ok(Ok(Payload::SendOk(ok))) => {
+                    let verdict = r.history.send_ok(&key, ok.offset, value);
+                    r.check(verdict);
+                    (true, false)
+                }
+                Ok(Err(e)) => {
+                    r.history.send_failed(&key, value, Some(e.code));
+                    (false, false)
+                }
+                Ok(Ok(other)) => {
+                    r.anomalies.push(format!("send answered {other:?}"));
+                    (false, false)
+                }
+                Err(_) => {
+                    r.history.send_failed(&key, value, None);
+                    (false, true)
+                }
+            }
+        } else if op < 9 {
+            poll_and_commit(c, &mut assigned, &record)
+        } else {
+            let keys: Vec<String> = (0..KEYS)
+                .filter(|_| rng.chance(1, 2))
+                .map(|k| k.to_string())
+                .collect();
+            let list = ListCommittedOffsets {
+                keys: keys.clone(),
+                group: None,
+            };
+            let floors = record.lock().unwrap().history.commit_floors();
+            match c.call(Payload::ListCommittedOffsets(list)) {
+                Ok(Ok(Payload::ListCommittedOffsetsOk(ok))) => {
+                    let mut r = record.lock().unwrap();
+                    for (k, &offset) in &ok.offsets {
+                        let verdict = r.history.check_listed(k, offset, &floors);
+                        r.check(verdict);
+                    }
+                    assigned = keys
+                        .into_iter()
+                        .map(|k| {
+                            let at = assigned.get(&k).or(ok.offsets.get(&k)).copied();
+                            (k, at.unwrap_or(0))
+                        })
+                        .collect();
+                    (true, false)
+                }
+                Ok(_) => (false, false),
+                Err(_) => (false, true),
+            }
+        };
+        record.lock().unwrap().ops.push((Instant::now(), ok));
+        if broken || !ok && rng.chance(1, 3) {
+            client = None;
+        }
+    }
+}
+
+/// Polls the assigned keys from where this client is, checks what came back, and
+/// commits the last offset polled of each key. Returns (ok, connection broken).
+fn poll_and_commit(
+    c: &mut Client,
+    assigned: &mut BTreeMap<String, u64>,
+    record: &Mutex<Record>,
+) -> (bool, bool) {
+    let poll = Poll {
+        offsets: assigned.clone(),
+        max: Some(10),
+    };
+    let msgs = match c.call(Payload::Poll(poll)) {
+        Ok(Ok(Payload::PollOk(ok))) => ok.msgs,
+        Ok(_) => return (false, false),
+        Err(_) => return (false, true),
+    };
+    let mut commit = BTreeMap::new();
+    {
+        let mut r = record.lock().unwrap();
+        for (k, pairs) in &msgs {
+            let Some(&from) = assigned.get(k) else {
+                r.anomalies
+                    .push(format!("poll returned {k}, which it did not ask for"));
+                continue;
+            };
+            let verdict = r.history.polled(k, from, pairs).map(|_| ());
+            r.check(verdict);
+            if let Some(&(last, _)) = pairs.last() {
+                assigned.insert(k.clone(), last + 1);
+                commit.insert(k.clone(), last);
+            }
+        }
+    }
+    if commit.is_empty() {
+        return (true, false);
+    }
+    let request = CommitOffsets {
+        offsets: commit.clone(),
+        group: None,
+    };
+    match c.call(Payload::CommitOffsets(request)) {
+        Ok(Ok(Payload::CommitOffsetsOk)) => {
+            record.lock().unwrap().history.committed(&commit);
+            (true, false)
+        }
+        Ok(_) => (false, false),
+        Err(_) => (false, true),
+    }
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+    })
+}
+
+/// A seeded schedule of faults (partitions of every shape, one-way cuts, packet loss,
+/// `kill -9` and restarts, pauses; the leader struck half the time) under the keyed-log
+/// workload, checked by the simulator's kafka checker: no lost acknowledged write, no
+/// offset with two values, no value at two offsets, no refused write seen, no skipped
+/// or rewound poll, no commit that goes back or vanishes. Prints the availability
+/// under each kind of fault.
+#[test]
+fn nemesis_on_a_real_network_finds_no_anomaly() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let secs = env_or("HERALD_NETNS_SECS", 60);
+    let nodes = env_or("HERALD_NETNS_NODES", 3) as usize;
+    let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    let seed = env_or("HERALD_NETNS_SEED", clock.unwrap().as_secs() % 100_000);
+    eprintln!("nemesis: seed {seed} (HERALD_NETNS_SEED), {nodes} nodes, {secs} s");
+    let mut net = Net::new(nodes);
+    net.start();
+    let addrs: Vec<String> = (1..=nodes).map(|i| net.addr(i)).collect();
+    let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+    common::agreed_leader(&refs, Duration::from_secs(20));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let next_value = Arc::new(AtomicI64::new(0));
+    let record = Arc::new(Mutex::new(Record::default()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|t| {
+            let (addrs, stop) = (addrs.clone(), stop.clone());
+            let (next_value, record) = (next_value.clone(), record.clone());
+            std::thread::spawn(move || kafka_client(t, seed, addrs, stop, next_value, record))
+        })
+        .collect();
+
+    let mut rng = Rng::new(seed);
+    let started = Instant::now();
+    let mut phases: Vec<(&'static str, Instant, Instant)> = Vec::new();
+    std::thread::sleep(Duration::from_secs(2));
+    phases.push(("none", started, Instant::now()));
+    while started.elapsed() < Duration::from_secs(secs) {
+        let fault = Fault::pick(&mut rng, nodes, find_leader(&net));
+        eprintln!("{:>6.1} s  {fault:?}", started.elapsed().as_secs_f64());
+        let at = Instant::now();
+        fault.start(&mut net);
+        std::thread::sleep(Duration::from_millis(rng.between(3_000, 8_000)));
+        phases.push((fault.kind(), at, Instant::now()));
+        fault.end(&mut net);
+        let at = Instant::now();
+        std::thread::sleep(Duration::from_secs(3));
+        phases.push(("none", at, Instant::now()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+
+    // Healed (every fault ends as it is taken back): read everything once more.
+    let leader = common::agreed_leader(&refs, Duration::from_secs(30)) + 1;
+    let mut r = record.lock().unwrap();
+    let mut c = Client::connect(&net.addr(leader)).unwrap();
+    c.set_timeout(Some(Duration::from_secs(10))).unwrap();
+    for k in (0..KEYS).map(|k| k.to_string()) {
+        let mut pairs = Vec::new();
+        loop {
+            let poll = Poll {
+                offsets: [(k.clone(), pairs.len() as u64)].into(),
+                max: Some(1_000),
+            };
+            let Ok(Ok(Payload::PollOk(ok))) = c.call(Payload::Poll(poll)) else {
+                panic!("seed {seed}: the final poll of {k} failed");
+            };
+            let more = ok.msgs.get(&k).cloned().unwrap_or_default();
+            if more.is_empty() {
+                break;
+            }
+            pairs.extend(more);
+        }
+        let verdict = r.history.check_final(&k, &pairs);
+        r.check(verdict);
+    }
+    let list = ListCommittedOffsets {
+        keys: (0..KEYS).map(|k| k.to_string()).collect(),
+        group: None,
+    };
+    let Ok(Ok(Payload::ListCommittedOffsetsOk(ok))) = c.call(Payload::ListCommittedOffsets(list))
+    else {
+        panic!("seed {seed}: the final list_committed_offsets failed");
+    };
+    let verdict = r.history.check_final_commits(&ok.offsets);
+    r.check(verdict);
+
+    let mut by_kind: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for &(at, ok) in &r.ops {
+        if let Some(&(kind, ..)) = phases.iter().find(|(_, from, to)| *from <= at && at < *to) {
+            let slot = by_kind.entry(kind).or_default();
+            slot.0 += u64::from(ok);
+            slot.1 += 1;
+        }
+    }
+    eprintln!(
+        "nemesis: seed {seed}: {} operations, {} acknowledged sends, {} anomalies",
+        r.ops.len(),
+        r.history.acked(),
+        r.anomalies.len()
+    );
+    for (kind, (ok, all)) in &by_kind {
+        let share = 100.0 * *ok as f64 / (*all).max(1) as f64;
+        eprintln!("  {kind:<9} {ok:>8} of {all:>8} operations succeeded ({share:.1} %)");
+    }
+    assert!(
+        r.history.acked() > 0,
+        "seed {seed}: no send was acknowledged"
+    );
+    assert!(
+        r.anomalies.is_empty(),
+        "seed {seed}: {:?}",
+        &r.anomalies[..r.anomalies.len().min(10)]
     );
 }

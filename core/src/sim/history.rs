@@ -80,20 +80,34 @@ impl KafkaHistory {
         }
     }
 
-    /// Checks a committed offset some list returned: commits never go backwards.
-    pub fn check_listed(&mut self, key: &str, offset: u64) -> Result<(), String> {
-        let floor = self
-            .committed
-            .get(key)
-            .copied()
-            .max(self.listed.get(key).copied());
-        if floor.is_some_and(|floor| offset < floor) {
+    /// The committed offsets a `list_committed_offsets` invoked now must not go
+    /// below: the highest one committed or listed by an operation that has ended.
+    /// (Taken at invocation: an operation that ends while the list runs may or may
+    /// not be seen by it.)
+    pub fn commit_floors(&self) -> BTreeMap<String, u64> {
+        let mut floors = self.committed.clone();
+        for (k, &offset) in &self.listed {
+            let slot = floors.entry(k.clone()).or_insert(offset);
+            *slot = (*slot).max(offset);
+        }
+        floors
+    }
+
+    /// Checks a committed offset that a list, invoked when the floors were
+    /// `floors` ([`KafkaHistory::commit_floors`]), returned: commits never go back.
+    pub fn check_listed(
+        &mut self,
+        key: &str,
+        offset: u64,
+        floors: &BTreeMap<String, u64>,
+    ) -> Result<(), String> {
+        if let Some(&floor) = floors.get(key).filter(|&&floor| offset < floor) {
             return Err(format!(
-                "committed offset of {key} went back from {} to {offset}",
-                floor.unwrap_or(0)
+                "committed offset of {key} went back from {floor} to {offset}"
             ));
         }
-        self.listed.insert(key.to_owned(), offset);
+        let slot = self.listed.entry(key.to_owned()).or_insert(offset);
+        *slot = (*slot).max(offset);
         Ok(())
     }
 
@@ -124,8 +138,9 @@ impl KafkaHistory {
     /// every key): no commit went back, none is past its log's end, none
     /// acknowledged is missing.
     pub fn check_final_commits(&mut self, listed: &BTreeMap<String, u64>) -> Result<(), String> {
+        let floors = self.commit_floors();
         for (k, &offset) in listed {
-            self.check_listed(k, offset)?;
+            self.check_listed(k, offset, &floors)?;
             let end = self.ends.get(k).copied().unwrap_or(0);
             if offset >= end {
                 return Err(format!("{k} committed at {offset}, past its end {end}"));
