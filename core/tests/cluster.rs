@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use herald_core::sim::history::QueueHistory;
 use herald_core::sim::{Cluster, NetConfig};
 use herald_core::wire::msg::*;
 use herald_core::{Config, Rng, Time};
@@ -207,52 +208,19 @@ fn a_queue_keeps_its_promises_through_crashes() {
             c.request(0, Payload::CreateQueue(create)),
             Payload::CreateQueueOk(_)
         ));
-        let mut enqueued: BTreeSet<String> = BTreeSet::new(); // acknowledged enqueues
-        let mut maybe: BTreeSet<String> = BTreeSet::new(); // enqueues with no reply
-        let mut acked: BTreeSet<String> = BTreeSet::new();
-        let mut maybe_acked: BTreeSet<String> = BTreeSet::new(); // acks with no reply
-        let mut last_count: BTreeMap<String, u32> = BTreeMap::new();
-        let mut observed: BTreeMap<String, u32> = BTreeMap::new(); // deliveries seen
-        let mut unanswered_dequeues = 0; // each may have delivered a message unseen
+        let mut h = QueueHistory::default();
         let mut expires: BTreeMap<String, Time> = BTreeMap::new(); // enqueues with a TTL
         let mut held: Vec<(String, String)> = Vec::new(); // (id, receipt)
-        let mut check_delivery = |c: &Cluster,
-                                  d: &Delivery,
-                                  acked: &BTreeSet<String>,
-                                  expires: &BTreeMap<String, Time>,
-                                  unanswered: u32| {
-            if acked.contains(&d.id) {
-                fail(
-                    c,
-                    seed,
-                    format!("{} delivered again after its ack was acknowledged", d.id),
-                );
-            }
+        let check_delivery = |c: &Cluster,
+                              h: &mut QueueHistory,
+                              expires: &BTreeMap<String, Time>,
+                              invoked: u64,
+                              d: &Delivery| {
             if expires.get(&d.id).is_some_and(|&at| c.now() >= at) {
                 fail(c, seed, format!("{} delivered after its TTL", d.id));
             }
-            let last = last_count.insert(d.id.clone(), d.deliveries).unwrap_or(0);
-            if d.deliveries <= last {
-                fail(
-                    c,
-                    seed,
-                    format!(
-                        "{} delivery count went from {last} to {}",
-                        d.id, d.deliveries
-                    ),
-                );
-            }
-            let seen = observed.entry(d.id.clone()).or_default();
-            *seen += 1;
-            if d.deliveries > *seen + unanswered {
-                fail(
-                    c,
-                    seed,
-                    format!(
-                        "{} counted {} deliveries: {} seen, {unanswered} dequeues unanswered",
-                        d.id, d.deliveries, *seen
-                    ),
-                );
+            if let Err(e) = h.delivered(invoked, &d.id, d.deliveries) {
+                fail(c, seed, e);
             }
         };
         for step in 0..120 {
@@ -276,14 +244,11 @@ fn a_queue_keeps_its_promises_through_crashes() {
                         ttl_ms,
                         ..Default::default()
                     };
-                    match c.try_request(0, Payload::Enqueue(e), 500) {
-                        Some(Payload::EnqueueOk(_)) => {
-                            enqueued.insert(id);
-                        }
-                        _ => {
-                            maybe.insert(id);
-                        }
-                    }
+                    let ok = matches!(
+                        c.try_request(0, Payload::Enqueue(e), 500),
+                        Some(Payload::EnqueueOk(_))
+                    );
+                    h.enqueue(&id, ok.then_some(true));
                 }
                 6..=8 => {
                     let d = Dequeue {
@@ -292,15 +257,17 @@ fn a_queue_keeps_its_promises_through_crashes() {
                         visibility_ms: None,
                         wait_ms: None,
                     };
+                    let invoked = h.invoked();
                     match c.try_request(0, Payload::Dequeue(d), 500) {
                         Some(Payload::DequeueOk(ok)) => {
                             for d in ok.msgs {
-                                check_delivery(&c, &d, &acked, &expires, unanswered_dequeues);
+                                check_delivery(&c, &mut h, &expires, invoked, &d);
                                 held.push((d.id, d.receipt));
                             }
+                            h.dequeue_ended();
                         }
                         Some(other) => fail(&c, seed, format!("dequeue answered {other:?}")),
-                        None => unanswered_dequeues += 1,
+                        None => h.dequeue_unanswered(),
                     }
                 }
                 _ => {
@@ -312,16 +279,11 @@ fn a_queue_keeps_its_promises_through_crashes() {
                             delay_ms: None,
                             visibility_ms: None,
                         };
-                        match c.try_request(0, Payload::Ack(ack), 500) {
-                            Some(Payload::AckOk) => {
-                                acked.insert(id);
-                            }
-                            // A stale receipt: the message was redelivered since.
-                            Some(_) => {}
-                            None => {
-                                maybe_acked.insert(id);
-                            }
-                        }
+                        // Refused: a stale receipt (the message was redelivered since).
+                        let outcome = c
+                            .try_request(0, Payload::Ack(ack), 500)
+                            .map(|reply| reply == Payload::AckOk);
+                        h.ack(&id, outcome);
                     }
                 }
             }
@@ -331,40 +293,23 @@ fn a_queue_keeps_its_promises_through_crashes() {
         // Healed: wait out every visibility timeout, then drain both queues.
         for _ in 0..(MAX_DELIVERIES + 2) {
             c.run_for_ms(300);
+            let invoked = h.invoked();
             for d in drain(&mut c, "q") {
-                check_delivery(&c, &d, &acked, &expires, unanswered_dequeues);
-                acked.insert(d.id);
+                check_delivery(&c, &mut h, &expires, invoked, &d);
+                h.ack(&d.id, Some(true));
             }
+            h.dequeue_ended();
         }
-        let mut dead: BTreeMap<String, u32> = BTreeMap::new();
-        for d in drain(&mut c, "dlq") {
-            let letter = d.dead_letter.clone().expect("dead-letter details");
-            if letter.deliveries != MAX_DELIVERIES {
-                fail(
-                    &c,
-                    seed,
-                    format!(
-                        "{} dead-lettered after {} deliveries",
-                        d.id, letter.deliveries
-                    ),
-                );
-            }
-            dead.insert(d.id, letter.deliveries);
-        }
-        for id in &enqueued {
-            let expired = expires.get(id).is_some_and(|&at| c.now() >= at);
-            if !acked.contains(id)
-                && !dead.contains_key(id)
-                && !maybe_acked.contains(id)
-                && !expired
-            {
-                fail(&c, seed, format!("acknowledged enqueue {id} was lost"));
-            }
-        }
-        for id in acked.iter().chain(dead.keys()) {
-            if !enqueued.contains(id) && !maybe.contains(id) {
-                fail(&c, seed, format!("{id} was delivered but never enqueued"));
-            }
+        let dead: BTreeMap<String, u32> = drain(&mut c, "dlq")
+            .into_iter()
+            .map(|d| {
+                let letter = d.dead_letter.expect("dead-letter details");
+                (d.id, letter.deliveries)
+            })
+            .collect();
+        let expired = |id: &str| expires.get(id).is_some_and(|&at| c.now() >= at);
+        if let Err(e) = h.check_drained(&dead, MAX_DELIVERIES, expired) {
+            fail(&c, seed, e);
         }
     }
 }

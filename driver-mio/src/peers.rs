@@ -8,8 +8,8 @@
 //! reconnected after an exponential backoff (100 ms doubling to 2 s, with jitter), and
 //! a link's unsent bytes are bounded.
 //!
-//! A link that stops delivering is given up within the link timeout (twice the
-//! longest election timeout): the kernel aborts a connection whose sent data stays
+//! A link that stops delivering is given up within the link timeout (twice
+//! `election_timeout_ms`, 1 s by default): the kernel aborts a connection whose sent data stays
 //! unacknowledged that long (`TCP_USER_TIMEOUT`), and a connect that has not completed
 //! by then is abandoned. Otherwise a connection that lost packets during a partition
 //! sits in TCP's retransmission backoff after the heal (seconds, doubling with the
@@ -202,7 +202,9 @@ impl Peers {
                 Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => {
+                Err(e) => {
+                    // A link timeout shows here: ETIMEDOUT from TCP_USER_TIMEOUT.
+                    log(format!("event=peer_failed peer={} error={e:?}", link.name));
                     Self::disconnect(link, registry, &mut self.rng);
                     return;
                 }

@@ -202,3 +202,187 @@ pub fn check_poll(key: &str, from: u64, pairs: &[(u64, Json)]) -> Result<Vec<i64
         })
         .collect()
 }
+
+/// What clients of a work queue (`enqueue`, `dequeue`, `ack`, with a dead-letter
+/// queue) learned, checked as they learn it and once drained. Operations may run
+/// concurrently: a client takes [`QueueHistory::invoked`] before each dequeue, so a
+/// delivery is judged only against acks that had ended before that dequeue began.
+#[derive(Debug, Default)]
+pub struct QueueHistory {
+    /// Acknowledged enqueues.
+    enqueued: BTreeSet<String>,
+    /// Enqueues with no answer: they may or may not have happened.
+    maybe: BTreeSet<String>,
+    /// Id → when (in ended operations) its ack was acknowledged.
+    acked: BTreeMap<String, u64>,
+    /// Acks with no answer.
+    maybe_acked: BTreeSet<String>,
+    /// Id → delivery count seen → when the dequeue that saw it ended.
+    counts: BTreeMap<String, BTreeMap<u32, u64>>,
+    /// Dequeues with no answer: each may have delivered messages unseen.
+    unanswered_dequeues: u32,
+    /// Operations ended so far (the history's clock).
+    ended: u64,
+}
+
+impl QueueHistory {
+    /// The history's clock, to pass to [`QueueHistory::delivered`] for a dequeue
+    /// invoked now.
+    pub fn invoked(&self) -> u64 {
+        self.ended
+    }
+
+    /// An enqueue of `id` was acknowledged (`Some(true)`), refused (`Some(false)`) or
+    /// not answered (`None`).
+    pub fn enqueue(&mut self, id: &str, outcome: Option<bool>) {
+        self.ended += 1;
+        match outcome {
+            Some(true) => self.enqueued.insert(id.to_owned()),
+            Some(false) => false,
+            None => self.maybe.insert(id.to_owned()),
+        };
+    }
+
+    /// A dequeue got no answer.
+    pub fn dequeue_unanswered(&mut self) {
+        self.ended += 1;
+        self.unanswered_dequeues += 1;
+    }
+
+    /// A dequeue invoked at `invoked` delivered `id` for the `deliveries`th time:
+    /// never after an acknowledged ack; its count above every count seen by a
+    /// dequeue that ended before, and never the same twice; never more often than
+    /// it was seen delivered plus the dequeues that got no answer.
+    pub fn delivered(&mut self, invoked: u64, id: &str, deliveries: u32) -> Result<(), String> {
+        if self.acked.get(id).is_some_and(|&at| at <= invoked) {
+            return Err(format!(
+                "{id} delivered again after its ack was acknowledged"
+            ));
+        }
+        let counts = self.counts.entry(id.to_owned()).or_default();
+        let before = counts.range(deliveries..).find(|(_, &at)| at <= invoked);
+        if let Some((&last, _)) = before {
+            return Err(format!(
+                "{id} delivery count went from {last} to {deliveries}"
+            ));
+        }
+        if counts.insert(deliveries, self.ended + 1).is_some() {
+            return Err(format!("{id} delivered twice as delivery {deliveries}"));
+        }
+        let seen = counts.len() as u32;
+        if deliveries > seen + self.unanswered_dequeues {
+            return Err(format!(
+                "{id} counted {deliveries} deliveries: {seen} seen, {} dequeues unanswered",
+                self.unanswered_dequeues
+            ));
+        }
+        Ok(())
+    }
+
+    /// A dequeue's deliveries have all been recorded.
+    pub fn dequeue_ended(&mut self) {
+        self.ended += 1;
+    }
+
+    /// An ack of `id` was acknowledged (`Some(true)`), refused (`Some(false)`: a
+    /// stale receipt) or not answered (`None`).
+    pub fn ack(&mut self, id: &str, outcome: Option<bool>) {
+        self.ended += 1;
+        match outcome {
+            Some(true) => {
+                self.acked.entry(id.to_owned()).or_insert(self.ended);
+            }
+            Some(false) => {}
+            None => {
+                self.maybe_acked.insert(id.to_owned());
+            }
+        }
+    }
+
+    /// Once drained: `dead` (id → deliveries, from the dead-letter queue) holds
+    /// exactly `max_deliveries` each; every acknowledged enqueue was acked or
+    /// dead-lettered (or had an ack with no answer, or `expired` says its TTL
+    /// passed); nothing acked or dead-lettered was never enqueued.
+    pub fn check_drained(
+        &self,
+        dead: &BTreeMap<String, u32>,
+        max_deliveries: u32,
+        expired: impl Fn(&str) -> bool,
+    ) -> Result<(), String> {
+        if let Some((id, n)) = dead.iter().find(|(_, &n)| n != max_deliveries) {
+            return Err(format!("{id} dead-lettered after {n} deliveries"));
+        }
+        for id in &self.enqueued {
+            let done = self.acked.contains_key(id)
+                || dead.contains_key(id)
+                || self.maybe_acked.contains(id)
+                || expired(id);
+            if !done {
+                return Err(format!("acknowledged enqueue {id} was lost"));
+            }
+        }
+        let seen = self.acked.keys().chain(dead.keys());
+        match seen
+            .into_iter()
+            .find(|id| !self.enqueued.contains(*id) && !self.maybe.contains(*id))
+        {
+            Some(id) => Err(format!("{id} was delivered but never enqueued")),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_judged_against_the_acks_that_ended_before_its_dequeue_began() {
+        let mut h = QueueHistory::default();
+        h.enqueue("a", Some(true));
+        let early = h.invoked();
+        assert_eq!(h.delivered(early, "a", 1), Ok(()));
+        h.dequeue_ended();
+        let overlapping = h.invoked(); // a dequeue that began before the ack ended
+        h.ack("a", Some(true));
+        assert_eq!(h.delivered(overlapping, "a", 2), Ok(()));
+        h.dequeue_ended();
+        let late = h.invoked();
+        let again = h.delivered(late, "a", 3).unwrap_err();
+        assert!(again.contains("after its ack"), "{again}");
+        assert_eq!(h.check_drained(&BTreeMap::new(), 3, |_| false), Ok(()));
+    }
+
+    #[test]
+    fn delivery_counts_only_rise_and_lost_enqueues_are_found() {
+        let mut h = QueueHistory::default();
+        h.enqueue("a", Some(true));
+        h.enqueue("b", Some(true));
+        assert_eq!(
+            h.delivered(h.invoked(), "a", 2),
+            Err("a counted 2 deliveries: 1 seen, 0 dequeues unanswered".into())
+        );
+        let mut h = QueueHistory::default();
+        h.enqueue("a", Some(true));
+        h.dequeue_unanswered();
+        assert_eq!(h.delivered(h.invoked(), "a", 2), Ok(()));
+        h.dequeue_ended();
+        let back = h.delivered(h.invoked(), "a", 1).unwrap_err();
+        assert!(back.contains("went from 2 to 1"), "{back}");
+        let lost = h.check_drained(&BTreeMap::new(), 3, |_| false).unwrap_err();
+        assert_eq!(lost, "acknowledged enqueue a was lost");
+        let dead = [("a".to_owned(), 3)].into();
+        assert_eq!(h.check_drained(&dead, 3, |_| false), Ok(()));
+    }
+
+    #[test]
+    fn a_list_may_miss_a_commit_that_ended_while_it_ran_but_not_one_before() {
+        let mut h = KafkaHistory::default();
+        let before = h.commit_floors();
+        h.committed(&[("k".to_owned(), 5)].into());
+        assert_eq!(h.check_listed("k", 3, &before), Ok(()));
+        let after = h.commit_floors();
+        let back = h.check_listed("k", 3, &after).unwrap_err();
+        assert!(back.contains("went back from 5 to 3"), "{back}");
+    }
+}
