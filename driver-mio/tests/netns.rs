@@ -24,8 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald_core::sim::history::KafkaHistory;
-use herald_core::wire::msg::{CommitOffsets, ListCommittedOffsets, NodeStatus, Poll, Send};
+use herald_core::sim::history::{definite, KafkaHistory, QueueHistory};
+use herald_core::wire::msg::{
+    CommitOffsets, CreateQueue, Dequeue, Enqueue, ListCommittedOffsets, NodeStatus, Poll, Receipt,
+    Send,
+};
 use herald_core::{Payload, Rng};
 use herald_mio::client::Client;
 
@@ -488,6 +491,12 @@ fn a_leader_paused_soon_after_a_heal_is_replaced() {
 const KEYS: u64 = 5;
 /// Its client threads.
 const CLIENTS: u64 = 6;
+/// Client threads of the work-queue workload.
+const QUEUE_CLIENTS: u64 = 3;
+/// The work queue's deliveries before a message is dead-lettered.
+const MAX_DELIVERIES: u32 = 5;
+/// Its visibility timeout.
+const VISIBILITY_MS: u64 = 1_000;
 
 /// A fault the nemesis holds for a few seconds, then ends.
 #[derive(Debug)]
@@ -586,11 +595,12 @@ fn find_leader(net: &Net) -> Option<usize> {
     })
 }
 
-/// What the clients saw: the checker's history, each operation's time and outcome,
+/// What the clients saw: the checkers' histories, each operation's time and outcome,
 /// and the anomalies found.
 #[derive(Default)]
 struct Record {
     history: KafkaHistory,
+    queue: QueueHistory,
     ops: Vec<(Instant, bool)>,
     anomalies: Vec<String>,
 }
@@ -619,21 +629,12 @@ fn kafka_client(
     let mut client: Option<Client> = None;
     let mut assigned: BTreeMap<String, u64> = BTreeMap::new();
     while !stop.load(Ordering::Relaxed) {
-        let c = match client.as_mut() {
-            Some(c) => c,
-            None => {
-                let addr = &addrs[rng.below(addrs.len() as u64) as usize];
-                match Client::connect(addr) {
-                    Ok(c) => {
-                        c.set_timeout(Some(Duration::from_secs(2))).unwrap();
-                        client.insert(c)
-                    }
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(50));
-                        continue;
-                    }
-                }
-            }
+        if client.is_none() {
+            client = connect_any(&mut rng, &addrs);
+        }
+        let Some(c) = client.as_mut() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
         };
         let op = rng.below(10);
         let (ok, broken) = if op < 6 || assigned.is_empty() && op < 9 {
@@ -754,6 +755,170 @@ fn poll_and_commit(
     }
 }
 
+/// A connection to a random one of `addrs` (2 s timeouts), if it can be had.
+fn connect_any(rng: &mut Rng, addrs: &[String]) -> Option<Client> {
+    let addr = &addrs[rng.below(addrs.len() as u64) as usize];
+    let c = Client::connect(addr).ok()?;
+    c.set_timeout(Some(Duration::from_secs(2))).ok()?;
+    Some(c)
+}
+
+/// `Some(true)` for the reply wanted, `Some(false)` for a definite error, `None` for
+/// no answer or an error that leaves the outcome unknown; and whether the
+/// connection broke.
+fn outcome(
+    reply: &std::io::Result<Result<Payload, herald_core::wire::msg::ErrorBody>>,
+    wanted: fn(&Payload) -> bool,
+) -> (Option<bool>, bool) {
+    match reply {
+        Ok(Ok(p)) => (Some(wanted(p)), false),
+        Ok(Err(e)) if definite(e.code) => (Some(false), false),
+        Ok(Err(_)) => (None, false),
+        Err(_) => (None, true),
+    }
+}
+
+/// One client of the work-queue workload, on random nodes: it enqueues messages with
+/// unique ids, and dequeues up to three and acks them, but leaves one in five unacked
+/// (a consumer that died), to be delivered again after the visibility timeout and
+/// dead-lettered after `MAX_DELIVERIES`.
+fn queue_client(
+    t: u64,
+    seed: u64,
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+    next_value: Arc<AtomicI64>,
+    record: Arc<Mutex<Record>>,
+) {
+    let mut rng = Rng::new(seed * 100 + 50 + t);
+    let mut client: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if client.is_none() {
+            client = connect_any(&mut rng, &addrs);
+        }
+        let Some(c) = client.as_mut() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let mut results = Vec::new();
+        if rng.chance(1, 2) {
+            let id = format!("m{}", next_value.fetch_add(1, Ordering::Relaxed));
+            let enqueue = Enqueue {
+                queue: "q".into(),
+                msg: serde_json::json!(t).into(),
+                id: Some(id.clone()),
+                ..Default::default()
+            };
+            let reply = c.call(Payload::Enqueue(enqueue));
+            let (done, broken) = outcome(&reply, |p| matches!(p, Payload::EnqueueOk(_)));
+            record.lock().unwrap().queue.enqueue(&id, done);
+            results.push((done == Some(true), broken));
+        } else {
+            let invoked = record.lock().unwrap().queue.invoked();
+            let dequeue = Dequeue {
+                queue: "q".into(),
+                max: Some(3),
+                visibility_ms: None,
+                wait_ms: None,
+            };
+            let reply = c.call(Payload::Dequeue(dequeue));
+            let mut r = record.lock().unwrap();
+            let delivered = match reply {
+                Ok(Ok(Payload::DequeueOk(ok))) => {
+                    for d in &ok.msgs {
+                        let verdict = r.queue.delivered(invoked, &d.id, d.deliveries);
+                        r.check(verdict);
+                    }
+                    r.queue.dequeue_ended();
+                    results.push((true, false));
+                    ok.msgs
+                }
+                Ok(Err(e)) if definite(e.code) => {
+                    r.queue.dequeue_ended();
+                    results.push((false, false));
+                    Vec::new()
+                }
+                other => {
+                    r.queue.dequeue_unanswered();
+                    results.push((false, other.is_err()));
+                    Vec::new()
+                }
+            };
+            drop(r);
+            for d in delivered.into_iter().filter(|_| !rng.chance(1, 5)) {
+                let ack = Receipt {
+                    queue: "q".into(),
+                    receipt: d.receipt,
+                    delay_ms: None,
+                    visibility_ms: None,
+                };
+                let reply = c.call(Payload::Ack(ack));
+                let (done, broken) = outcome(&reply, |p| *p == Payload::AckOk);
+                record.lock().unwrap().queue.ack(&d.id, done);
+                results.push((done == Some(true), broken));
+                if broken {
+                    break;
+                }
+            }
+        }
+        let now = Instant::now();
+        let mut r = record.lock().unwrap();
+        r.ops.extend(results.iter().map(|&(ok, _)| (now, ok)));
+        if results
+            .iter()
+            .any(|&(ok, broken)| broken || !ok && rng.chance(1, 3))
+        {
+            client = None;
+        }
+    }
+}
+
+/// Once healed: dequeues and acks everything in `queue` (waiting out visibility
+/// timeouts, rounds apart), checking each delivery; returns id → deliveries of what
+/// came out.
+fn drain(c: &mut Client, queue: &str, r: &mut Record) -> BTreeMap<String, u32> {
+    let mut out = BTreeMap::new();
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(VISIBILITY_MS + 200));
+        loop {
+            let invoked = r.queue.invoked();
+            let dequeue = Dequeue {
+                queue: queue.into(),
+                max: Some(100),
+                visibility_ms: None,
+                wait_ms: None,
+            };
+            let Ok(Ok(Payload::DequeueOk(ok))) = c.call(Payload::Dequeue(dequeue)) else {
+                panic!("the final dequeue of {queue} failed");
+            };
+            if ok.msgs.is_empty() {
+                break;
+            }
+            for d in ok.msgs {
+                if queue == "q" {
+                    let verdict = r.queue.delivered(invoked, &d.id, d.deliveries);
+                    r.check(verdict);
+                }
+                let deliveries = d.dead_letter.map_or(d.deliveries, |l| l.deliveries);
+                let ack = Receipt {
+                    queue: queue.into(),
+                    receipt: d.receipt,
+                    delay_ms: None,
+                    visibility_ms: None,
+                };
+                let acked = matches!(c.call(Payload::Ack(ack)), Ok(Ok(Payload::AckOk)));
+                assert!(acked, "the final ack of {} in {queue} failed", d.id);
+                if queue == "q" {
+                    r.queue.ack(&d.id, Some(true));
+                }
+                out.insert(d.id, deliveries);
+            }
+            r.queue.dequeue_ended();
+        }
+    }
+    out
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).map_or(default, |v| {
         v.parse()
@@ -762,11 +927,14 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 /// A seeded schedule of faults (partitions of every shape, one-way cuts, packet loss,
-/// `kill -9` and restarts, pauses; the leader struck half the time) under the keyed-log
-/// workload, checked by the simulator's kafka checker: no lost acknowledged write, no
-/// offset with two values, no value at two offsets, no refused write seen, no skipped
-/// or rewound poll, no commit that goes back or vanishes. Prints the availability
-/// under each kind of fault.
+/// `kill -9` and restarts, pauses; the leader struck half the time) under two
+/// workloads at once, judged by the simulator's checkers. Keyed logs: no lost
+/// acknowledged write, no offset with two values, no value at two offsets, no refused
+/// write seen, no skipped or rewound poll, no commit that goes back or vanishes. A
+/// work queue with a dead-letter queue: no delivery after an acknowledged ack,
+/// delivery counts that only rise, every acknowledged enqueue acked or dead-lettered
+/// after exactly `MAX_DELIVERIES`, nothing invented. Prints the availability under
+/// each kind of fault.
 #[test]
 fn nemesis_on_a_real_network_finds_no_anomaly() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -779,16 +947,36 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     net.start();
     let addrs: Vec<String> = (1..=nodes).map(|i| net.addr(i)).collect();
     let refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
-    common::agreed_leader(&refs, Duration::from_secs(20));
+
+    let leader = common::agreed_leader(&refs, Duration::from_secs(20)) + 1;
+    let create = CreateQueue {
+        queue: "q".into(),
+        visibility_ms: Some(VISIBILITY_MS),
+        max_deliveries: Some(MAX_DELIVERIES),
+        dead_letter: Some("dlq".into()),
+        ..CreateQueue::default()
+    };
+    let mut admin = Client::connect(&net.addr(leader)).unwrap();
+    let created = admin.call(Payload::CreateQueue(create));
+    assert!(
+        matches!(created, Ok(Ok(Payload::CreateQueueOk(_)))),
+        "{created:?}"
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let next_value = Arc::new(AtomicI64::new(0));
     let record = Arc::new(Mutex::new(Record::default()));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|t| {
+    let workloads = [
+        (kafka_client as fn(_, _, _, _, _, _), CLIENTS),
+        (queue_client, QUEUE_CLIENTS),
+    ];
+    let clients: Vec<_> = workloads
+        .into_iter()
+        .flat_map(|(workload, count)| (0..count).map(move |t| (workload, t)))
+        .map(|(workload, t)| {
             let (addrs, stop) = (addrs.clone(), stop.clone());
             let (next_value, record) = (next_value.clone(), record.clone());
-            std::thread::spawn(move || kafka_client(t, seed, addrs, stop, next_value, record))
+            std::thread::spawn(move || workload(t, seed, addrs, stop, next_value, record))
         })
         .collect();
 
@@ -847,6 +1035,10 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
         panic!("seed {seed}: the final list_committed_offsets failed");
     };
     let verdict = r.history.check_final_commits(&ok.offsets);
+    r.check(verdict);
+    drain(&mut c, "q", &mut r);
+    let dead = drain(&mut c, "dlq", &mut r);
+    let verdict = r.queue.check_drained(&dead, MAX_DELIVERIES, |_| false);
     r.check(verdict);
 
     let mut by_kind: BTreeMap<&str, (u64, u64)> = BTreeMap::new();

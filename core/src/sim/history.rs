@@ -226,6 +226,11 @@ pub struct QueueHistory {
 }
 
 impl QueueHistory {
+    /// Acknowledged enqueues so far.
+    pub fn enqueued(&self) -> usize {
+        self.enqueued.len()
+    }
+
     /// The history's clock, to pass to [`QueueHistory::delivered`] for a dequeue
     /// invoked now.
     pub fn invoked(&self) -> u64 {
