@@ -1040,6 +1040,7 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     let dead = drain(&mut c, "dlq", &mut r);
     let verdict = r.queue.check_drained(&dead, MAX_DELIVERIES, |_| false);
     r.check(verdict);
+    let dead_letters = dead.len();
 
     let mut by_kind: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for &(at, ok) in &r.ops {
@@ -1050,9 +1051,11 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
         }
     }
     eprintln!(
-        "nemesis: seed {seed}: {} operations, {} acknowledged sends, {} anomalies",
+        "nemesis: seed {seed}: {} operations, {} acknowledged sends, {} acknowledged \
+         enqueues, {dead_letters} dead-lettered, {} anomalies",
         r.ops.len(),
         r.history.acked(),
+        r.queue.enqueued(),
         r.anomalies.len()
     );
     for (kind, (ok, all)) in &by_kind {
@@ -1062,6 +1065,10 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     assert!(
         r.history.acked() > 0,
         "seed {seed}: no send was acknowledged"
+    );
+    assert!(
+        r.queue.enqueued() > 0,
+        "seed {seed}: no enqueue was acknowledged"
     );
     assert!(
         r.anomalies.is_empty(),
