@@ -13,6 +13,9 @@
 //! HERALD_NETNS_SECS=1800 HERALD_NETNS_NODES=5 cargo test --release -p herald-mio \
 //!     --test netns -- --nocapture nemesis
 //! ```
+//!
+//! `HERALD_BIN` runs another `herald` binary than the one cargo built with the test
+//! (a copy, so that a long run is not disturbed by rebuilding).
 
 #[allow(dead_code)] // each test binary uses a part of it
 mod common;
@@ -52,6 +55,37 @@ fn run(args: &[&str]) {
     );
 }
 
+/// Deletes what harnesses of processes that no longer run left behind (killed by a
+/// signal, they could not clean up): namespaces `hf<pid>x<n>-*` and root veths
+/// `hf<pid>x<n>r` whose pid is gone.
+fn remove_orphans() {
+    let orphan = |name: &str| {
+        let pid = name
+            .strip_prefix("hf")
+            .and_then(|rest| rest.split('x').next());
+        pid.is_some_and(|pid| {
+            pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+    };
+    let list = |args: &[&str]| -> Vec<String> {
+        let out = Command::new(args[0]).args(&args[1..]).output();
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+        text.unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split([' ', '@']).next().map(str::to_owned))
+            .collect()
+    };
+    for link in list(&["ip", "-o", "-br", "link"])
+        .iter()
+        .filter(|l| orphan(l))
+    {
+        let _ = Command::new("ip").args(["link", "del", link]).status();
+    }
+    for ns in list(&["ip", "netns", "list"]).iter().filter(|n| orphan(n)) {
+        let _ = Command::new("ip").args(["netns", "del", ns]).status();
+    }
+}
+
 /// Namespaces `<prefix>-b` (the bridge) and `<prefix>-n<i>` (node i, address
 /// `10.213.<net>.<i>`), and the root namespace's veth `<prefix>r` (`.254`).
 struct Net {
@@ -80,7 +114,7 @@ impl Net {
             servers: Vec::new(),
             data,
         };
-        net.remove(); // leftovers of a run that was killed
+        remove_orphans();
         net.create();
         net
     }
@@ -164,7 +198,7 @@ impl Net {
             .open(self.data.join(format!("n{i}.log")))
             .unwrap();
         Command::new("ip")
-            .args(["netns", "exec", &self.ns(i), env!("CARGO_BIN_EXE_herald")])
+            .args(["netns", "exec", &self.ns(i), &herald_bin()])
             .args(["--addr", &self.addr(i), "serve", "--kafka-addr", "none"])
             .args(["--fsync", "always", "--log-level", "info"])
             .args(["--node-id", &format!("n{i}"), "--peers", &peers.join(",")])
@@ -304,6 +338,11 @@ impl Drop for Net {
         self.remove();
         let _ = std::fs::remove_dir_all(&self.data);
     }
+}
+
+/// The `herald` binary the nodes run: `HERALD_BIN`, else the one built with the test.
+fn herald_bin() -> String {
+    std::env::var("HERALD_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_owned())
 }
 
 fn status(addr: &str) -> Option<NodeStatus> {
