@@ -29,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use herald_core::sim::history::{definite, KafkaHistory, QueueHistory};
 use herald_core::wire::msg::{
-    CommitOffsets, CreateQueue, Dequeue, Enqueue, ListCommittedOffsets, NodeStatus, Poll, Receipt,
-    Send,
+    CommitOffsets, CreateQueue, Delivery, Dequeue, Enqueue, InitProducer, ListCommittedOffsets,
+    NodeStatus, Poll, Receipt, Send,
 };
 use herald_core::{Payload, Rng};
 use herald_mio::client::Client;
@@ -532,6 +532,8 @@ const KEYS: u64 = 5;
 const CLIENTS: u64 = 6;
 /// Client threads of the work-queue workload.
 const QUEUE_CLIENTS: u64 = 3;
+/// Idempotent producers (one thread each).
+const PRODUCERS: u64 = 2;
 /// The work queue's deliveries before a message is dead-lettered.
 const MAX_DELIVERIES: u32 = 5;
 /// Its visibility timeout.
@@ -640,6 +642,8 @@ fn find_leader(net: &Net) -> Option<usize> {
 struct Record {
     history: KafkaHistory,
     queue: QueueHistory,
+    /// Idempotent producer → its writes acknowledged (sequence numbers 0 up to it).
+    produced: BTreeMap<u64, u64>,
     ops: Vec<(Instant, bool)>,
     anomalies: Vec<String>,
 }
@@ -912,11 +916,98 @@ fn queue_client(
     }
 }
 
+/// An idempotent producer: `init_producer` once, then writes `[t, seq]` to queue
+/// `idem` for seq 0, 1, 2, ..., retrying each one (on any node) until it is
+/// acknowledged. However many retries reached the broker, each must be stored once.
+fn idempotent_producer(
+    t: u64,
+    seed: u64,
+    addrs: Vec<String>,
+    stop: Arc<AtomicBool>,
+    _: Arc<AtomicI64>,
+    record: Arc<Mutex<Record>>,
+) {
+    let mut rng = Rng::new(seed * 100 + 80 + t);
+    let (mut client, mut id, mut seq) = (None::<Client>, None, 0);
+    while !stop.load(Ordering::Relaxed) {
+        if client.is_none() {
+            client = connect_any(&mut rng, &addrs);
+        }
+        let Some(c) = client.as_mut() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let reply = match id {
+            None => {
+                let init = InitProducer {
+                    name: Some(format!("p{t}")),
+                };
+                let reply = c.call(Payload::InitProducer(init));
+                if let Ok(Ok(Payload::InitProducerOk(p))) = &reply {
+                    id = Some((p.producer, p.epoch));
+                }
+                reply
+            }
+            Some((producer, epoch)) => {
+                let enqueue = Enqueue {
+                    queue: "idem".into(),
+                    msg: serde_json::json!([t, seq]).into(),
+                    producer: Some(producer),
+                    epoch: Some(epoch),
+                    seq: Some(seq),
+                    ..Default::default()
+                };
+                let reply = c.call(Payload::Enqueue(enqueue));
+                if let Ok(Ok(Payload::EnqueueOk(_))) = &reply {
+                    seq += 1;
+                    record.lock().unwrap().produced.insert(t, seq);
+                }
+                reply
+            }
+        };
+        let ok = matches!(reply, Ok(Ok(_)));
+        record.lock().unwrap().ops.push((Instant::now(), ok));
+        if reply.is_err() || !ok && rng.chance(1, 3) {
+            client = None;
+        }
+    }
+}
+
+/// Each idempotent producer's acknowledged writes are stored exactly once, and
+/// nothing past the one it was retrying when it stopped.
+fn check_idempotent(produced: &BTreeMap<u64, u64>, stored: &[Delivery]) -> Result<(), String> {
+    let mut copies: BTreeMap<(u64, u64), u32> = BTreeMap::new();
+    for d in stored {
+        let pair: Option<(u64, u64)> = serde_json::from_value(d.msg.to_value()).ok();
+        let Some(pair) = pair else {
+            return Err(format!("idem holds {}, which nobody wrote", d.msg));
+        };
+        *copies.entry(pair).or_default() += 1;
+    }
+    if let Some(((t, seq), n)) = copies.iter().find(|(_, &n)| n > 1) {
+        return Err(format!("idempotent write p{t} seq {seq} stored {n} times"));
+    }
+    for (&t, &acked) in produced {
+        if let Some(seq) = (0..acked).find(|&seq| !copies.contains_key(&(t, seq))) {
+            return Err(format!(
+                "acknowledged idempotent write p{t} seq {seq} was lost"
+            ));
+        }
+    }
+    match copies
+        .keys()
+        .find(|(t, seq)| *seq > produced.get(t).copied().unwrap_or(0))
+    {
+        Some((t, seq)) => Err(format!("p{t} seq {seq} is stored but was never written")),
+        None => Ok(()),
+    }
+}
+
 /// Once healed: dequeues and acks everything in `queue` (waiting out visibility
-/// timeouts, rounds apart), checking each delivery; returns id → deliveries of what
-/// came out.
-fn drain(c: &mut Client, queue: &str, r: &mut Record) -> BTreeMap<String, u32> {
-    let mut out = BTreeMap::new();
+/// timeouts, rounds apart), checking each delivery of the work queue `q`; returns
+/// what came out.
+fn drain(c: &mut Client, queue: &str, r: &mut Record) -> Vec<Delivery> {
+    let mut out = Vec::new();
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(VISIBILITY_MS + 200));
         loop {
@@ -927,8 +1018,9 @@ fn drain(c: &mut Client, queue: &str, r: &mut Record) -> BTreeMap<String, u32> {
                 visibility_ms: None,
                 wait_ms: None,
             };
-            let Ok(Ok(Payload::DequeueOk(ok))) = c.call(Payload::Dequeue(dequeue)) else {
-                panic!("the final dequeue of {queue} failed");
+            let reply = c.call(Payload::Dequeue(dequeue));
+            let Ok(Ok(Payload::DequeueOk(ok))) = reply else {
+                panic!("the final dequeue of {queue} failed: {reply:?}");
             };
             if ok.msgs.is_empty() {
                 break;
@@ -938,10 +1030,9 @@ fn drain(c: &mut Client, queue: &str, r: &mut Record) -> BTreeMap<String, u32> {
                     let verdict = r.queue.delivered(invoked, &d.id, d.deliveries);
                     r.check(verdict);
                 }
-                let deliveries = d.dead_letter.map_or(d.deliveries, |l| l.deliveries);
                 let ack = Receipt {
                     queue: queue.into(),
-                    receipt: d.receipt,
+                    receipt: d.receipt.clone(),
                     delay_ms: None,
                     visibility_ms: None,
                 };
@@ -950,7 +1041,7 @@ fn drain(c: &mut Client, queue: &str, r: &mut Record) -> BTreeMap<String, u32> {
                 if queue == "q" {
                     r.queue.ack(&d.id, Some(true));
                 }
-                out.insert(d.id, deliveries);
+                out.push(d);
             }
             r.queue.dequeue_ended();
         }
@@ -972,8 +1063,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// write seen, no skipped or rewound poll, no commit that goes back or vanishes. A
 /// work queue with a dead-letter queue: no delivery after an acknowledged ack,
 /// delivery counts that only rise, every acknowledged enqueue acked or dead-lettered
-/// after exactly `MAX_DELIVERIES`, nothing invented. Prints the availability under
-/// each kind of fault.
+/// after exactly `MAX_DELIVERIES`, nothing invented. Idempotent producers retrying
+/// every write until acknowledged: each stored exactly once. Prints the availability
+/// under each kind of fault.
 #[test]
 fn nemesis_on_a_real_network_finds_no_anomaly() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -995,12 +1087,19 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
         dead_letter: Some("dlq".into()),
         ..CreateQueue::default()
     };
+    let idem = CreateQueue {
+        queue: "idem".into(),
+        visibility_ms: Some(VISIBILITY_MS),
+        ..CreateQueue::default()
+    };
     let mut admin = Client::connect(&net.addr(leader)).unwrap();
-    let created = admin.call(Payload::CreateQueue(create));
-    assert!(
-        matches!(created, Ok(Ok(Payload::CreateQueueOk(_)))),
-        "{created:?}"
-    );
+    for create in [create, idem] {
+        let created = admin.call(Payload::CreateQueue(create));
+        assert!(
+            matches!(created, Ok(Ok(Payload::CreateQueueOk(_)))),
+            "{created:?}"
+        );
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let next_value = Arc::new(AtomicI64::new(0));
@@ -1008,6 +1107,7 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     let workloads = [
         (kafka_client as fn(_, _, _, _, _, _), CLIENTS),
         (queue_client, QUEUE_CLIENTS),
+        (idempotent_producer, PRODUCERS),
     ];
     let clients: Vec<_> = workloads
         .into_iter()
@@ -1076,10 +1176,16 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     let verdict = r.history.check_final_commits(&ok.offsets);
     r.check(verdict);
     drain(&mut c, "q", &mut r);
-    let dead = drain(&mut c, "dlq", &mut r);
+    let dead: BTreeMap<String, u32> = drain(&mut c, "dlq", &mut r)
+        .into_iter()
+        .map(|d| (d.id, d.dead_letter.map_or(0, |l| l.deliveries)))
+        .collect();
     let verdict = r.queue.check_drained(&dead, MAX_DELIVERIES, |_| false);
     r.check(verdict);
     let dead_letters = dead.len();
+    let stored = drain(&mut c, "idem", &mut r);
+    let verdict = check_idempotent(&r.produced, &stored);
+    r.check(verdict);
 
     let mut by_kind: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     for &(at, ok) in &r.ops {
@@ -1091,10 +1197,12 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     }
     eprintln!(
         "nemesis: seed {seed}: {} operations, {} acknowledged sends, {} acknowledged \
-         enqueues, {dead_letters} dead-lettered, {} anomalies",
+         enqueues, {dead_letters} dead-lettered, {} acknowledged idempotent writes, {} \
+         anomalies",
         r.ops.len(),
         r.history.acked(),
         r.queue.enqueued(),
+        r.produced.values().sum::<u64>(),
         r.anomalies.len()
     );
     for (kind, (ok, all)) in &by_kind {
