@@ -103,7 +103,7 @@ impl Net {
             std::process::id() as usize,
             NEXT.fetch_add(1, Ordering::Relaxed),
         );
-        let prefix = format!("hf{}x{n}", pid % 100_000);
+        let prefix = format!("hf{pid}x{n}"); // the root veth: at most 15 bytes
         let subnet = format!("10.213.{}", 20 + (pid * 7 + n) % 200);
         let data = std::env::temp_dir().join(format!("herald-netns-{pid}-{n}"));
         let _ = std::fs::remove_dir_all(&data);
