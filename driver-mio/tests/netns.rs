@@ -668,17 +668,9 @@ fn kafka_client(
     next_value: Arc<AtomicI64>,
     record: Arc<Mutex<Record>>,
 ) {
-    let mut rng = Rng::new(seed * 100 + t);
-    let mut client: Option<Client> = None;
     let mut assigned: BTreeMap<String, u64> = BTreeMap::new();
-    while !stop.load(Ordering::Relaxed) {
-        if client.is_none() {
-            client = connect_any(&mut rng, &addrs);
-        }
-        let Some(c) = client.as_mut() else {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        };
+    let rng = Rng::new(seed * 100 + t);
+    client_loop(rng, &addrs, &stop, &record, |c, rng| {
         let op = rng.below(10);
         let (ok, broken) = if op < 6 || assigned.is_empty() && op < 9 {
             let key = rng.below(KEYS).to_string();
@@ -741,11 +733,8 @@ fn kafka_client(
                 Err(_) => (false, true),
             }
         };
-        record.lock().unwrap().ops.push((Instant::now(), ok));
-        if broken || !ok && rng.chance(1, 3) {
-            client = None;
-        }
-    }
+        vec![(ok, broken)]
+    });
 }
 
 /// Polls the assigned keys from where this client is, checks what came back, and
@@ -806,6 +795,42 @@ fn connect_any(rng: &mut Rng, addrs: &[String]) -> Option<Client> {
     Some(c)
 }
 
+/// One client thread until `stop`: it keeps a connection to a random one of `addrs`
+/// and runs `step` on it, which returns each operation's (succeeded, connection
+/// broke). The operations are recorded with their time; after a broken connection,
+/// or a failure one time in three, the client moves to another node.
+fn client_loop(
+    mut rng: Rng,
+    addrs: &[String],
+    stop: &AtomicBool,
+    record: &Mutex<Record>,
+    mut step: impl FnMut(&mut Client, &mut Rng) -> Vec<(bool, bool)>,
+) {
+    let mut client: Option<Client> = None;
+    while !stop.load(Ordering::Relaxed) {
+        if client.is_none() {
+            client = connect_any(&mut rng, addrs);
+        }
+        let Some(c) = client.as_mut() else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let results = step(c, &mut rng);
+        let now = Instant::now();
+        record
+            .lock()
+            .unwrap()
+            .ops
+            .extend(results.iter().map(|&(ok, _)| (now, ok)));
+        if results
+            .iter()
+            .any(|&(ok, broken)| broken || !ok && rng.chance(1, 3))
+        {
+            client = None;
+        }
+    }
+}
+
 /// `Some(true)` for the reply wanted, `Some(false)` for a definite error, `None` for
 /// no answer or an error that leaves the outcome unknown; and whether the
 /// connection broke.
@@ -833,16 +858,8 @@ fn queue_client(
     next_value: Arc<AtomicI64>,
     record: Arc<Mutex<Record>>,
 ) {
-    let mut rng = Rng::new(seed * 100 + 50 + t);
-    let mut client: Option<Client> = None;
-    while !stop.load(Ordering::Relaxed) {
-        if client.is_none() {
-            client = connect_any(&mut rng, &addrs);
-        }
-        let Some(c) = client.as_mut() else {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        };
+    let rng = Rng::new(seed * 100 + 50 + t);
+    client_loop(rng, &addrs, &stop, &record, |c, rng| {
         let mut results = Vec::new();
         if rng.chance(1, 2) {
             let id = format!("m{}", next_value.fetch_add(1, Ordering::Relaxed));
@@ -904,16 +921,8 @@ fn queue_client(
                 }
             }
         }
-        let now = Instant::now();
-        let mut r = record.lock().unwrap();
-        r.ops.extend(results.iter().map(|&(ok, _)| (now, ok)));
-        if results
-            .iter()
-            .any(|&(ok, broken)| broken || !ok && rng.chance(1, 3))
-        {
-            client = None;
-        }
-    }
+        results
+    });
 }
 
 /// An idempotent producer: `init_producer` once, then writes `[t, seq]` to queue
@@ -927,16 +936,9 @@ fn idempotent_producer(
     _: Arc<AtomicI64>,
     record: Arc<Mutex<Record>>,
 ) {
-    let mut rng = Rng::new(seed * 100 + 80 + t);
-    let (mut client, mut id, mut seq) = (None::<Client>, None, 0);
-    while !stop.load(Ordering::Relaxed) {
-        if client.is_none() {
-            client = connect_any(&mut rng, &addrs);
-        }
-        let Some(c) = client.as_mut() else {
-            std::thread::sleep(Duration::from_millis(50));
-            continue;
-        };
+    let (mut id, mut seq) = (None, 0);
+    let rng = Rng::new(seed * 100 + 80 + t);
+    client_loop(rng, &addrs, &stop, &record, |c, _| {
         let reply = match id {
             None => {
                 let init = InitProducer {
@@ -965,12 +967,8 @@ fn idempotent_producer(
                 reply
             }
         };
-        let ok = matches!(reply, Ok(Ok(_)));
-        record.lock().unwrap().ops.push((Instant::now(), ok));
-        if reply.is_err() || !ok && rng.chance(1, 3) {
-            client = None;
-        }
-    }
+        vec![(matches!(reply, Ok(Ok(_))), reply.is_err())]
+    });
 }
 
 /// Each idempotent producer's acknowledged writes are stored exactly once, and
