@@ -7,12 +7,17 @@
 //! tests fail and say which command could not run.
 //!
 //! `HERALD_NETNS_SECS` (60), `HERALD_NETNS_NODES` (3) and `HERALD_NETNS_SEED` (from the
-//! clock, printed) set the nemesis test's length, cluster size and schedule:
+//! clock, printed) set the nemesis test's length, cluster size and schedule;
+//! `HERALD_NETNS_FAULTS` (a comma-separated list of kinds, e.g. `loss,pause`; all by
+//! default) narrows the schedule to some kinds of fault:
 //!
 //! ```sh
 //! HERALD_NETNS_SECS=1800 HERALD_NETNS_NODES=5 cargo test --release -p herald-mio \
 //!     --test netns -- --nocapture nemesis
 //! ```
+//!
+//! `HERALD_NETNS_KEEP=1` keeps the nodes' data directories and logs (the path is
+//! printed) instead of deleting them, to look into a run.
 //!
 //! `HERALD_BIN` runs another `herald` binary than the one cargo built with the test
 //! (a copy, so that a long run is not disturbed by rebuilding).
@@ -33,7 +38,7 @@ use herald_core::wire::msg::{
     NodeStatus, Poll, Receipt, Send,
 };
 use herald_core::{Payload, Rng};
-use herald_mio::client::Client;
+use herald_mio::client::{Client, Reply};
 
 /// One cluster at a time: the tests share this machine's cores, and the liveness
 /// test's bound assumes nothing else heavy runs.
@@ -336,7 +341,11 @@ impl Drop for Net {
             }
         }
         self.remove();
-        let _ = std::fs::remove_dir_all(&self.data);
+        if std::env::var_os("HERALD_NETNS_KEEP").is_some() {
+            eprintln!("netns: kept {}", self.data.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.data);
+        }
     }
 }
 
@@ -560,6 +569,11 @@ enum Fault {
 }
 
 impl Fault {
+    /// Every kind, as `kind` names it.
+    const KINDS: [&'static str; 7] = [
+        "isolate", "minority", "ring", "one-way", "loss", "kill", "pause",
+    ];
+
     fn kind(&self) -> &'static str {
         match self {
             Fault::Isolate(_) => "isolate",
@@ -572,8 +586,18 @@ impl Fault {
         }
     }
 
-    /// A random fault; the node it strikes is the leader half the time.
-    fn pick(rng: &mut Rng, nodes: usize, leader: Option<usize>) -> Fault {
+    /// A random fault of one of `kinds`; the node it strikes is the leader half the
+    /// time.
+    fn pick(rng: &mut Rng, nodes: usize, leader: Option<usize>, kinds: &[String]) -> Fault {
+        loop {
+            let fault = Fault::any(rng, nodes, leader);
+            if kinds.iter().any(|k| k == fault.kind()) {
+                return fault;
+            }
+        }
+    }
+
+    fn any(rng: &mut Rng, nodes: usize, leader: Option<usize>) -> Fault {
         let kind = rng.below(7);
         let mut node = || match leader {
             Some(l) if rng.chance(1, 2) => l,
@@ -644,8 +668,32 @@ struct Record {
     queue: QueueHistory,
     /// Idempotent producer → its writes acknowledged (sequence numbers 0 up to it).
     produced: BTreeMap<u64, u64>,
-    ops: Vec<(Instant, bool)>,
+    ops: Vec<(Instant, Outcome)>,
     anomalies: Vec<String>,
+}
+
+/// How one operation ended: what availability counts, and why it failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Outcome {
+    Ok,
+    /// An error reply with this code.
+    Refused(u32),
+    /// A reply of the wrong type (also an anomaly).
+    Unexpected,
+    /// No reply: the connection broke or timed out.
+    NoReply,
+}
+
+impl Outcome {
+    /// `Ok` if the reply is one `wanted` takes.
+    fn of(reply: &std::io::Result<Reply>, wanted: fn(&Payload) -> bool) -> Outcome {
+        match reply {
+            Ok(Ok(p)) if wanted(p) => Outcome::Ok,
+            Ok(Ok(_)) => Outcome::Unexpected,
+            Ok(Err(e)) => Outcome::Refused(e.code),
+            Err(_) => Outcome::NoReply,
+        }
+    }
 }
 
 impl Record {
@@ -672,7 +720,7 @@ fn kafka_client(
     let rng = Rng::new(seed * 100 + t);
     client_loop(rng, &addrs, &stop, &record, |c, rng| {
         let op = rng.below(10);
-        let (ok, broken) = if op < 6 || assigned.is_empty() && op < 9 {
+        let outcome = if op < 6 || assigned.is_empty() && op < 9 {
             let key = rng.below(KEYS).to_string();
             let value = next_value.fetch_add(1, Ordering::Relaxed);
             let send = Send {
@@ -686,19 +734,19 @@ fn kafka_client(
                 Ok(Ok(Payload::SendOk(ok))) => {
                     let verdict = r.history.send_ok(&key, ok.offset, value);
                     r.check(verdict);
-                    (true, false)
+                    Outcome::Ok
                 }
                 Ok(Err(e)) => {
                     r.history.send_failed(&key, value, Some(e.code));
-                    (false, false)
+                    Outcome::Refused(e.code)
                 }
                 Ok(Ok(other)) => {
                     r.anomalies.push(format!("send answered {other:?}"));
-                    (false, false)
+                    Outcome::Unexpected
                 }
                 Err(_) => {
                     r.history.send_failed(&key, value, None);
-                    (false, true)
+                    Outcome::NoReply
                 }
             }
         } else if op < 9 {
@@ -713,45 +761,43 @@ fn kafka_client(
                 group: None,
             };
             let floors = record.lock().unwrap().history.commit_floors();
-            match c.call(Payload::ListCommittedOffsets(list)) {
-                Ok(Ok(Payload::ListCommittedOffsetsOk(ok))) => {
-                    let mut r = record.lock().unwrap();
-                    for (k, &offset) in &ok.offsets {
-                        let verdict = r.history.check_listed(k, offset, &floors);
-                        r.check(verdict);
-                    }
-                    assigned = keys
-                        .into_iter()
-                        .map(|k| {
-                            let at = assigned.get(&k).or(ok.offsets.get(&k)).copied();
-                            (k, at.unwrap_or(0))
-                        })
-                        .collect();
-                    (true, false)
+            let reply = c.call(Payload::ListCommittedOffsets(list));
+            let outcome = Outcome::of(&reply, |p| matches!(p, Payload::ListCommittedOffsetsOk(_)));
+            if let Ok(Ok(Payload::ListCommittedOffsetsOk(ok))) = reply {
+                let mut r = record.lock().unwrap();
+                for (k, &offset) in &ok.offsets {
+                    let verdict = r.history.check_listed(k, offset, &floors);
+                    r.check(verdict);
                 }
-                Ok(_) => (false, false),
-                Err(_) => (false, true),
+                assigned = keys
+                    .into_iter()
+                    .map(|k| {
+                        let at = assigned.get(&k).or(ok.offsets.get(&k)).copied();
+                        (k, at.unwrap_or(0))
+                    })
+                    .collect();
             }
+            outcome
         };
-        vec![(ok, broken)]
+        vec![outcome]
     });
 }
 
 /// Polls the assigned keys from where this client is, checks what came back, and
-/// commits the last offset polled of each key. Returns (ok, connection broken).
+/// commits the last offset polled of each key.
 fn poll_and_commit(
     c: &mut Client,
     assigned: &mut BTreeMap<String, u64>,
     record: &Mutex<Record>,
-) -> (bool, bool) {
+) -> Outcome {
     let poll = Poll {
         offsets: assigned.clone(),
         max: Some(10),
     };
-    let msgs = match c.call(Payload::Poll(poll)) {
+    let reply = c.call(Payload::Poll(poll));
+    let msgs = match reply {
         Ok(Ok(Payload::PollOk(ok))) => ok.msgs,
-        Ok(_) => return (false, false),
-        Err(_) => return (false, true),
+        other => return Outcome::of(&other, |_| false),
     };
     let mut commit = BTreeMap::new();
     {
@@ -771,20 +817,18 @@ fn poll_and_commit(
         }
     }
     if commit.is_empty() {
-        return (true, false);
+        return Outcome::Ok;
     }
     let request = CommitOffsets {
         offsets: commit.clone(),
         group: None,
     };
-    match c.call(Payload::CommitOffsets(request)) {
-        Ok(Ok(Payload::CommitOffsetsOk)) => {
-            record.lock().unwrap().history.committed(&commit);
-            (true, false)
-        }
-        Ok(_) => (false, false),
-        Err(_) => (false, true),
+    let reply = c.call(Payload::CommitOffsets(request));
+    let outcome = Outcome::of(&reply, |p| *p == Payload::CommitOffsetsOk);
+    if outcome == Outcome::Ok {
+        record.lock().unwrap().history.committed(&commit);
     }
+    outcome
 }
 
 /// A connection to a random one of `addrs` (2 s timeouts), if it can be had.
@@ -796,15 +840,16 @@ fn connect_any(rng: &mut Rng, addrs: &[String]) -> Option<Client> {
 }
 
 /// One client thread until `stop`: it keeps a connection to a random one of `addrs`
-/// and runs `step` on it, which returns each operation's (succeeded, connection
-/// broke). The operations are recorded with their time; after a broken connection,
-/// or a failure one time in three, the client moves to another node.
+/// and runs `step` on it, which returns each operation's outcome. The operations
+/// are recorded with their time; after an operation without a reply (the connection
+/// broke or timed out), or a failure one time in three, the client moves to another
+/// node.
 fn client_loop(
     mut rng: Rng,
     addrs: &[String],
     stop: &AtomicBool,
     record: &Mutex<Record>,
-    mut step: impl FnMut(&mut Client, &mut Rng) -> Vec<(bool, bool)>,
+    mut step: impl FnMut(&mut Client, &mut Rng) -> Vec<Outcome>,
 ) {
     let mut client: Option<Client> = None;
     while !stop.load(Ordering::Relaxed) {
@@ -821,28 +866,23 @@ fn client_loop(
             .lock()
             .unwrap()
             .ops
-            .extend(results.iter().map(|&(ok, _)| (now, ok)));
-        if results
-            .iter()
-            .any(|&(ok, broken)| broken || !ok && rng.chance(1, 3))
-        {
+            .extend(results.iter().map(|&outcome| (now, outcome)));
+        if results.iter().any(|&outcome| {
+            outcome == Outcome::NoReply || outcome != Outcome::Ok && rng.chance(1, 3)
+        }) {
             client = None;
         }
     }
 }
 
-/// `Some(true)` for the reply wanted, `Some(false)` for a definite error, `None` for
-/// no answer or an error that leaves the outcome unknown; and whether the
-/// connection broke.
-fn outcome(
-    reply: &std::io::Result<Result<Payload, herald_core::wire::msg::ErrorBody>>,
-    wanted: fn(&Payload) -> bool,
-) -> (Option<bool>, bool) {
-    match reply {
-        Ok(Ok(p)) => (Some(wanted(p)), false),
-        Ok(Err(e)) if definite(e.code) => (Some(false), false),
-        Ok(Err(_)) => (None, false),
-        Err(_) => (None, true),
+/// What the queue history makes of an outcome: done, definitely not done, or
+/// unknown (no reply, or an error that leaves it open).
+fn done(outcome: Outcome) -> Option<bool> {
+    match outcome {
+        Outcome::Ok => Some(true),
+        Outcome::Refused(code) if !definite(code) => None,
+        Outcome::NoReply => None,
+        Outcome::Refused(_) | Outcome::Unexpected => Some(false),
     }
 }
 
@@ -870,9 +910,9 @@ fn queue_client(
                 ..Default::default()
             };
             let reply = c.call(Payload::Enqueue(enqueue));
-            let (done, broken) = outcome(&reply, |p| matches!(p, Payload::EnqueueOk(_)));
-            record.lock().unwrap().queue.enqueue(&id, done);
-            results.push((done == Some(true), broken));
+            let outcome = Outcome::of(&reply, |p| matches!(p, Payload::EnqueueOk(_)));
+            record.lock().unwrap().queue.enqueue(&id, done(outcome));
+            results.push(outcome);
         } else {
             let invoked = record.lock().unwrap().queue.invoked();
             let dequeue = Dequeue {
@@ -882,28 +922,21 @@ fn queue_client(
                 wait_ms: None,
             };
             let reply = c.call(Payload::Dequeue(dequeue));
-            let mut r = record.lock().unwrap();
+            let outcome = Outcome::of(&reply, |p| matches!(p, Payload::DequeueOk(_)));
+            results.push(outcome);
             let delivered = match reply {
-                Ok(Ok(Payload::DequeueOk(ok))) => {
-                    for d in &ok.msgs {
-                        let verdict = r.queue.delivered(invoked, &d.id, d.deliveries);
-                        r.check(verdict);
-                    }
-                    r.queue.dequeue_ended();
-                    results.push((true, false));
-                    ok.msgs
-                }
-                Ok(Err(e)) if definite(e.code) => {
-                    r.queue.dequeue_ended();
-                    results.push((false, false));
-                    Vec::new()
-                }
-                other => {
-                    r.queue.dequeue_unanswered();
-                    results.push((false, other.is_err()));
-                    Vec::new()
-                }
+                Ok(Ok(Payload::DequeueOk(ok))) => ok.msgs,
+                _ => Vec::new(),
             };
+            let mut r = record.lock().unwrap();
+            for d in &delivered {
+                let verdict = r.queue.delivered(invoked, &d.id, d.deliveries);
+                r.check(verdict);
+            }
+            match done(outcome) {
+                Some(_) => r.queue.dequeue_ended(),
+                None => r.queue.dequeue_unanswered(),
+            }
             drop(r);
             for d in delivered.into_iter().filter(|_| !rng.chance(1, 5)) {
                 let ack = Receipt {
@@ -913,10 +946,10 @@ fn queue_client(
                     visibility_ms: None,
                 };
                 let reply = c.call(Payload::Ack(ack));
-                let (done, broken) = outcome(&reply, |p| *p == Payload::AckOk);
-                record.lock().unwrap().queue.ack(&d.id, done);
-                results.push((done == Some(true), broken));
-                if broken {
+                let outcome = Outcome::of(&reply, |p| *p == Payload::AckOk);
+                record.lock().unwrap().queue.ack(&d.id, done(outcome));
+                results.push(outcome);
+                if outcome == Outcome::NoReply {
                     break;
                 }
             }
@@ -967,7 +1000,7 @@ fn idempotent_producer(
                 reply
             }
         };
-        vec![(matches!(reply, Ok(Ok(_))), reply.is_err())]
+        vec![Outcome::of(&reply, |_| true)]
     });
 }
 
@@ -1079,7 +1112,15 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     let nodes = env_or("HERALD_NETNS_NODES", 3) as usize;
     let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     let seed = env_or("HERALD_NETNS_SEED", clock.unwrap().as_secs() % 100_000);
-    eprintln!("nemesis: seed {seed} (HERALD_NETNS_SEED), {nodes} nodes, {secs} s");
+    let kinds: Vec<String> = std::env::var("HERALD_NETNS_FAULTS")
+        .map_or(Fault::KINDS.map(str::to_owned).to_vec(), |list| {
+            list.split(',').map(str::to_owned).collect()
+        });
+    for kind in &kinds {
+        let known = Fault::KINDS.contains(&kind.as_str()) && (kind != "ring" || nodes >= 5);
+        assert!(known, "HERALD_NETNS_FAULTS: no fault {kind:?} on {nodes} nodes; the kinds are {:?} (ring: 5 nodes)", Fault::KINDS);
+    }
+    eprintln!("nemesis: seed {seed} (HERALD_NETNS_SEED), {nodes} nodes, {secs} s, {kinds:?}");
     let mut net = Net::new(nodes);
     net.start();
     let addrs: Vec<String> = (1..=nodes).map(|i| net.addr(i)).collect();
@@ -1131,7 +1172,7 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     std::thread::sleep(Duration::from_secs(2));
     phases.push(("none", started, Instant::now()));
     while started.elapsed() < Duration::from_secs(secs) {
-        let fault = Fault::pick(&mut rng, nodes, find_leader(&net));
+        let fault = Fault::pick(&mut rng, nodes, find_leader(&net), &kinds);
         eprintln!("{:>6.1} s  {fault:?}", started.elapsed().as_secs_f64());
         let at = Instant::now();
         fault.start(&mut net);
@@ -1197,12 +1238,10 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     let verdict = check_idempotent(&r.produced, &stored);
     r.check(verdict);
 
-    let mut by_kind: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    for &(at, ok) in &r.ops {
+    let mut by_kind: BTreeMap<&str, BTreeMap<Outcome, u64>> = BTreeMap::new();
+    for &(at, outcome) in &r.ops {
         if let Some(&(kind, ..)) = phases.iter().find(|(_, from, to)| *from <= at && at < *to) {
-            let slot = by_kind.entry(kind).or_default();
-            slot.0 += u64::from(ok);
-            slot.1 += 1;
+            *by_kind.entry(kind).or_default().entry(outcome).or_default() += 1;
         }
     }
     eprintln!(
@@ -1215,9 +1254,22 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
         r.produced.values().sum::<u64>(),
         r.anomalies.len()
     );
-    for (kind, (ok, all)) in &by_kind {
-        let share = 100.0 * *ok as f64 / (*all).max(1) as f64;
-        eprintln!("  {kind:<9} {ok:>8} of {all:>8} operations succeeded ({share:.1} %)");
+    for (kind, outcomes) in &by_kind {
+        let all: u64 = outcomes.values().sum();
+        let ok = outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
+        let share = 100.0 * ok as f64 / all.max(1) as f64;
+        let failed: Vec<String> = outcomes
+            .iter()
+            .filter(|(o, _)| **o != Outcome::Ok)
+            .map(|(o, n)| match o {
+                Outcome::Refused(code) => format!("{n} error {code}"),
+                other => format!("{n} {other:?}"),
+            })
+            .collect();
+        eprintln!(
+            "  {kind:<9} {ok:>8} of {all:>8} operations succeeded ({share:.1} %); failed: {}",
+            failed.join(", ")
+        );
     }
     assert!(
         r.history.acked() > 0,
