@@ -11,7 +11,9 @@
 //! A link that stops delivering is given up within the link timeout (twice
 //! `election_timeout_ms`, 1 s by default): the kernel aborts a connection whose sent data stays
 //! unacknowledged that long (`TCP_USER_TIMEOUT`), and a connect that has not completed
-//! by then is abandoned. Otherwise a connection that lost packets during a partition
+//! half a second after that is abandoned (the grace lets the kernel's first SYN
+//! retransmission, one second after the SYN, complete it: on a lossy network a lost
+//! SYN or SYN-ACK would otherwise fail every connect it struck). Otherwise a connection that lost packets during a partition
 //! sits in TCP's retransmission backoff after the heal (seconds, doubling with the
 //! length of the cut) while its stale heartbeats and appends wait in it; a fresh
 //! connection starts clean.
@@ -28,6 +30,8 @@ use socket2::SockRef;
 /// Tokens of peer links count down from here (clients use small slab keys).
 const FIRST_TOKEN: usize = usize::MAX - 16;
 const BACKOFF_MIN_MS: u64 = 100;
+/// How much longer than the link timeout a connect may take.
+const CONNECT_GRACE_MS: u64 = 500;
 const BACKOFF_MAX_MS: u64 = 2_000;
 
 /// The first line on a connection to a peer: who is calling.
@@ -125,7 +129,8 @@ impl Peers {
         true
     }
 
-    /// Gives up connects that took longer than the link timeout, and connects links
+    /// Gives up connects that took longer than the link timeout and its grace, and
+    /// connects links
     /// that are down and due for another try.
     pub fn reconnect(&mut self, registry: &Registry, log: &mut impl FnMut(String)) {
         let now = Instant::now();
@@ -146,7 +151,8 @@ impl Peers {
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     if registry.register(&mut stream, token, interest).is_ok() {
                         link.stream = Some(stream);
-                        link.connect_deadline = now + self.link_timeout;
+                        link.connect_deadline =
+                            now + self.link_timeout + Duration::from_millis(CONNECT_GRACE_MS);
                     }
                 }
                 Err(e) => {

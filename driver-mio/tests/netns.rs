@@ -6,6 +6,12 @@
 //! (also when it fails). Needs root, `ip` (iproute2) and `iptables`; without them the
 //! tests fail and say which command could not run.
 //!
+//! This kernel has no `netem` qdisc, so the link faults are made with iptables alone:
+//! loss by `-m statistic` and `DROP`, duplicates by `TEE` (a copy of a share of the
+//! packets sent straight to their destination), and delay with jitter, which reorders
+//! packets, by `NFQUEUE` and a delay line in this process ([`DelayQueue`]). The test
+//! `link_faults_do_what_they_say` checks each of them with datagrams.
+//!
 //! `HERALD_NETNS_SECS` (60), `HERALD_NETNS_NODES` (3) and `HERALD_NETNS_SEED` (from the
 //! clock, printed) set the nemesis test's length, cluster size and schedule;
 //! `HERALD_NETNS_FAULTS` (a comma-separated list of kinds, e.g. `loss,pause`; all by
@@ -26,6 +32,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
@@ -99,6 +106,8 @@ struct Net {
     nodes: usize,
     servers: Vec<Option<Child>>,
     data: PathBuf,
+    /// The delay lines of a delay fault, one per node.
+    delays: Mutex<Vec<DelayQueue>>,
 }
 
 impl Net {
@@ -118,6 +127,7 @@ impl Net {
             nodes,
             servers: Vec::new(),
             data,
+            delays: Mutex::default(),
         };
         remove_orphans();
         net.create();
@@ -248,23 +258,31 @@ impl Net {
         }
     }
 
+    /// Runs `iptables args` in node `i`'s namespace.
+    fn iptables(&self, i: usize, args: &[&str]) {
+        let ns = self.ns(i);
+        run(&[&["ip", "netns", "exec", &ns, "iptables"], args].concat());
+    }
+
+    /// Node `i`'s address, without the port.
+    fn ip(&self, i: usize) -> String {
+        format!("{}.{i}", self.subnet)
+    }
+
+    /// In each node's namespace, `iptables rule(other)` for every other node.
+    fn on_every_link(&self, rule: impl Fn(&str) -> Vec<String>) {
+        for i in 1..=self.nodes {
+            for j in (1..=self.nodes).filter(|&j| j != i) {
+                let args = rule(&self.ip(j));
+                self.iptables(i, &args.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+        }
+    }
+
     /// Packets from node `from` to node `to` vanish on arrival, as on a real network
     /// (clients still reach every node).
     fn cut_one_way(&self, from: usize, to: usize) {
-        let src = format!("{}.{from}", self.subnet);
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.ns(to),
-            "iptables",
-            "-A",
-            "INPUT",
-            "-s",
-            &src,
-            "-j",
-            "DROP",
-        ]);
+        self.iptables(to, &["-A", "INPUT", "-s", &self.ip(from), "-j", "DROP"]);
     }
 
     /// Cuts every node of `a` off from every node of `b`, both ways.
@@ -286,50 +304,172 @@ impl Net {
     /// Each node drops `percent` of the packets other nodes send it.
     fn lossy(&self, percent: u32) {
         let probability = format!("{:.2}", f64::from(percent) / 100.0);
+        self.on_every_link(|peer| {
+            let rule = "-A INPUT -s {peer} -m statistic --mode random --probability {p} -j DROP";
+            words(&rule.replace("{peer}", peer).replace("{p}", &probability))
+        });
+    }
+
+    /// Each node sends every other node a second copy of `percent` of its packets.
+    fn duplicating(&self, percent: u32) {
+        let probability = format!("{:.2}", f64::from(percent) / 100.0);
+        self.on_every_link(|peer| {
+            let rule = "-t mangle -A POSTROUTING -d {peer} -m statistic --mode random \
+                        --probability {p} -j TEE --gateway {peer}";
+            words(&rule.replace("{peer}", peer).replace("{p}", &probability))
+        });
+    }
+
+    /// Each node holds the packets other nodes send it `delay_ms` plus a random part
+    /// of `jitter_ms` (so a round trip between two nodes takes twice that).
+    fn delayed(&self, delay_ms: u64, jitter_ms: u64) {
         for i in 1..=self.nodes {
-            for j in (1..=self.nodes).filter(|&j| j != i) {
-                let src = format!("{}.{j}", self.subnet);
-                run(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &self.ns(i),
-                    "iptables",
-                    "-A",
-                    "INPUT",
-                    "-s",
-                    &src,
-                    "-m",
-                    "statistic",
-                    "--mode",
-                    "random",
-                    "--probability",
-                    &probability,
-                    "-j",
-                    "DROP",
-                ]);
-            }
+            let seed = delay_ms * 1_000 + jitter_ms * 10 + i as u64;
+            self.delays.lock().unwrap().push(DelayQueue::start(
+                &self.ns(i),
+                delay_ms,
+                jitter_ms,
+                seed,
+            ));
+        }
+        self.on_every_link(|peer| {
+            let rule = "-A INPUT -s {peer} -j NFQUEUE --queue-num 0 --queue-bypass";
+            words(&rule.replace("{peer}", peer))
+        });
+    }
+
+    /// Removes every cut, loss, duplication and delay; the delayed packets go through.
+    fn heal(&self) {
+        for i in 1..=self.nodes {
+            self.iptables(i, &["-F", "INPUT"]);
+            self.iptables(i, &["-t", "mangle", "-F", "POSTROUTING"]);
+        }
+        for delay in self.delays.lock().unwrap().drain(..) {
+            delay.stop();
+        }
+    }
+}
+
+/// A command line's words.
+fn words(line: &str) -> Vec<String> {
+    line.split_whitespace().map(str::to_owned).collect()
+}
+
+/// Runs `f` on a new thread inside network namespace `ns`: the sockets it opens are
+/// that namespace's.
+fn in_ns<T: std::marker::Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + std::marker::Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .unwrap_or_else(|e| panic!("setns {path}: {e}"));
+        f()
+    })
+}
+
+/// A delay line for the packets iptables puts on `NFQUEUE` 0 in one namespace: each
+/// is held `delay_ms` plus a uniformly random part of `jitter_ms`, then let through,
+/// so with jitter larger than their spacing packets overtake each other. Held
+/// packets are bounded by the kernel's queue length; past it they pass undelayed.
+struct DelayQueue {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl DelayQueue {
+    /// Packets the kernel holds for the delay line before it lets more pass.
+    const MAX_HELD: u32 = 20_000;
+
+    /// Starts the delay line in namespace `ns` and returns once it is bound.
+    fn start(ns: &str, delay_ms: u64, jitter_ms: u64, seed: u64) -> DelayQueue {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (bound, is_bound) = std::sync::mpsc::channel();
+        let stopping = stop.clone();
+        let thread = in_ns(ns, move || {
+            let mut queue = match Self::open() {
+                Ok(queue) => queue,
+                Err(e) => {
+                    let _ = bound.send(Err(e));
+                    return 0;
+                }
+            };
+            let _ = bound.send(Ok(()));
+            Self::run(&mut queue, &stopping, delay_ms, jitter_ms, Rng::new(seed))
+        });
+        match is_bound.recv() {
+            Ok(Ok(())) => DelayQueue { stop, thread },
+            Ok(Err(e)) => panic!("cannot bind NFQUEUE 0 in {ns} (needs root): {e}"),
+            Err(_) => panic!("the delay line of {ns} failed: {:?}", thread.join()),
         }
     }
 
-    /// Removes every cut and loss rule.
-    fn heal(&self) {
-        for i in 1..=self.nodes {
-            run(&[
-                "ip",
-                "netns",
-                "exec",
-                &self.ns(i),
-                "iptables",
-                "-F",
-                "INPUT",
-            ]);
+    fn open() -> std::io::Result<nfq::Queue> {
+        let mut queue = nfq::Queue::open()?;
+        queue.bind(0)?;
+        queue.set_copy_range(0, 0)?; // the verdict needs only the packet's id
+        queue.set_fail_open(0, true)?;
+        queue.set_queue_max_len(0, Self::MAX_HELD)?;
+        queue.set_nonblocking(true);
+        Ok(queue)
+    }
+
+    /// Holds and releases packets until `stop`, then releases the rest; returns how
+    /// many it delayed.
+    fn run(
+        queue: &mut nfq::Queue,
+        stop: &AtomicBool,
+        delay_ms: u64,
+        jitter_ms: u64,
+        mut rng: Rng,
+    ) -> u64 {
+        let mut held: BTreeMap<(Instant, u64), nfq::Message> = BTreeMap::new();
+        let mut count = 0;
+        while !stop.load(Ordering::Relaxed) {
+            match queue.recv() {
+                Ok(mut packet) => {
+                    packet.set_verdict(nfq::Verdict::Accept);
+                    let wait = Duration::from_millis(delay_ms + rng.below(jitter_ms + 1));
+                    held.insert((Instant::now() + wait, count), packet);
+                    count += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(e) => panic!("NFQUEUE: {e}"),
+            }
+            let now = Instant::now();
+            while let Some(due) = held.first_entry().filter(|e| e.key().0 <= now) {
+                queue.verdict(due.remove()).expect("NFQUEUE verdict");
+            }
         }
+        for (_, packet) in held {
+            queue.verdict(packet).expect("NFQUEUE verdict");
+        }
+        let _ = queue.unbind(0);
+        count
+    }
+
+    /// Lets every held packet through and ends the delay line.
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("the delay line failed");
     }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
+        for delay in self
+            .delays
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            delay.stop.store(true, Ordering::Relaxed);
+            let _ = delay.thread.join();
+        }
         for child in self.servers.iter_mut().flatten() {
             let _ = child.kill(); // SIGKILL also ends a stopped process
             let _ = child.wait();
@@ -535,6 +675,137 @@ fn a_leader_paused_soon_after_a_heal_is_replaced() {
     );
 }
 
+/// Sends `count` datagrams numbered 0, 1, ... from node 1 to node 2, `gap_us` apart,
+/// and returns the numbers node 2 received, in the order it received them (it
+/// listens until nothing has come for a second).
+fn datagrams(net: &Net, count: u32, gap_us: u64) -> Vec<u32> {
+    let to = format!("{}:9000", net.ip(2));
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let bind = to.clone();
+    let receiver = in_ns(&net.ns(2), move || {
+        let socket = UdpSocket::bind(&bind).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
+        ready.send(()).unwrap();
+        let (mut got, mut buf) = (Vec::new(), [0; 4]);
+        while let Ok(4) = socket.recv(&mut buf) {
+            got.push(u32::from_be_bytes(buf));
+        }
+        got
+    });
+    is_ready.recv().unwrap();
+    let from = format!("{}:0", net.ip(1));
+    in_ns(&net.ns(1), move || {
+        let socket = UdpSocket::bind(from).unwrap();
+        for n in 0..count {
+            socket.send_to(&n.to_be_bytes(), &to).unwrap();
+            std::thread::sleep(Duration::from_micros(gap_us));
+        }
+    })
+    .join()
+    .unwrap();
+    receiver.join().unwrap()
+}
+
+/// The shortest of `count` round trips of a datagram from node 1 to node 2 and back.
+fn shortest_round_trip(net: &Net, count: u32) -> Duration {
+    let at = format!("{}:9001", net.ip(2));
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let bind = at.clone();
+    let echo = in_ns(&net.ns(2), move || {
+        let socket = UdpSocket::bind(&bind).unwrap();
+        ready.send(()).unwrap();
+        let mut buf = [0; 4];
+        for _ in 0..count {
+            let (n, from) = socket.recv_from(&mut buf).unwrap();
+            socket.send_to(&buf[..n], from).unwrap();
+        }
+    });
+    is_ready.recv().unwrap();
+    let from = format!("{}:0", net.ip(1));
+    let shortest = in_ns(&net.ns(1), move || {
+        let socket = UdpSocket::bind(from).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0; 4];
+        (0..count)
+            .map(|n| {
+                let sent = Instant::now();
+                socket.send_to(&n.to_be_bytes(), &at).unwrap();
+                socket.recv(&mut buf).expect("the echo comes back");
+                sent.elapsed()
+            })
+            .min()
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    echo.join().unwrap();
+    shortest
+}
+
+/// Each link fault does what it says, measured with datagrams between two namespaces
+/// (no herald): loss drops about its share, duplication adds about its share of
+/// copies, a delay lengthens every round trip by twice itself (both ends hold what
+/// they receive), and jitter reorders. The bounds on counts are seven standard
+/// deviations wide.
+#[test]
+fn link_faults_do_what_they_say() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let net = Net::new(2);
+    let clean = datagrams(&net, 500, 100);
+    assert_eq!(clean, (0..500).collect::<Vec<_>>(), "a clean link");
+
+    net.lossy(30);
+    let got = datagrams(&net, 2_000, 100).len();
+    net.heal();
+    assert!(
+        (1_250..=1_550).contains(&got),
+        "30 % loss let {got} of 2,000 through"
+    );
+
+    net.duplicating(30);
+    let got = datagrams(&net, 2_000, 100);
+    net.heal();
+    let mut copies: BTreeMap<u32, u32> = BTreeMap::new();
+    for n in &got {
+        *copies.entry(*n).or_default() += 1;
+    }
+    assert_eq!(copies.len(), 2_000, "duplication lost datagrams");
+    assert!(copies.values().all(|&c| c <= 2), "more than one copy");
+    let extra = got.len() - 2_000;
+    assert!(
+        (450..=750).contains(&extra),
+        "30 % duplication made {extra} copies of 2,000"
+    );
+
+    net.delayed(100, 0);
+    let delayed = shortest_round_trip(&net, 10);
+    net.heal();
+    assert!(
+        delayed >= Duration::from_millis(200),
+        "a 100 ms delay at each end made a round trip of {delayed:?}"
+    );
+
+    net.delayed(20, 60);
+    let got = datagrams(&net, 500, 500);
+    net.heal();
+    assert_eq!(got.len(), 500, "the delay line lost datagrams");
+    let overtaken = got.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(
+        overtaken > 0,
+        "60 ms of jitter on 0.5 ms gaps reordered nothing"
+    );
+    eprintln!(
+        "loss, duplication, delay ({} ms round trip) and reordering ({overtaken} of 500 \
+         overtaken) as set",
+        delayed.as_millis()
+    );
+    assert_eq!(datagrams(&net, 500, 100).len(), 500, "healed");
+}
+
 /// Keys of the keyed-log workload.
 const KEYS: u64 = 5;
 /// Its client threads.
@@ -547,6 +818,10 @@ const PRODUCERS: u64 = 2;
 const MAX_DELIVERIES: u32 = 5;
 /// Its visibility timeout.
 const VISIBILITY_MS: u64 = 1_000;
+/// How long a client waits after a failed operation before its next one.
+const RETRY_PAUSE_MS: u64 = 50;
+/// Availability over time: the share of windows this long with a success in them.
+const WINDOW_MS: u64 = 250;
 
 /// A fault the nemesis holds for a few seconds, then ends.
 #[derive(Debug)]
@@ -566,12 +841,25 @@ enum Fault {
     Kill(usize),
     /// `SIGSTOP`, `SIGCONT` when the fault ends (longer than an election timeout).
     Pause(usize),
+    /// Every node holds the packets from other nodes this long, plus up to
+    /// `jitter_ms` more (which reorders them).
+    Delay { ms: u64, jitter_ms: u64 },
+    /// Every node sends other nodes a second copy of this share of its packets.
+    Duplicate(u32),
 }
 
 impl Fault {
     /// Every kind, as `kind` names it.
-    const KINDS: [&'static str; 7] = [
-        "isolate", "minority", "ring", "one-way", "loss", "kill", "pause",
+    const KINDS: [&'static str; 9] = [
+        "isolate",
+        "minority",
+        "ring",
+        "one-way",
+        "loss",
+        "kill",
+        "pause",
+        "delay",
+        "duplicate",
     ];
 
     fn kind(&self) -> &'static str {
@@ -583,6 +871,8 @@ impl Fault {
             Fault::Loss(_) => "loss",
             Fault::Kill(_) => "kill",
             Fault::Pause(_) => "pause",
+            Fault::Delay { .. } => "delay",
+            Fault::Duplicate(_) => "duplicate",
         }
     }
 
@@ -598,7 +888,7 @@ impl Fault {
     }
 
     fn any(rng: &mut Rng, nodes: usize, leader: Option<usize>) -> Fault {
-        let kind = rng.below(7);
+        let kind = rng.below(9);
         let mut node = || match leader {
             Some(l) if rng.chance(1, 2) => l,
             _ => rng.between(1, nodes as u64) as usize,
@@ -617,7 +907,15 @@ impl Fault {
             }
             4 => Fault::Loss(rng.between(10, 30) as u32),
             5 => Fault::Kill(node()),
-            _ => Fault::Pause(node()),
+            6 => Fault::Pause(node()),
+            7 => {
+                let ms = rng.between(20, 150);
+                Fault::Delay {
+                    ms,
+                    jitter_ms: rng.between(0, ms),
+                }
+            }
+            _ => Fault::Duplicate(rng.between(10, 40) as u32),
         }
     }
 
@@ -641,6 +939,8 @@ impl Fault {
             Fault::Loss(percent) => net.lossy(*percent),
             Fault::Kill(i) => net.kill(*i),
             Fault::Pause(i) => net.signal(*i, true),
+            Fault::Delay { ms, jitter_ms } => net.delayed(*ms, *jitter_ms),
+            Fault::Duplicate(percent) => net.duplicating(*percent),
         }
     }
 
@@ -841,9 +1141,11 @@ fn connect_any(rng: &mut Rng, addrs: &[String]) -> Option<Client> {
 
 /// One client thread until `stop`: it keeps a connection to a random one of `addrs`
 /// and runs `step` on it, which returns each operation's outcome. The operations
-/// are recorded with their time; after an operation without a reply (the connection
-/// broke or timed out), or a failure one time in three, the client moves to another
-/// node.
+/// are recorded with their time. After a failure it waits `RETRY_PAUSE_MS`, as a
+/// client that retries would (without it, a client spins on fast refusals, e.g. "no
+/// leader is known", and the operation counts measure the spin); after an operation
+/// without a reply (the connection broke or timed out), or a failure one time in
+/// three, it moves to another node.
 fn client_loop(
     mut rng: Rng,
     addrs: &[String],
@@ -867,10 +1169,11 @@ fn client_loop(
             .unwrap()
             .ops
             .extend(results.iter().map(|&outcome| (now, outcome)));
-        if results.iter().any(|&outcome| {
-            outcome == Outcome::NoReply || outcome != Outcome::Ok && rng.chance(1, 3)
-        }) {
-            client = None;
+        if results.iter().any(|&outcome| outcome != Outcome::Ok) {
+            std::thread::sleep(Duration::from_millis(RETRY_PAUSE_MS));
+            if results.contains(&Outcome::NoReply) || rng.chance(1, 3) {
+                client = None;
+            }
         }
     }
 }
@@ -1244,6 +1547,21 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
             *by_kind.entry(kind).or_default().entry(outcome).or_default() += 1;
         }
     }
+    let window = |at: Instant| (at - started).as_millis() as u64 / WINDOW_MS;
+    let good: std::collections::BTreeSet<u64> = r
+        .ops
+        .iter()
+        .filter(|(_, outcome)| *outcome == Outcome::Ok)
+        .map(|&(at, _)| window(at))
+        .collect();
+    let mut windows: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for &(kind, from, to) in &phases {
+        let slot = windows.entry(kind).or_default();
+        for w in window(from) + 1..window(to) {
+            slot.0 += u64::from(good.contains(&w));
+            slot.1 += 1;
+        }
+    }
     eprintln!(
         "nemesis: seed {seed}: {} operations, {} acknowledged sends, {} acknowledged \
          enqueues, {dead_letters} dead-lettered, {} acknowledged idempotent writes, {} \
@@ -1266,8 +1584,11 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
                 other => format!("{n} {other:?}"),
             })
             .collect();
+        let (good, all_windows) = windows.get(kind).copied().unwrap_or_default();
+        let time = 100.0 * good as f64 / all_windows.max(1) as f64;
         eprintln!(
-            "  {kind:<9} {ok:>8} of {all:>8} operations succeeded ({share:.1} %); failed: {}",
+            "  {kind:<9} {ok:>8} of {all:>8} operations succeeded ({share:.1} %), a success in \
+             {time:.1} % of its {WINDOW_MS} ms windows; failed: {}",
             failed.join(", ")
         );
     }
