@@ -18,13 +18,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[allow(dead_code)] // each test binary uses a part of it
 mod common;
 
+use common::procs::{as_u64, python, run, spawn_script, summary_of, tail, Ran};
+
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
-/// The venv with the Python clients, at the workspace's `target/`.
-const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/kafka-venv");
-/// The Python scripts and their pinned requirements.
-const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/kafka");
 
 // ---------------------------------------------------------------------------------
 // Servers
@@ -226,123 +225,6 @@ fn cli(addr: &str, args: &[&str]) -> String {
 }
 
 // ---------------------------------------------------------------------------------
-// Child processes with bounded time
-
-/// What a bounded child process did.
-struct Ran {
-    /// `None`: killed at its deadline.
-    status: Option<ExitStatus>,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-impl Ran {
-    /// Exited 0 (before its deadline).
-    fn succeeded(&self) -> bool {
-        self.status.is_some_and(|s| s.success())
-    }
-
-    /// Its stdout, or a panic naming `what` with its status and stderr.
-    fn expect_ok(self, what: &str) -> String {
-        match self.status {
-            Some(s) if s.success() => self.stdout,
-            status => panic!(
-                "{what}: {} after {:?}\nstderr:\n{}\nstdout (end):\n{}",
-                status.map_or("killed at its deadline".into(), |s| s.to_string()),
-                self.took,
-                tail(&self.stderr, 40),
-                tail(&self.stdout, 10),
-            ),
-        }
-    }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// A child process started by `spawn`, to be waited for with a deadline.
-struct Running {
-    child: Child,
-    started: Instant,
-    output: Vec<std::thread::JoinHandle<String>>,
-}
-
-fn spawn(cmd: &mut Command, stdin: Option<Vec<u8>>) -> Running {
-    let mut child = cmd
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    if let Some(bytes) = stdin {
-        let mut pipe = child.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            let _ = pipe.write_all(&bytes);
-        });
-    }
-    let read = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut bytes = Vec::new();
-            let _ = r.read_to_end(&mut bytes);
-            String::from_utf8_lossy(&bytes).into_owned()
-        })
-    };
-    let output = vec![
-        read(Box::new(child.stdout.take().unwrap())),
-        read(Box::new(child.stderr.take().unwrap())),
-    ];
-    Running {
-        child,
-        started: Instant::now(),
-        output,
-    }
-}
-
-impl Running {
-    /// Waits until it exits, or kills it `timeout` after it started.
-    fn wait(mut self, timeout: Duration) -> Ran {
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if self.started.elapsed() > timeout {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let took = self.started.elapsed();
-        let mut output = self.output.drain(..).map(|h| h.join().unwrap());
-        let (stdout, stderr) = (output.next().unwrap(), output.next().unwrap());
-        Ran {
-            status,
-            stdout,
-            stderr,
-            took,
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn run(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Ran {
-    spawn(cmd, stdin).wait(timeout)
-}
-
-// ---------------------------------------------------------------------------------
 // The clients
 
 /// kcat's path, once it is known to run.
@@ -364,103 +246,6 @@ fn kcat() -> &'static str {
         );
     }
     "kcat"
-}
-
-/// The venv's python with the pinned clients of `tests/kafka/requirements.txt`,
-/// made on first use (once per test binary; `.ci/run` makes it beforehand).
-fn python() -> PathBuf {
-    static VENV_PYTHON: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    match VENV_PYTHON.get_or_init(make_venv) {
-        Ok(python) => python.clone(),
-        Err(why) => panic!("{why}"),
-    }
-}
-
-fn make_venv() -> Result<PathBuf, String> {
-    let venv = Path::new(VENV);
-    let python = venv.join("bin/python");
-    let requirements = Path::new(SCRIPTS).join("requirements.txt");
-    // Written after a complete install: a venv whose marker matches is ready.
-    let marker = venv.join("herald-requirements.txt");
-    let wanted = std::fs::read(&requirements).map_err(|e| format!("{requirements:?}: {e}"))?;
-    if python.exists() && std::fs::read(&marker).ok().as_ref() == Some(&wanted) {
-        return Ok(python);
-    }
-    let install = "install python3 and its venv module with \
-                   `apt-get install -y --no-install-recommends python3-venv` (.ci/run does)";
-    // A venv made without ensurepip (Debian's python3 without python3-venv) has no pip.
-    let has_pip = Command::new(&python)
-        .args(["-m", "pip", "--version"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !has_pip {
-        if let Err(e) = Command::new("python3").arg("--version").output() {
-            return Err(format!("cannot run python3 ({e}): {install}"));
-        }
-        let ran = run(
-            Command::new("python3")
-                .args(["-m", "venv", "--clear"])
-                .arg(venv),
-            None,
-            Duration::from_secs(120),
-        );
-        if !ran.succeeded() {
-            return Err(format!(
-                "`python3 -m venv {VENV}` failed ({:?}): {}\n{install}",
-                ran.status,
-                tail(&ran.stderr, 20)
-            ));
-        }
-    }
-    eprintln!("kafka_clients: installing {requirements:?} into {VENV}");
-    let ran = run(
-        Command::new(&python)
-            .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
-            .arg("-r")
-            .arg(&requirements),
-        None,
-        Duration::from_secs(600),
-    );
-    if !ran.succeeded() {
-        return Err(format!(
-            "pip install -r {requirements:?} into {VENV} failed ({:?}): {}",
-            ran.status,
-            tail(&ran.stderr, 30)
-        ));
-    }
-    std::fs::write(&marker, wanted).map_err(|e| format!("{marker:?}: {e}"))?;
-    Ok(python)
-}
-
-/// Starts `tests/kafka/<script>` with the venv's python.
-fn spawn_script(script: &str, args: &[&str]) -> Running {
-    let mut cmd = Command::new(python());
-    cmd.arg(Path::new(SCRIPTS).join(script))
-        .args(args)
-        .env("PYTHONUNBUFFERED", "1");
-    spawn(&mut cmd, None)
-}
-
-/// The JSON summary a script printed last on stdout, and whether it exited 0.
-fn summary_of(script: &str, ran: &Ran, server_log: &str) -> (Value, bool) {
-    let last = ran.stdout.lines().rev().find(|l| l.starts_with('{'));
-    let Some(summary) = last.and_then(|l| serde_json::from_str(l).ok()) else {
-        panic!(
-            "{script}: no JSON summary ({:?} after {:?})\nstderr:\n{}\nstdout:\n{}\nserver:\n{server_log}",
-            ran.status,
-            ran.took,
-            tail(&ran.stderr, 40),
-            tail(&ran.stdout, 10)
-        );
-    };
-    eprintln!("{script} ({:?}): {summary}", ran.took);
-    (summary, ran.succeeded())
-}
-
-fn as_u64(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {field} in {v}"))
 }
 
 /// `kcat -L -J` through `bootstrap`, parsed.

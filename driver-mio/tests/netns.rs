@@ -41,17 +41,21 @@ use std::time::{Duration, Instant};
 
 use herald_core::sim::history::{definite, KafkaHistory, QueueHistory};
 use herald_core::wire::msg::{
-    CommitOffsets, CreateQueue, Delivery, Dequeue, Enqueue, InitProducer, ListCommittedOffsets,
-    NodeStatus, Poll, Receipt, Send,
+    CommitOffsets, CreateQueue, CreateTopic, Delivery, Dequeue, Enqueue, InitProducer,
+    ListCommittedOffsets, NodeStatus, Poll, Receipt, Send,
 };
 use herald_core::{Payload, Rng};
 use herald_mio::client::{Client, Reply};
+
+use common::procs::{as_u64, spawn_script, summary_of};
 
 /// One cluster at a time: the tests share this machine's cores, and the liveness
 /// test's bound assumes nothing else heavy runs.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const PORT: u16 = 7000;
+/// Each node's Kafka listener.
+const KAFKA_PORT: u16 = 9092;
 
 /// Runs a command; panics with its output if it cannot run or fails.
 fn run(args: &[&str]) {
@@ -142,6 +146,10 @@ impl Net {
         format!("{}.{i}:{PORT}", self.subnet)
     }
 
+    fn kafka_addr(&self, i: usize) -> String {
+        format!("{}.{i}:{KAFKA_PORT}", self.subnet)
+    }
+
     fn create(&self) {
         let bridge = format!("{}-b", self.prefix);
         run(&["ip", "netns", "add", &bridge]);
@@ -214,7 +222,13 @@ impl Net {
             .unwrap();
         Command::new("ip")
             .args(["netns", "exec", &self.ns(i), &herald_bin()])
-            .args(["--addr", &self.addr(i), "serve", "--kafka-addr", "none"])
+            .args([
+                "--addr",
+                &self.addr(i),
+                "serve",
+                "--kafka-addr",
+                &self.kafka_addr(i),
+            ])
             .args(["--fsync", "always", "--log-level", "info"])
             .args(["--node-id", &format!("n{i}"), "--peers", &peers.join(",")])
             .arg("--data-dir")
@@ -814,6 +828,8 @@ const CLIENTS: u64 = 6;
 const QUEUE_CLIENTS: u64 = 3;
 /// Idempotent producers (one thread each).
 const PRODUCERS: u64 = 2;
+/// Messages a second from the Kafka client.
+const KAFKA_RATE: u64 = 40;
 /// The work queue's deliveries before a message is dead-lettered.
 const MAX_DELIVERIES: u32 = 5;
 /// Its visibility timeout.
@@ -1415,10 +1431,13 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     let nodes = env_or("HERALD_NETNS_NODES", 3) as usize;
     let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     let seed = env_or("HERALD_NETNS_SEED", clock.unwrap().as_secs() % 100_000);
-    let kinds: Vec<String> = std::env::var("HERALD_NETNS_FAULTS")
-        .map_or(Fault::KINDS.map(str::to_owned).to_vec(), |list| {
-            list.split(',').map(str::to_owned).collect()
-        });
+    let kinds: Vec<String> = std::env::var("HERALD_NETNS_FAULTS").map_or_else(
+        |_| {
+            let all = Fault::KINDS.into_iter().map(str::to_owned);
+            all.filter(|k| k != "ring" || nodes >= 5).collect()
+        },
+        |list| list.split(',').map(str::to_owned).collect(),
+    );
     for kind in &kinds {
         let known = Fault::KINDS.contains(&kind.as_str()) && (kind != "ring" || nodes >= 5);
         assert!(known, "HERALD_NETNS_FAULTS: no fault {kind:?} on {nodes} nodes; the kinds are {:?} (ring: 5 nodes)", Fault::KINDS);
@@ -1450,6 +1469,29 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
             "{created:?}"
         );
     }
+    let topic = CreateTopic {
+        topic: "kafka".into(),
+        partitions: 3,
+    };
+    let created = admin.call(Payload::CreateTopic(topic));
+    assert!(
+        matches!(created, Ok(Ok(Payload::CreateTopicOk(_)))),
+        "{created:?}"
+    );
+    // Over the Kafka listeners: confluent-kafka's idempotent producer (acks=all),
+    // KAFKA_RATE messages a second until 10 s before the faults end, then its own
+    // read-back from the beginning (tests/kafka/idempotent.py).
+    let kafka_secs = secs.saturating_sub(10).max(10);
+    let bootstrap: Vec<String> = (1..=nodes).map(|i| net.kafka_addr(i)).collect();
+    let kafka_producer = spawn_script(
+        "idempotent.py",
+        &[
+            &bootstrap.join(","),
+            "kafka",
+            &(KAFKA_RATE * kafka_secs).to_string(),
+            &kafka_secs.to_string(),
+        ],
+    );
 
     let stop = Arc::new(AtomicBool::new(false));
     let next_value = Arc::new(AtomicI64::new(0));
@@ -1540,6 +1582,12 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     let stored = drain(&mut c, "idem", &mut r);
     let verdict = check_idempotent(&r.produced, &stored);
     r.check(verdict);
+    let ran = kafka_producer.wait(Duration::from_secs(secs + 300));
+    let (kafka, _) = summary_of("idempotent.py", &ran, "");
+    for failure in kafka["failures"].as_array().into_iter().flatten() {
+        r.anomalies.push(format!("kafka: {failure}"));
+    }
+    let kafka_acked = as_u64(&kafka, "acked");
 
     let mut by_kind: BTreeMap<&str, BTreeMap<Outcome, u64>> = BTreeMap::new();
     for &(at, outcome) in &r.ops {
@@ -1564,12 +1612,13 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     }
     eprintln!(
         "nemesis: seed {seed}: {} operations, {} acknowledged sends, {} acknowledged \
-         enqueues, {dead_letters} dead-lettered, {} acknowledged idempotent writes, {} \
-         anomalies",
+         enqueues, {dead_letters} dead-lettered, {} acknowledged idempotent writes, \
+         {kafka_acked} of {} Kafka produces acknowledged, {} anomalies",
         r.ops.len(),
         r.history.acked(),
         r.queue.enqueued(),
         r.produced.values().sum::<u64>(),
+        as_u64(&kafka, "produced"),
         r.anomalies.len()
     );
     for (kind, outcomes) in &by_kind {
@@ -1599,6 +1648,10 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     assert!(
         r.queue.enqueued() > 0,
         "seed {seed}: no enqueue was acknowledged"
+    );
+    assert!(
+        kafka_acked > 0,
+        "seed {seed}: no Kafka produce was acknowledged: {kafka}"
     );
     assert!(
         r.anomalies.is_empty(),

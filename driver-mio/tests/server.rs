@@ -15,6 +15,7 @@ use herald_core::Payload;
 use herald_mio::client::Client;
 use serde_json::json;
 
+#[allow(dead_code)] // each test binary uses a part of it
 mod common;
 
 struct Server {

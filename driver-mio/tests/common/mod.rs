@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 use herald_core::Payload;
 use herald_mio::client::Client;
 
+pub mod procs;
+
 /// A free loopback port below the kernel's ephemeral range (32768 and up on Linux), so
 /// that no outgoing connection (a client's, a peer link's) can be handed it between this
 /// check and the server binding it. Ports are taken in turn from a window that depends
