@@ -102,6 +102,18 @@ fn remove_orphans() {
     }
 }
 
+/// A `10.213.<x>` subnet no interface of this namespace is in (another harness's
+/// root veth would be), trying `x` from 20 + `hint` % 200 on.
+fn free_subnet(hint: usize) -> String {
+    let out = Command::new("ip").args(["-o", "-4", "addr"]).output();
+    let taken = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let taken = taken.unwrap_or_default();
+    (0..200)
+        .map(|k| format!("10.213.{}", 20 + (hint + k) % 200))
+        .find(|subnet| !taken.contains(&format!(" {subnet}.")))
+        .expect("a free 10.213.x subnet")
+}
+
 /// Namespaces `<prefix>-b` (the bridge) and `<prefix>-n<i>` (node i, address
 /// `10.213.<net>.<i>`), and the root namespace's veth `<prefix>r` (`.254`).
 struct Net {
@@ -122,7 +134,7 @@ impl Net {
             NEXT.fetch_add(1, Ordering::Relaxed),
         );
         let prefix = format!("hf{pid}x{n}"); // the root veth: at most 15 bytes
-        let subnet = format!("10.213.{}", 20 + (pid * 7 + n) % 200);
+        let subnet = free_subnet(pid * 7 + n);
         let data = std::env::temp_dir().join(format!("herald-netns-{pid}-{n}"));
         let _ = std::fs::remove_dir_all(&data);
         let net = Net {
