@@ -1440,15 +1440,18 @@ fn env_or(name: &str, default: u64) -> u64 {
 }
 
 /// A seeded schedule of faults (partitions of every shape, one-way cuts, packet loss,
-/// `kill -9` and restarts, pauses; the leader struck half the time) under two
-/// workloads at once, judged by the simulator's checkers. Keyed logs: no lost
+/// delay and reordering, duplication, `kill -9` and restarts, pauses; the leader
+/// struck half the time) under four workloads at once, judged by the simulator's
+/// checkers. Keyed logs: no lost
 /// acknowledged write, no offset with two values, no value at two offsets, no refused
 /// write seen, no skipped or rewound poll, no commit that goes back or vanishes. A
 /// work queue with a dead-letter queue: no delivery after an acknowledged ack,
 /// delivery counts that only rise, every acknowledged enqueue acked or dead-lettered
 /// after exactly `MAX_DELIVERIES`, nothing invented. Idempotent producers retrying
-/// every write until acknowledged: each stored exactly once. Prints the availability
-/// under each kind of fault.
+/// every write until acknowledged: each stored exactly once. Over the Kafka
+/// listeners, confluent-kafka's idempotent producer: what it had acknowledged is read
+/// back once each, where it was acknowledged. Prints the availability under each kind
+/// of fault.
 #[test]
 fn nemesis_on_a_real_network_finds_no_anomaly() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
