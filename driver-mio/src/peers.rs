@@ -9,14 +9,14 @@
 //! a link's unsent bytes are bounded.
 //!
 //! A link that stops delivering is given up within the link timeout (twice
-//! `election_timeout_ms`, 1 s by default): the kernel aborts a connection whose sent data stays
-//! unacknowledged that long (`TCP_USER_TIMEOUT`), and a connect that has not completed
-//! half a second after that is abandoned (the grace lets the kernel's first SYN
-//! retransmission, one second after the SYN, complete it: on a lossy network a lost
-//! SYN or SYN-ACK would otherwise fail every connect it struck). Otherwise a connection that lost packets during a partition
-//! sits in TCP's retransmission backoff after the heal (seconds, doubling with the
-//! length of the cut) while its stale heartbeats and appends wait in it; a fresh
-//! connection starts clean.
+//! `election_timeout_ms`, 1 s by default): the kernel aborts a connection whose sent
+//! data stays unacknowledged that long (`TCP_USER_TIMEOUT`), and a connect that has
+//! not completed half a second after that is abandoned (the grace lets the kernel's
+//! first SYN retransmission, one second after the SYN, complete it: on a lossy network
+//! a lost SYN or SYN-ACK would otherwise fail every connect it struck). Otherwise a
+//! connection that lost packets during a partition sits in TCP's retransmission
+//! backoff after the heal (seconds, doubling with the length of the cut) while its
+//! stale heartbeats and appends wait in it; a fresh connection starts clean.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
@@ -130,8 +130,7 @@ impl Peers {
     }
 
     /// Gives up connects that took longer than the link timeout and its grace, and
-    /// connects links
-    /// that are down and due for another try.
+    /// connects links that are down and due for another try.
     pub fn reconnect(&mut self, registry: &Registry, log: &mut impl FnMut(String)) {
         let now = Instant::now();
         for (i, link) in self.links.iter_mut().enumerate() {

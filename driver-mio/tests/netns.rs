@@ -384,7 +384,7 @@ impl Net {
             self.iptables(i, &["-t", "mangle", "-F", "POSTROUTING"]);
         }
         for delay in self.delays.lock().unwrap().drain(..) {
-            delay.stop();
+            delay.stop().expect("the delay line failed");
         }
     }
 }
@@ -415,7 +415,7 @@ fn in_ns<T: std::marker::Send + 'static>(
 /// packets are bounded by the kernel's queue length; past it they pass undelayed.
 struct DelayQueue {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<u64>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl DelayQueue {
@@ -432,7 +432,7 @@ impl DelayQueue {
                 Ok(queue) => queue,
                 Err(e) => {
                     let _ = bound.send(Err(e));
-                    return 0;
+                    return;
                 }
             };
             let _ = bound.send(Ok(()));
@@ -455,24 +455,18 @@ impl DelayQueue {
         Ok(queue)
     }
 
-    /// Holds and releases packets until `stop`, then releases the rest; returns how
-    /// many it delayed.
-    fn run(
-        queue: &mut nfq::Queue,
-        stop: &AtomicBool,
-        delay_ms: u64,
-        jitter_ms: u64,
-        mut rng: Rng,
-    ) -> u64 {
+    /// Holds and releases packets until `stop`, then releases the rest.
+    fn run(queue: &mut nfq::Queue, stop: &AtomicBool, delay_ms: u64, jitter_ms: u64, mut rng: Rng) {
+        // Keyed by release time, then arrival (two packets due at the same instant).
         let mut held: BTreeMap<(Instant, u64), nfq::Message> = BTreeMap::new();
-        let mut count = 0;
+        let mut arrivals = 0;
         while !stop.load(Ordering::Relaxed) {
             match queue.recv() {
                 Ok(mut packet) => {
                     packet.set_verdict(nfq::Verdict::Accept);
                     let wait = Duration::from_millis(delay_ms + rng.below(jitter_ms + 1));
-                    held.insert((Instant::now() + wait, count), packet);
-                    count += 1;
+                    held.insert((Instant::now() + wait, arrivals), packet);
+                    arrivals += 1;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_micros(200));
@@ -488,26 +482,20 @@ impl DelayQueue {
             queue.verdict(packet).expect("NFQUEUE verdict");
         }
         let _ = queue.unbind(0);
-        count
     }
 
-    /// Lets every held packet through and ends the delay line.
-    fn stop(self) {
+    /// Lets every held packet through and ends the delay line; `Err` if it failed.
+    fn stop(self) -> std::thread::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the delay line failed");
+        self.thread.join()
     }
 }
 
 impl Drop for Net {
     fn drop(&mut self) {
-        for delay in self
-            .delays
-            .get_mut()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            delay.stop.store(true, Ordering::Relaxed);
-            let _ = delay.thread.join();
+        let delays = self.delays.get_mut().unwrap_or_else(|e| e.into_inner());
+        for delay in delays.drain(..) {
+            let _ = delay.stop(); // a failed delay line's panic was already printed
         }
         for child in self.servers.iter_mut().flatten() {
             let _ = child.kill(); // SIGKILL also ends a stopped process
@@ -1442,10 +1430,9 @@ fn env_or(name: &str, default: u64) -> u64 {
 /// A seeded schedule of faults (partitions of every shape, one-way cuts, packet loss,
 /// delay and reordering, duplication, `kill -9` and restarts, pauses; the leader
 /// struck half the time) under four workloads at once, judged by the simulator's
-/// checkers. Keyed logs: no lost
-/// acknowledged write, no offset with two values, no value at two offsets, no refused
-/// write seen, no skipped or rewound poll, no commit that goes back or vanishes. A
-/// work queue with a dead-letter queue: no delivery after an acknowledged ack,
+/// checkers. Keyed logs: no lost acknowledged write, no offset with two values, no
+/// value at two offsets, no refused write seen, no skipped or rewound poll, no commit
+/// that goes back or vanishes. A work queue with a dead-letter queue: no delivery after an acknowledged ack,
 /// delivery counts that only rise, every acknowledged enqueue acked or dead-lettered
 /// after exactly `MAX_DELIVERIES`, nothing invented. Idempotent producers retrying
 /// every write until acknowledged: each stored exactly once. Over the Kafka
@@ -1459,16 +1446,20 @@ fn nemesis_on_a_real_network_finds_no_anomaly() {
     let nodes = env_or("HERALD_NETNS_NODES", 3) as usize;
     let clock = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
     let seed = env_or("HERALD_NETNS_SEED", clock.unwrap().as_secs() % 100_000);
+    let available: Vec<String> = (Fault::KINDS.into_iter())
+        .filter(|&k| k != "ring" || nodes >= 5)
+        .map(str::to_owned)
+        .collect();
     let kinds: Vec<String> = std::env::var("HERALD_NETNS_FAULTS").map_or_else(
-        |_| {
-            let all = Fault::KINDS.into_iter().map(str::to_owned);
-            all.filter(|k| k != "ring" || nodes >= 5).collect()
-        },
+        |_| available.clone(),
         |list| list.split(',').map(str::to_owned).collect(),
     );
     for kind in &kinds {
-        let known = Fault::KINDS.contains(&kind.as_str()) && (kind != "ring" || nodes >= 5);
-        assert!(known, "HERALD_NETNS_FAULTS: no fault {kind:?} on {nodes} nodes; the kinds are {:?} (ring: 5 nodes)", Fault::KINDS);
+        assert!(
+            available.contains(kind),
+            "HERALD_NETNS_FAULTS: no fault {kind:?} on {nodes} nodes; the kinds are \
+             {available:?} (and ring on 5 nodes)"
+        );
     }
     eprintln!("nemesis: seed {seed} (HERALD_NETNS_SEED), {nodes} nodes, {secs} s, {kinds:?}");
     let mut net = Net::new(nodes);

@@ -177,7 +177,7 @@ pub fn make_venv() -> Result<PathBuf, String> {
             ));
         }
     }
-    eprintln!("kafka_clients: installing {requirements:?} into {VENV}");
+    eprintln!("tests: installing {requirements:?} into {VENV}");
     let ran = run(
         Command::new(&python)
             .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
