@@ -219,3 +219,55 @@ fn every_advertised_version_is_answered_in_that_version() {
         }
     }
 }
+
+/// Metadata while the broker cannot answer (an election under way, a lost
+/// forward): at every version a named topic is listed with LEADER_NOT_AVAILABLE, so
+/// the client retries. An empty list, which v12 once sent, reads as "the topic was
+/// deleted" to librdkafka, which then fails its queued records with
+/// `_UNKNOWN_TOPIC`. An all-topics request, with no topic to carry the error,
+/// closes the connection; the client reconnects and asks again.
+#[test]
+fn metadata_during_an_election_says_retry_at_every_version() {
+    use herald_core::wire::msg::ErrorBody;
+    use herald_core::{ErrorCode, Payload};
+    use herald_kafka::Session;
+    use kafka_protocol::protocol::Decodable;
+
+    let no_leader = || {
+        let text = "temporarily unavailable: the leader's lease is not confirmed";
+        Payload::Error(ErrorBody::new(ErrorCode::TemporarilyUnavailable, text))
+    };
+    let range = SUPPORTED_APIS
+        .iter()
+        .find(|r| r.key == ApiKey::Metadata)
+        .unwrap();
+    for v in range.min..=range.max {
+        let mut session = Session::new(SessionConfig::default());
+        let named = request(ApiKey::Metadata, v, 1);
+        session.handle_frame(0, Bytes::from(named)).unwrap();
+        let (msg_id, _) = session.poll_request().expect("a broker request");
+        session.handle_reply(0, msg_id, no_leader()).unwrap();
+        let mut out = Vec::new();
+        session.poll_transmit(&mut out);
+        let mut body = Bytes::from(out[4..].to_vec());
+        ResponseHeader::decode(&mut body, ApiKey::Metadata.response_header_version(v)).unwrap();
+        let response = MetadataResponse::decode(&mut body, v).unwrap();
+        let topics: Vec<_> = (response.topics.iter())
+            .map(|t| (t.name.as_ref().unwrap().to_string(), t.error_code))
+            .collect();
+        assert_eq!(topics, [("t".to_string(), 5)], "v{v}");
+        assert!(response.topics[0].partitions.is_empty(), "v{v}");
+
+        let all_topics = if v == 0 { Some(vec![]) } else { None };
+        let all = frame(
+            ApiKey::Metadata,
+            v,
+            2,
+            &MetadataRequest::default().with_topics(all_topics),
+        );
+        session.handle_frame(0, Bytes::from(all)).unwrap();
+        let (msg_id, _) = session.poll_request().expect("a broker request");
+        let closed = session.handle_reply(0, msg_id, no_leader());
+        assert!(closed.is_err(), "v{v}: an all-topics request answered");
+    }
+}

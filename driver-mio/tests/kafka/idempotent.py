@@ -16,7 +16,14 @@ import json
 import sys
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 
 
 def log(*args):
@@ -69,6 +76,23 @@ def produce(bootstrap, topic, messages, seconds):
     return acked, failed, errors, left, time.time() - start
 
 
+def topic_partitions(client, topic, deadline):
+    """The topic's partitions, asked again while the cluster answers "no leader now"
+    (LEADER_NOT_AVAILABLE during an election) or does not answer."""
+    while True:
+        try:
+            md = client.list_topics(topic, timeout=5).topics[topic]
+            if md.error is None and md.partitions:
+                return sorted(md.partitions)
+            why = md.error
+        except KafkaException as e:
+            why = e
+        if time.time() > deadline:
+            raise SystemExit(f"no metadata for {topic}: {why}")
+        log(f"metadata for {topic}: {why}; asking again")
+        time.sleep(0.5)
+
+
 def consume(bootstrap, topic, deadline_s):
     """Every record of the topic from the beginning: [(value, partition, offset)]."""
     c = Consumer(
@@ -80,11 +104,10 @@ def consume(bootstrap, topic, deadline_s):
             "auto.offset.reset": "earliest",
         }
     )
-    md = c.list_topics(topic, timeout=20)
-    partitions = sorted(md.topics[topic].partitions)
+    deadline = time.time() + deadline_s
+    partitions = topic_partitions(c, topic, deadline)
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     records, at_eof = [], set()
-    deadline = time.time() + deadline_s
     while len(at_eof) < len(partitions) and time.time() < deadline:
         m = c.poll(0.5)
         if m is None:

@@ -19,16 +19,20 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::*;
 
-use super::{by_topic, error_of, kafka_code as herald_to_kafka, respond, text, Pending, Step};
+use super::{
+    by_topic, error_of, kafka_code as herald_to_kafka, respond, text, Pending, Step,
+    LEADER_NOT_AVAILABLE,
+};
 use crate::records::write_chunks;
 use crate::session::SessionConfig;
 
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 
-/// A Metadata request's topics, remembered while the broker answers.
+/// A Metadata request's topics, remembered while the broker answers: `None` for
+/// all topics.
 pub(crate) struct MetadataPending {
-    all: bool,
+    names: Option<Vec<String>>,
 }
 
 /// Metadata: this broker is every partition's leader, since any node takes any
@@ -45,13 +49,12 @@ pub(super) fn metadata(v: i16, r: MetadataRequest) -> Step {
                 .collect(),
         ),
     };
-    let all = names.is_none();
     let auto_create = v < 4 || r.allow_auto_topic_creation;
     let ask = Payload::KafkaMetadata(KafkaMetadata {
-        topics: names,
+        topics: names.clone(),
         auto_create,
     });
-    Step::Ask(vec![ask], Pending::Metadata(MetadataPending { all }))
+    Step::Ask(vec![ask], Pending::Metadata(MetadataPending { names }))
 }
 
 pub(super) fn metadata_done(
@@ -72,17 +75,31 @@ pub(super) fn metadata_done(
     if v >= 2 {
         response.cluster_id = Some(text("herald"));
     }
-    match replies.into_iter().next() {
-        Some(Payload::KafkaMetadataOk(ok)) => {
+    match (replies.into_iter().next(), p.names) {
+        (Some(Payload::KafkaMetadataOk(ok)), names) => {
             response.topics = ok
                 .topics
                 .into_iter()
-                .filter(|(_, count)| !p.all || count.is_some())
+                .filter(|(_, count)| names.is_some() || count.is_some())
                 .map(|(name, count)| topic_metadata(node, name, count))
                 .collect();
         }
-        Some(Payload::Error(e)) if v >= 12 => response.error_code = herald_to_kafka(&e),
-        other => return Step::Close(format!("metadata: the broker answered {other:?}")),
+        // No answer now (an election, a lost forward): each named topic says
+        // "retry", which every client does. A topic left out of the list would
+        // read as a deleted topic (v13's top-level code is past our v12).
+        (Some(Payload::Error(_)), Some(names)) => {
+            response.topics = names
+                .into_iter()
+                .map(|name| {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(TopicName(text(name))))
+                        .with_error_code(LEADER_NOT_AVAILABLE)
+                })
+                .collect();
+        }
+        // An all-topics request has no topic to carry the error: an empty list
+        // would say every topic is gone. The client reconnects and asks again.
+        (other, _) => return Step::Close(format!("metadata: the broker answered {other:?}")),
     }
     respond(v, &response)
 }

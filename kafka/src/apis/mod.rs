@@ -118,11 +118,13 @@ fn respond(v: i16, response: &impl Encodable) -> Step {
     }
 }
 
+/// Kafka's "no leader now, retry" (an election is under way).
+const LEADER_NOT_AVAILABLE: i16 = 5;
+
 /// Kafka's code for a Herald error reply (a limit, no leader, an unknown outcome).
 fn kafka_code(e: &ErrorBody) -> i16 {
     const REQUEST_TIMED_OUT: i16 = 7;
     const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-    const LEADER_NOT_AVAILABLE: i16 = 5;
     const UNKNOWN_SERVER_ERROR: i16 = -1;
     use herald_core::wire::msg::kafka_code as k;
     match e.code {
