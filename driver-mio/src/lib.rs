@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod client;
 pub mod kafka;
+pub mod log;
 pub mod peers;
 pub mod server;
 pub mod wal;

@@ -409,16 +409,8 @@ fn run_serve(args: ServeArgs, addr: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let data_dir = config.data_dir.clone();
-    let result = serve(config, |at| {
-        let kafka = at.kafka_addr.map_or("none".into(), |a| a.to_string());
-        eprintln!(
-            "herald: listening on {}, kafka on {kafka}, data in {}",
-            at.addr,
-            data_dir.display()
-        );
-    });
-    match result {
+    // The server logs `event=listening addr=... kafka_addr=... data_dir=...` itself.
+    match serve(config, |_| {}) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("herald serve: {e}");

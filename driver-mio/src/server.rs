@@ -30,6 +30,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::kafka::{KafkaConfig, KafkaConn};
+use crate::log::Logger;
 use crate::peers::{Hello, Peers};
 use crate::wal::{FsyncPolicy, Recovery, Wal};
 
@@ -187,19 +188,13 @@ struct Server {
     /// with an old client's reply.
     boot_us: u64,
     effects: Effects,
-    log_level: Level,
+    logger: Logger,
     /// What Kafka connections are told about this broker (`None`: no Kafka listener).
     kafka_session: Option<herald_kafka::SessionConfig>,
     /// Kafka connections with broker requests to send.
     kafka_ready: std::collections::BTreeSet<usize>,
     /// A write or a Raft message was stepped this round: parked fetches look again.
     written: bool,
-}
-
-fn log(level: Level, min: Level, line: impl FnOnce() -> String) {
-    if level >= min {
-        eprintln!("level={} {}", level.as_str(), line());
-    }
 }
 
 /// Runs the server until SIGINT or SIGTERM. `on_ready` is called with the bound
@@ -209,7 +204,11 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         .node
         .validate()
         .map_err(|e| format!("invalid configuration: {e}"))?;
-    let level = config.node.log_level;
+    let name = config
+        .cluster
+        .as_ref()
+        .map_or(SERVER_NAME.to_owned(), |c| c.node_id.clone());
+    let logger = Logger::new(&name, config.node.log_level);
     let started = Instant::now();
     let (wal, recovery) = Wal::open(&config.data_dir, config.fsync, config.max_segment_bytes)
         .map_err(|e| format!("cannot open {}: {e}", config.data_dir.display()))?;
@@ -221,7 +220,7 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
     let node = Node::rebuild(config.node.clone(), snapshot.as_deref(), records)
         .map_err(|e| format!("{}: {e}", config.data_dir.display()))?;
     let last = node.now();
-    log(Level::Info, level, || {
+    logger.log(Level::Info, || {
         format!(
             "event=recovered snapshot_bytes={} records={} segments={} truncated_bytes={} ms={}",
             report.snapshot_bytes,
@@ -232,7 +231,7 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         )
     });
     if report.truncated_bytes > 0 {
-        log(Level::Warn, level, || {
+        logger.log(Level::Warn, || {
             format!(
                 "event=torn_tail_truncated bytes={} (a write cut off by a crash)",
                 report.truncated_bytes
@@ -284,10 +283,6 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         .map_err(|e| e.to_string())?;
     let mut clock = Clock { last };
     let boot_us = clock.now().as_micros();
-    let name = config
-        .cluster
-        .as_ref()
-        .map_or(SERVER_NAME.to_owned(), |c| c.node_id.clone());
     let peers = config.cluster.as_ref().map(|c| {
         let others = c
             .nodes
@@ -315,16 +310,17 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         next_conn_id: 1,
         boot_us,
         effects: Effects::new(),
-        log_level: level,
+        logger: logger.clone(),
         kafka_session,
         kafka_ready: Default::default(),
         written: false,
         config,
     };
     server.init_node()?;
-    log(Level::Info, level, || {
+    server.logger.log(Level::Info, || {
         let kafka = kafka_addr.map_or("none".into(), |a| a.to_string());
-        format!("event=listening addr={addr} kafka_addr={kafka}")
+        let data_dir = server.config.data_dir.display();
+        format!("event=listening addr={addr} kafka_addr={kafka} data_dir={data_dir}")
     });
     on_ready(Listening { addr, kafka_addr });
     server
@@ -400,9 +396,9 @@ impl Server {
                     token if self.peers.as_ref().and_then(|p| p.link_of(token)).is_some() => {
                         let peers = self.peers.as_mut().expect("a peer token");
                         let i = peers.link_of(token).expect("a peer token");
-                        let level = self.log_level;
+                        let logger = &self.logger;
                         peers.on_event(i, poll.registry(), &mut |line| {
-                            log(Level::Info, level, || line)
+                            logger.log(Level::Info, || line)
                         });
                     }
                     Token(key) => {
@@ -415,9 +411,9 @@ impl Server {
                 }
             }
             if let Some(peers) = &mut self.peers {
-                let level = self.log_level;
+                let logger = &self.logger;
                 peers.reconnect(poll.registry(), &mut |line| {
-                    log(Level::Debug, level, || line)
+                    logger.log(Level::Debug, || line)
                 });
             }
             self.read_all();
@@ -432,7 +428,7 @@ impl Server {
                 self.compact()?;
             }
             if let Some(bytes) = self.wal.finish_compaction(false)? {
-                log(Level::Info, self.log_level, || {
+                self.logger.log(Level::Info, || {
                     format!("event=compacted snapshot_bytes={bytes}")
                 });
             }
@@ -467,7 +463,7 @@ impl Server {
             .start_compaction(Box::new(move |snapshot, records| {
                 Node::rebuild(config, snapshot.as_deref(), records).map(|node| node.snapshot())
             }))?;
-        log(Level::Info, self.log_level, || {
+        self.logger.log(Level::Info, || {
             format!(
                 "event=compacting loop_paused_us={}",
                 started.elapsed().as_micros()
@@ -507,14 +503,13 @@ impl Server {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
-                    log(Level::Warn, self.log_level, || {
-                        format!("event=accept_failed error={e:?}")
-                    });
+                    self.logger
+                        .log(Level::Warn, || format!("event=accept_failed error={e:?}"));
                     return;
                 }
             };
             if self.conns.len() >= self.config.max_connections {
-                log(Level::Warn, self.log_level, || {
+                self.logger.log(Level::Warn, || {
                     format!(
                         "event=connection_refused peer={peer} limit={}",
                         self.config.max_connections
@@ -529,9 +524,8 @@ impl Server {
                 .registry()
                 .register(&mut stream, Token(key), Interest::READABLE)
             {
-                log(Level::Warn, self.log_level, || {
-                    format!("event=register_failed error={e:?}")
-                });
+                self.logger
+                    .log(Level::Warn, || format!("event=register_failed error={e:?}"));
                 continue;
             }
             let id = self.next_conn_id;
@@ -560,7 +554,7 @@ impl Server {
                 interest: Interest::READABLE,
             });
             self.by_name.insert(self.conns[key].name.clone(), key);
-            log(Level::Debug, self.log_level, || {
+            self.logger.log(Level::Debug, || {
                 format!("event=connected conn={id} peer={peer}")
             });
         }
@@ -644,7 +638,7 @@ impl Server {
         if let (Frame::Line(line), true, Some(peers)) = (&frame, conn.lines == 1, &self.peers) {
             if let Ok(hello) = serde_json::from_slice::<Hello>(line) {
                 if peers.is_peer(&hello.herald_peer) {
-                    log(Level::Info, self.log_level, || {
+                    self.logger.log(Level::Info, || {
                         format!("event=peer_accepted peer={}", hello.herald_peer)
                     });
                     // The peer gave up its older link to this node (a timeout, a
@@ -664,7 +658,7 @@ impl Server {
         let line = match frame {
             Frame::TooLong { bytes } => {
                 let limit = self.config.node.max_line_bytes;
-                log(Level::Warn, self.log_level, || {
+                self.logger.log(Level::Warn, || {
                     format!("event=line_too_long conn={name} bytes={bytes}")
                 });
                 let text = format!("line of {bytes} bytes is over the limit of {limit}");
@@ -681,7 +675,7 @@ impl Server {
             }
             Err(DecodeError::Invalid(bad)) if bad.msg_id.is_some() => Event::Invalid(bad),
             Err(err) => {
-                log(Level::Warn, self.log_level, || {
+                self.logger.log(Level::Warn, || {
                     format!("event=bad_line conn={name} error={:?}", err.to_string())
                 });
                 let text =
@@ -745,11 +739,7 @@ impl Server {
                         self.deliver(now, key, msg);
                     }
                 }
-                Effect::Log(record) => {
-                    if record.level >= self.log_level {
-                        eprintln!("{record}");
-                    }
-                }
+                Effect::Log(record) => self.logger.core(&record),
             }
         }
         self.effects = effects;
@@ -797,7 +787,7 @@ impl Server {
     /// A Kafka connection broke the protocol: log why and close it.
     fn close_kafka(&mut self, key: usize, why: &str) {
         let conn = &mut self.conns[key];
-        log(Level::Warn, self.log_level, || {
+        self.logger.log(Level::Warn, || {
             format!("event=kafka_closed conn={} reason={why:?}", conn.id)
         });
         conn.broken = true;
@@ -934,16 +924,15 @@ impl Server {
             let now = self.clock.now();
             self.step(now, Event::Message(cancel), None);
         }
-        log(Level::Debug, self.log_level, || {
-            format!("event=closed conn={}", conn.id)
-        });
+        self.logger
+            .log(Level::Debug, || format!("event=closed conn={}", conn.id));
     }
 
     fn close_idle(&mut self) {
         let idle = Duration::from_millis(self.config.idle_timeout_ms);
         for (_, conn) in self.conns.iter_mut() {
             if conn.last_active.elapsed() >= idle {
-                log(Level::Info, self.log_level, || {
+                self.logger.log(Level::Info, || {
                     format!("event=idle_closed conn={}", conn.id)
                 });
                 conn.broken = true; // closed by the next write_all
@@ -970,9 +959,8 @@ impl Server {
             self.write_all(poll);
             std::thread::sleep(Duration::from_millis(5));
         }
-        log(Level::Info, self.log_level, || {
-            "event=shutdown clean=true".into()
-        });
+        self.logger
+            .log(Level::Info, || "event=shutdown clean=true".into());
         Ok(())
     }
 }

@@ -94,8 +94,8 @@ fn start_at(addr: &str, kafka_addr: &str, dir: &Path, extra: &[&str]) -> Server 
         while matches!(stderr.read_until(b'\n', &mut bytes), Ok(n) if n > 0) {
             let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
             bytes.clear();
-            if let Some(rest) = line.strip_prefix("herald: listening on ") {
-                let _ = tx.send(rest.to_owned());
+            if let Some(addrs) = common::listening(&line) {
+                let _ = tx.send(addrs);
             }
             let mut log = sink.lock().unwrap();
             if log.len() > 4 << 20 {
@@ -107,7 +107,7 @@ fn start_at(addr: &str, kafka_addr: &str, dir: &Path, extra: &[&str]) -> Server 
             log.push('\n');
         }
     });
-    let Ok(listening) = rx.recv_timeout(Duration::from_secs(30)) else {
+    let Ok((addr, kafka)) = rx.recv_timeout(Duration::from_secs(30)) else {
         let _ = child.kill();
         let _ = child.wait();
         std::thread::sleep(Duration::from_millis(100));
@@ -116,13 +116,10 @@ fn start_at(addr: &str, kafka_addr: &str, dir: &Path, extra: &[&str]) -> Server 
             log.lock().unwrap()
         );
     };
-    // "A, kafka on K, data in D"
-    let (addr, rest) = listening.split_once(", kafka on ").unwrap();
-    let kafka = rest.split(", data in ").next().unwrap();
     Server {
         child,
-        addr: addr.to_owned(),
-        kafka: kafka.to_owned(),
+        addr,
+        kafka,
         log,
     }
 }
@@ -139,7 +136,7 @@ impl Server {
     fn warnings(&self) -> Vec<String> {
         let log = self.log.lock().unwrap();
         (log.lines())
-            .filter(|l| !l.starts_with("level=info") && !l.starts_with("herald: listening"))
+            .filter(|l| !l.contains(" level=info "))
             .map(str::to_owned)
             .collect()
     }
@@ -149,7 +146,8 @@ impl Server {
     fn warning_counts(&self) -> String {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for line in self.warnings() {
-            let words = line.split(' ').filter(|w| !w.starts_with("conn="));
+            let words =
+                (line.split(" ")).filter(|w| !w.starts_with("conn=") && !w.starts_with("ts="));
             *counts
                 .entry(words.collect::<Vec<_>>().join(" "))
                 .or_default() += 1;
@@ -170,7 +168,7 @@ impl Server {
     fn log_from_first_warning(&self, n: usize) -> String {
         let log = self.log.lock().unwrap();
         let lines: Vec<&str> = (log.lines())
-            .skip_while(|l| l.starts_with("level=info") || l.starts_with("herald: listening"))
+            .skip_while(|l| l.contains(" level=info "))
             .filter(|l| !l.trim_start().starts_with("at ")) // a backtrace's file lines
             .take(n)
             .collect();

@@ -21,6 +21,8 @@ mod common;
 struct Server {
     child: Child,
     addr: String,
+    /// Every line it wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 fn data_dir(name: &str) -> PathBuf {
@@ -55,6 +57,7 @@ fn start_at(addr: &str, dir: &Path, extra: &[&str]) -> Server {
         .spawn()
         .unwrap();
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut line = String::new();
     let addr = loop {
         line.clear();
@@ -62,13 +65,23 @@ fn start_at(addr: &str, dir: &Path, extra: &[&str]) -> Server {
             stderr.read_line(&mut line).unwrap() > 0,
             "server exited before listening"
         );
-        if let Some(rest) = line.strip_prefix("herald: listening on ") {
-            break rest.split(',').next().unwrap().to_owned();
+        log.lock().unwrap().push(line.trim_end().to_owned());
+        if let Some((addr, _)) = common::listening(&line) {
+            break addr;
         }
     };
-    // Keep draining the server's log so it never blocks on a full pipe.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    Server { child, addr }
+    // Keep draining the server's log so it never blocks on a full pipe (the first
+    // 10,000 lines are kept).
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let mut kept = kept.lock().unwrap();
+            if kept.len() < 10_000 {
+                kept.push(line);
+            }
+        }
+    });
+    Server { child, addr, log }
 }
 
 impl Server {
@@ -422,7 +435,7 @@ fn a_client_that_does_not_read_is_throttled_and_others_are_served() {
 }
 
 #[test]
-fn sigterm_shuts_down_cleanly() {
+fn sigterm_shuts_down_cleanly_and_every_log_line_has_a_utc_time_and_the_node() {
     let dir = data_dir("sigterm");
     let mut server = start(&dir, &[]);
     ok(server.client().call(Payload::ListQueues));
@@ -440,12 +453,32 @@ fn sigterm_shuts_down_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(code.success(), "exit status {code:?}");
-    let mut rest = String::new();
-    let _ = server
-        .child
-        .stderr
-        .take()
-        .map(|mut e| e.read_to_string(&mut rest));
+    std::thread::sleep(Duration::from_millis(100)); // the log's last lines are read
+    let log = server.log.lock().unwrap().clone();
+    assert!(log
+        .iter()
+        .any(|l| l.ends_with(" event=shutdown clean=true")));
+    for line in &log {
+        // ts=2026-12-03T12:52:38.123Z node=herald level=info event=...
+        let words: Vec<&str> = line.splitn(4, ' ').collect();
+        let ts = words[0]
+            .strip_prefix("ts=")
+            .unwrap_or_else(|| panic!("{line}"));
+        assert_eq!(ts.len(), 24, "not RFC 3339 UTC with ms: {line}");
+        let bytes = ts.as_bytes();
+        let digits = [0..4, 5..7, 8..10, 11..13, 14..16, 17..19, 20..23];
+        assert!(digits
+            .into_iter()
+            .flatten()
+            .all(|i| bytes[i].is_ascii_digit()));
+        assert_eq!(
+            [bytes[4], bytes[7], bytes[10], bytes[13], bytes[16], bytes[19], bytes[23]],
+            *b"--T::.Z",
+            "{line}"
+        );
+        assert_eq!(words[1], "node=herald", "{line}");
+        assert!(words[2].starts_with("level="), "{line}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -27,6 +27,15 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
+/// The addresses a server's `event=listening` log line names: the JSON-lines
+/// listener's and the Kafka listener's (`none` without one).
+pub fn listening(line: &str) -> Option<(String, String)> {
+    let at = line.find(" event=listening ")?;
+    let words = || line[at..].split_whitespace();
+    let field = |key: &str| words().find_map(|w| w.strip_prefix(key)).map(str::to_owned);
+    Some((field("addr=")?, field("kafka_addr=")?))
+}
+
 /// The index of the leader of nodes `n1, n2, ...` listening at `addrs`, once every one
 /// of them names the same leader; panics after `timeout`.
 pub fn agreed_leader(addrs: &[&str], timeout: Duration) -> usize {
