@@ -48,10 +48,11 @@ pub mod sim;
 pub mod wire;
 mod workloads;
 
+pub use broker::{BrokerMetrics, GroupLag};
 pub use replication::ClusterStatus;
 pub use runtime::{
-    Config, ConfigError, ConfigField, Effect, Effects, Event, Level, LogLine, Node, Rng, Time,
-    WalRecord,
+    Config, ConfigError, ConfigField, Effect, Effects, Event, Level, LogLine, Node, NodeMetrics,
+    Rng, Time, WalRecord,
 };
 pub use wire::msg::{ErrorCode, Payload};
 pub use wire::Message;

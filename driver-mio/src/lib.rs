@@ -8,6 +8,7 @@ pub mod bench;
 pub mod client;
 pub mod kafka;
 pub mod log;
+pub mod metrics;
 pub mod peers;
 pub mod server;
 pub mod wal;

@@ -193,6 +193,9 @@ struct ServeArgs {
     /// Kafka requests in flight on one connection before it stops being read.
     #[arg(long, default_value_t = KafkaConfig::default().max_in_flight)]
     kafka_max_in_flight: usize,
+    /// Serve Prometheus metrics (GET /metrics) on this host:port; off by default.
+    #[arg(long)]
+    metrics_addr: Option<String>,
     #[command(flatten)]
     node: NodeFlags,
 }
@@ -329,8 +332,16 @@ impl ServeArgs {
                 max_in_flight: self.kafka_max_in_flight.max(1),
             }),
         };
+        let metrics_addr = match &self.metrics_addr {
+            None => None,
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|e| format!("--metrics-addr {text:?}: {e}"))?,
+            ),
+        };
         Ok(ServerConfig {
             kafka,
+            metrics_addr,
             addr,
             data_dir: self.data_dir,
             fsync: self.fsync,

@@ -31,6 +31,7 @@ use slab::Slab;
 
 use crate::kafka::{KafkaConfig, KafkaConn};
 use crate::log::Logger;
+use crate::metrics::{Listener, Metrics};
 use crate::peers::{Hello, Peers};
 use crate::wal::{FsyncPolicy, Recovery, Wal};
 
@@ -40,6 +41,9 @@ pub const SERVER_NAME: &str = "herald";
 const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const KAFKA_LISTENER: Token = Token(usize::MAX - 3);
+const METRICS_LISTENER: Token = Token(usize::MAX - 4);
+/// The longest scrape request (request line and headers) read.
+const MAX_HTTP_REQUEST_BYTES: usize = 8 * 1024;
 /// Bytes read from one connection per round, so one busy client cannot starve others.
 const READ_BUDGET_BYTES: usize = 256 * 1024;
 /// Longest line from a peer: an append batch or a state snapshot can be large.
@@ -80,6 +84,8 @@ pub struct ServerConfig {
     pub cluster: Option<ClusterConfig>,
     /// The Kafka listener (`None`: none).
     pub kafka: Option<KafkaConfig>,
+    /// Where Prometheus scrapes `GET /metrics` (`None`: no metrics, none kept).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// Where a started server listens, for [`serve`]'s `on_ready`.
@@ -89,6 +95,8 @@ pub struct Listening {
     pub addr: SocketAddr,
     /// The Kafka listener, if there is one.
     pub kafka_addr: Option<SocketAddr>,
+    /// The metrics listener, if there is one.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -105,6 +113,7 @@ impl Default for ServerConfig {
             node: Config::default(),
             cluster: None,
             kafka: Some(KafkaConfig::default()),
+            metrics_addr: None,
         }
     }
 }
@@ -131,6 +140,10 @@ struct Conn {
     peer: Option<String>,
     /// A connection to the Kafka listener: its frames and requests in flight.
     kafka: Option<KafkaConn>,
+    /// The listener it came in on (a peer's, once its hello said so).
+    listener: Listener,
+    /// A scrape's request so far (connections to the metrics listener).
+    http: Vec<u8>,
     /// Lines read so far (a hello is only taken as the first).
     lines: u64,
     last_active: Instant,
@@ -195,6 +208,10 @@ struct Server {
     kafka_ready: std::collections::BTreeSet<usize>,
     /// A write or a Raft message was stepped this round: parked fetches look again.
     written: bool,
+    /// What the loop counts, with `--metrics-addr`.
+    metrics: Option<Metrics>,
+    /// When the snapshot being built was started.
+    compaction_started: Option<Instant>,
 }
 
 /// Runs the server until SIGINT or SIGTERM. `on_ready` is called with the bound
@@ -260,6 +277,26 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
         None => None,
     };
+    let mut metrics_listener = match config.metrics_addr {
+        None => None,
+        Some(at) => {
+            let mut l = TcpListener::bind(at)
+                .map_err(|e| format!("cannot listen for metrics on {at}: {e}"))?;
+            poll.registry()
+                .register(&mut l, METRICS_LISTENER, Interest::READABLE)
+                .map_err(|e| e.to_string())?;
+            Some(l)
+        }
+    };
+    let metrics_addr = match &metrics_listener {
+        Some(l) => Some(l.local_addr().map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let metrics = metrics_addr.map(|_| Metrics::default());
+    let mut wal = wal;
+    if let Some(m) = &metrics {
+        wal.set_metrics(m.wal());
+    }
     let kafka_session = match (&config.kafka, kafka_addr) {
         (Some(k), Some(bound)) => {
             let node_index = config.cluster.as_ref().map_or(0, |c| {
@@ -314,17 +351,32 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         kafka_session,
         kafka_ready: Default::default(),
         written: false,
+        metrics,
+        compaction_started: None,
         config,
     };
     server.init_node()?;
     server.logger.log(Level::Info, || {
-        let kafka = kafka_addr.map_or("none".into(), |a| a.to_string());
+        let or_none = |a: Option<SocketAddr>| a.map_or("none".into(), |a| a.to_string());
+        let (kafka, metrics) = (or_none(kafka_addr), or_none(metrics_addr));
         let data_dir = server.config.data_dir.display();
-        format!("event=listening addr={addr} kafka_addr={kafka} data_dir={data_dir}")
+        format!(
+            "event=listening addr={addr} kafka_addr={kafka} metrics_addr={metrics} \
+             data_dir={data_dir}"
+        )
     });
-    on_ready(Listening { addr, kafka_addr });
+    on_ready(Listening {
+        addr,
+        kafka_addr,
+        metrics_addr,
+    });
+    let listeners = Listeners {
+        json: &mut listener,
+        kafka: kafka_listener.as_mut(),
+        metrics: metrics_listener.as_mut(),
+    };
     server
-        .run(&mut poll, &mut listener, kafka_listener.as_mut())
+        .run(&mut poll, listeners)
         .map_err(|e| format!("server failed: {e}"))
 }
 
@@ -367,12 +419,7 @@ impl Server {
             .map_err(|e| format!("cannot write the log: {e}"))
     }
 
-    fn run(
-        &mut self,
-        poll: &mut Poll,
-        listener: &mut TcpListener,
-        kafka_listener: Option<&mut TcpListener>,
-    ) -> io::Result<()> {
+    fn run(&mut self, poll: &mut Poll, mut listeners: Listeners<'_>) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut last_sweep = Instant::now();
         loop {
@@ -386,10 +433,15 @@ impl Server {
             let mut stop = false;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(poll, listener, false),
+                    LISTENER => self.accept(poll, listeners.json, Listener::Json),
                     KAFKA_LISTENER => {
-                        if let Some(l) = kafka_listener.as_deref() {
-                            self.accept(poll, l, true);
+                        if let Some(l) = listeners.kafka.as_deref() {
+                            self.accept(poll, l, Listener::Kafka);
+                        }
+                    }
+                    METRICS_LISTENER => {
+                        if let Some(l) = listeners.metrics.as_deref() {
+                            self.accept(poll, l, Listener::Metrics);
                         }
                     }
                     SIGNALS => stop = true,
@@ -428,9 +480,7 @@ impl Server {
                 self.compact()?;
             }
             if let Some(bytes) = self.wal.finish_compaction(false)? {
-                self.logger.log(Level::Info, || {
-                    format!("event=compacted snapshot_bytes={bytes}")
-                });
+                self.compacted(bytes);
             }
             if self
                 .wal
@@ -445,10 +495,7 @@ impl Server {
             }
             self.write_all(poll);
             if stop {
-                if let Some(l) = kafka_listener {
-                    let _ = poll.registry().deregister(l);
-                }
-                return self.shutdown(poll, listener);
+                return self.shutdown(poll, &mut listeners);
             }
         }
     }
@@ -458,6 +505,7 @@ impl Server {
     /// and the log (as recovery does), then writes it.
     fn compact(&mut self) -> io::Result<()> {
         let started = Instant::now();
+        self.compaction_started = Some(started);
         let config = self.config.node.clone();
         self.wal
             .start_compaction(Box::new(move |snapshot, records| {
@@ -470,6 +518,17 @@ impl Server {
             )
         });
         Ok(())
+    }
+
+    /// A snapshot of `bytes` replaced the log.
+    fn compacted(&mut self, bytes: u64) {
+        let seconds = (self.compaction_started.take()).map_or(0.0, |t| t.elapsed().as_secs_f64());
+        if let Some(m) = &self.metrics {
+            m.snapshot(seconds, bytes);
+        }
+        self.logger.log(Level::Info, || {
+            format!("event=compacted snapshot_bytes={bytes} seconds={seconds:.3}")
+        });
     }
 
     fn poll_timeout(&mut self) -> Duration {
@@ -497,7 +556,7 @@ impl Server {
         timeout
     }
 
-    fn accept(&mut self, poll: &Poll, listener: &TcpListener, kafka: bool) {
+    fn accept(&mut self, poll: &Poll, listener: &TcpListener, kind: Listener) {
         loop {
             let (mut stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
@@ -509,6 +568,9 @@ impl Server {
                 }
             };
             if self.conns.len() >= self.config.max_connections {
+                if let Some(m) = &self.metrics {
+                    m.refused();
+                }
                 self.logger.log(Level::Warn, || {
                     format!(
                         "event=connection_refused peer={peer} limit={}",
@@ -546,14 +608,19 @@ impl Server {
                 kafka: self
                     .kafka_session
                     .clone()
-                    .filter(|_| kafka)
+                    .filter(|_| kind == Listener::Kafka)
                     .zip(self.config.kafka.as_ref())
                     .map(|(session, k)| KafkaConn::new(k, session)),
+                listener: kind,
+                http: Vec::new(),
                 lines: 0,
                 last_active: Instant::now(),
                 interest: Interest::READABLE,
             });
             self.by_name.insert(self.conns[key].name.clone(), key);
+            if let Some(m) = &self.metrics {
+                m.accepted(kind);
+            }
             self.logger.log(Level::Debug, || {
                 format!("event=connected conn={id} peer={peer}")
             });
@@ -606,6 +673,13 @@ impl Server {
                 };
                 budget = budget.saturating_sub(n);
                 conn.last_active = Instant::now();
+                if let Some(m) = &self.metrics {
+                    m.received(conn.listener, n);
+                }
+                if conn.listener == Listener::Metrics {
+                    self.read_http(key, &buf[..n]);
+                    continue;
+                }
                 if conn.kafka.is_some() {
                     self.read_kafka(key, &buf[..n]);
                     continue;
@@ -649,6 +723,7 @@ impl Server {
                         }
                     }
                     self.conns[key].peer = Some(hello.herald_peer);
+                    self.conns[key].listener = Listener::Peer;
                     return;
                 }
             }
@@ -670,6 +745,10 @@ impl Server {
             Ok(msg) => {
                 if matches!(&msg.body.payload, Payload::Dequeue(d) if d.wait_ms.unwrap_or(0) > 0) {
                     self.conns[key].long_polls = true;
+                }
+                let client = self.conns[key].listener == Listener::Json;
+                if let (Some(m), Some(id), true) = (&mut self.metrics, msg.body.msg_id, client) {
+                    m.request(key, id, Listener::Json, msg.body.payload.kind());
                 }
                 Event::Message(msg)
             }
@@ -747,6 +826,9 @@ impl Server {
 
     /// Hands a reply to its connection: a JSON line, or a reply for the Kafka session.
     fn deliver(&mut self, now: Time, key: usize, msg: Message) {
+        if let (Some(m), Some(id)) = (&mut self.metrics, msg.body.in_reply_to) {
+            m.reply(key, id, &msg.body.payload);
+        }
         let conn = &mut self.conns[key];
         let Some(kafka) = &mut conn.kafka else {
             wire::encode(&msg, &mut conn.out);
@@ -793,6 +875,53 @@ impl Server {
         conn.broken = true;
     }
 
+    /// Reads a scrape's request; once it is whole, writes the response (the metrics,
+    /// or an HTTP error) and closes the connection after it.
+    fn read_http(&mut self, key: usize, bytes: &[u8]) {
+        let conn = &mut self.conns[key];
+        conn.http.extend_from_slice(bytes);
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut request = httparse::Request::new(&mut headers);
+        let status = match request.parse(&conn.http) {
+            Ok(httparse::Status::Partial) if conn.http.len() <= MAX_HTTP_REQUEST_BYTES => return,
+            Ok(httparse::Status::Partial) => "431 Request Header Fields Too Large",
+            Err(_) => "400 Bad Request",
+            Ok(httparse::Status::Complete(_)) => match (request.method, request.path) {
+                (Some("GET"), Some("/metrics")) => "200 OK",
+                (Some("GET"), _) => "404 Not Found",
+                _ => "405 Method Not Allowed",
+            },
+        };
+        let body = match status {
+            "200 OK" => self.render_metrics(),
+            _ => format!("{status}: only GET /metrics is served here\n"),
+        };
+        let kind = match status {
+            "200 OK" => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            _ => "text/plain; charset=utf-8",
+        };
+        let conn = &mut self.conns[key];
+        let head = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        conn.out.extend_from_slice(head.as_bytes());
+        conn.out.extend_from_slice(body.as_bytes());
+        conn.http = Vec::new();
+        conn.peer_closed = true; // nothing more is read; closed once written
+    }
+
+    /// The metrics exposition, with the node's state as it is now.
+    fn render_metrics(&self) -> String {
+        let mut open: BTreeMap<Listener, usize> = BTreeMap::new();
+        for (_, conn) in self.conns.iter() {
+            *open.entry(conn.listener).or_default() += 1;
+        }
+        let metrics = self.metrics.as_ref().expect("a metrics connection");
+        metrics.render(&self.node.metrics(), &open)
+    }
+
     /// Steps the node with the broker requests of every Kafka session that has some,
     /// until none has (a reply can make a session ask again).
     fn send_kafka_requests(&mut self) {
@@ -811,6 +940,9 @@ impl Server {
                 continue;
             };
             self.kafka_ready.insert(key);
+            if let Some(m) = &mut self.metrics {
+                m.request(key, msg_id, Listener::Kafka, payload.kind());
+            }
             let msg = Message {
                 src: name,
                 dest: self.name.clone(),
@@ -866,6 +998,9 @@ impl Server {
                     Ok(n) => {
                         conn.written += n;
                         conn.last_active = Instant::now();
+                        if let Some(m) = &self.metrics {
+                            m.sent(conn.listener, n);
+                        }
                     }
                     Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -901,6 +1036,9 @@ impl Server {
                 Some(_) => {}
             }
         }
+        if let Some(m) = &mut self.metrics {
+            m.replies_written();
+        }
         for key in closing {
             self.close(poll, key);
         }
@@ -909,6 +1047,9 @@ impl Server {
     fn close(&mut self, poll: &Poll, key: usize) {
         let mut conn = self.conns.remove(key);
         self.by_name.remove(&conn.name);
+        if let Some(m) = &mut self.metrics {
+            m.closed(key);
+        }
         let _ = poll.registry().deregister(&mut conn.stream);
         if conn.long_polls {
             // Through the node like any request, so the log replays it too.
@@ -941,8 +1082,14 @@ impl Server {
     }
 
     /// Stop accepting, sync the log, give replies a moment to go out, and return.
-    fn shutdown(&mut self, poll: &mut Poll, listener: &mut TcpListener) -> io::Result<()> {
-        let _ = poll.registry().deregister(listener);
+    fn shutdown(&mut self, poll: &mut Poll, listeners: &mut Listeners<'_>) -> io::Result<()> {
+        let _ = poll.registry().deregister(listeners.json);
+        for l in [&mut listeners.kafka, &mut listeners.metrics]
+            .into_iter()
+            .flatten()
+        {
+            let _ = poll.registry().deregister(*l);
+        }
         if let Some(peers) = &mut self.peers {
             peers.close_all(poll.registry())?;
         }
@@ -963,6 +1110,13 @@ impl Server {
             .log(Level::Info, || "event=shutdown clean=true".into());
         Ok(())
     }
+}
+
+/// The sockets the server accepts connections on.
+struct Listeners<'a> {
+    json: &'a mut TcpListener,
+    kafka: Option<&'a mut TcpListener>,
+    metrics: Option<&'a mut TcpListener>,
 }
 
 /// The line a step's message was decoded from, on connection `key`.

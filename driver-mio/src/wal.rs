@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use herald_core::{Time, WalRecord};
 
+use crate::metrics::WalMetrics;
+
 const HEADER_BYTES: usize = 8;
 /// Frames larger than this are treated as corruption (a record is one request).
 const MAX_FRAME_BYTES: usize = 64 << 20;
@@ -132,6 +134,8 @@ pub struct Wal {
     writeback: Option<JoinHandle<io::Result<()>>>,
     /// Segment bytes written when the last background sync started.
     writeback_at: u64,
+    /// Where appends and syncs are timed, with metrics on.
+    metrics: Option<WalMetrics>,
 }
 
 /// Unless every commit syncs (`always`), a background thread syncs the segment each
@@ -373,6 +377,7 @@ impl Wal {
             compacting: None,
             writeback: None,
             writeback_at: last_len,
+            metrics: None,
         };
         Ok((
             wal,
@@ -440,6 +445,11 @@ impl Wal {
         });
     }
 
+    /// Times every append and sync from now on into `metrics`.
+    pub fn set_metrics(&mut self, metrics: WalMetrics) {
+        self.metrics = Some(metrics);
+    }
+
     /// True if records wait to be written.
     pub fn has_pending(&self) -> bool {
         !self.pending.is_empty()
@@ -454,7 +464,11 @@ impl Wal {
             {
                 self.rotate()?;
             }
+            let started = Instant::now();
             self.file.write_all(&self.pending)?;
+            if let Some(m) = &self.metrics {
+                m.append_seconds.observe(started.elapsed().as_secs_f64());
+            }
             self.segment_bytes += self.pending.len() as u64;
             self.bytes_since_snapshot += self.pending.len() as u64;
             self.pending.clear();
@@ -496,7 +510,11 @@ impl Wal {
 
     /// Syncs whatever was written (shutdown, interval timer).
     pub fn sync(&mut self) -> io::Result<()> {
+        let started = Instant::now();
         self.file.sync_data()?;
+        if let Some(m) = &self.metrics {
+            m.fsync_seconds.observe(started.elapsed().as_secs_f64());
+        }
         self.unsynced = false;
         self.last_sync = Instant::now();
         Ok(())

@@ -94,8 +94,8 @@ fn start_at(addr: &str, kafka_addr: &str, dir: &Path, extra: &[&str]) -> Server 
         while matches!(stderr.read_until(b'\n', &mut bytes), Ok(n) if n > 0) {
             let line = String::from_utf8_lossy(&bytes).trim_end().to_owned();
             bytes.clear();
-            if let Some(addrs) = common::listening(&line) {
-                let _ = tx.send(addrs);
+            if let Some(at) = common::listening(&line) {
+                let _ = tx.send((at.addr, at.kafka));
             }
             let mut log = sink.lock().unwrap();
             if log.len() > 4 << 20 {

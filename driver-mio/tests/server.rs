@@ -1,7 +1,7 @@
 //! `herald serve` as a real process on an ephemeral loopback port. Every test bounds
 //! its time and stops its servers.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -21,6 +21,8 @@ mod common;
 struct Server {
     child: Child,
     addr: String,
+    /// The metrics listener's address (`none` without `--metrics-addr`).
+    metrics: String,
     /// Every line it wrote to stderr so far.
     log: Arc<Mutex<Vec<String>>>,
 }
@@ -59,15 +61,15 @@ fn start_at(addr: &str, dir: &Path, extra: &[&str]) -> Server {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let log: Arc<Mutex<Vec<String>>> = Arc::default();
     let mut line = String::new();
-    let addr = loop {
+    let at = loop {
         line.clear();
         assert!(
             stderr.read_line(&mut line).unwrap() > 0,
             "server exited before listening"
         );
         log.lock().unwrap().push(line.trim_end().to_owned());
-        if let Some((addr, _)) = common::listening(&line) {
-            break addr;
+        if let Some(at) = common::listening(&line) {
+            break at;
         }
     };
     // Keep draining the server's log so it never blocks on a full pipe (the first
@@ -81,7 +83,12 @@ fn start_at(addr: &str, dir: &Path, extra: &[&str]) -> Server {
             }
         }
     });
-    Server { child, addr, log }
+    Server {
+        child,
+        addr: at.addr,
+        metrics: at.metrics,
+        log,
+    }
 }
 
 impl Server {
@@ -873,7 +880,15 @@ fn start_node(dir: &Path, id: &str, ports: &[u16]) -> Server {
         .collect();
     let addr = format!("127.0.0.1:{}", ports[i - 1]);
     let peers = peers.join(",");
-    start_at(&addr, &dir.join(id), &["--node-id", id, "--peers", &peers])
+    let flags = [
+        "--node-id",
+        id,
+        "--peers",
+        &peers,
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    start_at(&addr, &dir.join(id), &flags)
 }
 
 /// The leader, once every live node agrees on one.
@@ -1001,8 +1016,7 @@ fn killing_the_leader_of_a_3_node_cluster_loses_no_acknowledged_send() {
                     }
                 }
             }
-            let at: std::collections::BTreeMap<u64, &str> =
-                log.iter().map(|(o, v)| (*o, v.as_str())).collect();
+            let at: BTreeMap<u64, &str> = log.iter().map(|(o, v)| (*o, v.as_str())).collect();
             assert_eq!(at.len(), log.len(), "an offset read twice");
             for (k, msg, offset, _) in acked.iter().filter(|a| a.0 == key) {
                 assert_eq!(
@@ -1015,6 +1029,22 @@ fn killing_the_leader_of_a_3_node_cluster_loses_no_acknowledged_send() {
         }
     }
     eprintln!("acknowledged sends: {before} before the leader was killed, {after} after");
+
+    // The new leader's metrics say what happened: it leads, in a later term than the
+    // first leader's, after at least two changes of leader (none to the first, the
+    // first to it), with every acknowledged send committed.
+    let (_, body) = http(
+        &nodes[new_leader].as_ref().unwrap().metrics,
+        "GET",
+        "/metrics",
+    );
+    let m = parse_exposition(&body);
+    let value = |key: &str| *m.get(key).unwrap_or_else(|| panic!("no {key} in\n{body}"));
+    assert_eq!(value(r#"herald_raft_role{role="leader"}"#), 1.0);
+    assert_eq!(value(r#"herald_raft_role{role="follower"}"#), 0.0);
+    assert!(value("herald_raft_term") >= 2.0);
+    assert!(value("herald_raft_leader_changes_total") >= 2.0);
+    assert!(value("herald_raft_commit_index") >= acked.len() as f64);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1057,4 +1087,160 @@ fn a_bad_serve_flag_exits_2_naming_it_before_touching_the_data_dir() {
         assert!(stderr.starts_with(&expected), "{flags:?}: {stderr}");
         assert!(!dir.exists(), "{flags:?} created the data dir");
     }
+}
+
+/// `method path` to the metrics listener at `addr`: the status line and the body.
+fn http(addr: &str, method: &str, path: &str) -> (String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: herald\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap(); // the server closes after it
+    let (head, body) = response.split_once("\r\n\r\n").expect("a head and a body");
+    let length = (head.lines())
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .expect("a Content-Length");
+    assert_eq!(length.parse::<usize>().unwrap(), body.len());
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// Parses the OpenMetrics text format, checking its syntax: every sample's family
+/// declared by `# TYPE` first, names and labels well formed, values numbers, `# EOF`
+/// last. Returns each series (`name{labels}` as written) and its value.
+fn parse_exposition(text: &str) -> BTreeMap<String, f64> {
+    let name_ok = |n: &str| {
+        n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let mut families = BTreeSet::new();
+    let mut series = BTreeMap::new();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.last(), Some(&"# EOF"), "no # EOF at the end");
+    for line in &lines[..lines.len() - 1] {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(name_ok(name), "{line}");
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            families.insert(name.to_owned());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let (key, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("value of {line}"));
+        let name = key.split('{').next().unwrap();
+        assert!(name_ok(name), "{line}");
+        if let Some(labels) = key.strip_prefix(name).filter(|l| !l.is_empty()) {
+            let inner = labels.strip_prefix('{').and_then(|l| l.strip_suffix('}'));
+            for pair in inner.unwrap_or_else(|| panic!("{line}")).split("\",") {
+                let (k, v) = pair.split_once("=\"").unwrap_or_else(|| panic!("{line}"));
+                assert!(name_ok(k) && !v.contains('\n'), "{line}");
+            }
+        }
+        let family = ["_total", "_bucket", "_count", "_sum", "_created"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| families.contains(*f)))
+            .unwrap_or(name);
+        assert!(families.contains(family), "{line}: no # TYPE for {family}");
+        assert!(
+            series.insert(key.to_owned(), value).is_none(),
+            "{line} twice"
+        );
+    }
+    series
+}
+
+#[test]
+fn metrics_scraped_under_load_show_the_counts_the_test_produced() {
+    let dir = data_dir("metrics");
+    let server = start(&dir, &["--metrics-addr", "127.0.0.1:0"]);
+    create_queue(&mut server.client(), "jobs", 60_000);
+    let done = Arc::new(AtomicBool::new(false));
+    let producers: Vec<_> = (0..4)
+        .map(|t| {
+            let mut c = server.client();
+            std::thread::spawn(move || {
+                for i in 0..250 {
+                    ok(c.call(enqueue("jobs", &format!("{t}-{i}"))));
+                }
+            })
+        })
+        .collect();
+    // Scrapes during the load parse too.
+    let scraper = {
+        let (done, metrics) = (done.clone(), server.metrics.clone());
+        std::thread::spawn(move || {
+            let mut scrapes = 0;
+            while !done.load(Ordering::Relaxed) || scrapes == 0 {
+                let (status, body) = http(&metrics, "GET", "/metrics");
+                assert_eq!(status, "HTTP/1.1 200 OK");
+                parse_exposition(&body);
+                scrapes += 1;
+            }
+            scrapes
+        })
+    };
+    for p in producers {
+        p.join().unwrap();
+    }
+    done.store(true, Ordering::Relaxed);
+    assert!(scraper.join().unwrap() > 0);
+    let mut c = server.client();
+    let got = dequeue(&mut c, "jobs", 100, 0);
+    assert_eq!(got.len(), 100);
+    for d in &got[..40] {
+        ok(c.call(ack("jobs", &d.receipt)));
+    }
+    let missing = Payload::Stats(QueueName {
+        queue: "missing".into(),
+    });
+    let code = c.call(missing.clone()).unwrap().unwrap_err().code;
+    for _ in 0..4 {
+        assert_eq!(c.call(missing.clone()).unwrap().unwrap_err().code, code);
+    }
+
+    let (status, body) = http(&server.metrics, "GET", "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let m = parse_exposition(&body);
+    let value = |key: &str| *m.get(key).unwrap_or_else(|| panic!("no {key} in\n{body}"));
+    let requests = |kind: &str, outcome: &str| {
+        value(&format!(
+            r#"herald_requests_total{{listener="json",type="{kind}",outcome="{outcome}"}}"#
+        ))
+    };
+    assert_eq!(requests("create_queue", "ok"), 1.0);
+    assert_eq!(requests("enqueue", "ok"), 1000.0);
+    assert_eq!(requests("dequeue", "ok"), 1.0);
+    assert_eq!(requests("ack", "ok"), 40.0);
+    assert_eq!(requests("stats", &format!("error_{code}")), 5.0);
+    let enqueues = r#"herald_request_duration_seconds_count{listener="json",type="enqueue"}"#;
+    assert_eq!(value(enqueues), 1000.0);
+    let queue = |metric: &str| value(&format!(r#"{metric}{{queue="jobs"}}"#));
+    let state = |s: &str| {
+        value(&format!(
+            r#"herald_queue_messages{{queue="jobs",state="{s}"}}"#
+        ))
+    };
+    assert_eq!((state("ready"), state("in_flight")), (900.0, 60.0));
+    assert_eq!(queue("herald_queue_enqueued_total"), 1000.0);
+    assert_eq!(queue("herald_queue_acked_total"), 40.0);
+    assert!(value("herald_wal_fsync_seconds_count") >= 1.0); // --fsync always
+    assert!(value(r#"herald_received_bytes_total{listener="json"}"#) > 1000.0 * 40.0);
+    assert!(value(r#"herald_sent_bytes_total{listener="json"}"#) > 0.0);
+    assert_eq!(value(r#"herald_connections{listener="metrics"}"#), 1.0);
+    assert!(
+        !body.contains("herald_raft_term"),
+        "a single node has no Raft"
+    );
+
+    let status = |method, path| http(&server.metrics, method, path).0;
+    assert_eq!(status("GET", "/other"), "HTTP/1.1 404 Not Found");
+    assert_eq!(
+        status("POST", "/metrics"),
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -553,6 +553,16 @@ impl Group {
 }
 
 impl KafkaGroups {
+    /// Every committed offset of every group: `(group, topic, partition, offset)`.
+    pub(super) fn committed(&self) -> impl Iterator<Item = (&str, &str, u32, i64)> + '_ {
+        self.groups.iter().flat_map(|(group, g)| {
+            g.offsets.iter().flat_map(move |(topic, partitions)| {
+                (partitions.iter())
+                    .map(move |(&p, c)| (group.as_str(), topic.as_str(), p, c.offset))
+            })
+        })
+    }
+
     /// JoinGroup. `Ok(None)`: parked at the barrier (the reply goes to `out` when it
     /// completes, maybe in this call). A join without a `msg_id` is refused, since
     /// its reply may have to wait.

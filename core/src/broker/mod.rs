@@ -42,6 +42,30 @@ pub(crate) struct Completion {
     pub reply: Payload,
 }
 
+/// A consumer group's distance behind the end of one partition it committed in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupLag {
+    /// `herald` for a group of Herald's topic API, `kafka` for a Kafka consumer group.
+    pub protocol: &'static str,
+    /// The group's name.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// Records between the group's committed offset and the partition's end.
+    pub lag: u64,
+}
+
+/// What the broker holds now, for an operator's metrics.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BrokerMetrics {
+    /// Every queue's counts, by name.
+    pub queues: Vec<(String, QueueStats)>,
+    /// Every committed position of every consumer group.
+    pub group_lag: Vec<GroupLag>,
+}
+
 /// All broker state.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Broker {
@@ -91,6 +115,34 @@ impl Broker {
             txns: Txns::new(config),
             kafka_groups: KafkaGroups::default(),
             completions: Vec::new(),
+        }
+    }
+
+    /// Every queue's counts and every group's lag at `now`: O(queues + committed
+    /// partitions).
+    pub(crate) fn metrics(&self, now: Time) -> BrokerMetrics {
+        let queues = (self.queues.iter())
+            .map(|(name, q)| (name.clone(), q.stats(now)))
+            .collect();
+        let lag = |protocol, group: &str, topic: &str, partition, lag| GroupLag {
+            protocol,
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+            partition,
+            lag,
+        };
+        let herald = (self.topics.lag()).map(|(g, t, p, n)| lag("herald", g, t, p, n));
+        let kafka = self
+            .kafka_groups
+            .committed()
+            .filter_map(|(g, t, p, offset)| {
+                let end = self.topics.partition(t, p)?.end_offset();
+                let behind = end.saturating_sub(u64::try_from(offset).unwrap_or(0));
+                Some(lag("kafka", g, t, p, behind))
+            });
+        BrokerMetrics {
+            queues,
+            group_lag: herald.chain(kafka).collect(),
         }
     }
 

@@ -123,6 +123,22 @@ impl Topics {
     }
 
     /// A partition's log, to append to, if the topic and partition exist.
+    /// Every committed position of every group: `(group, topic, partition, lag)`, the
+    /// lag being the records between the committed offset and the partition's end.
+    pub(super) fn lag(&self) -> impl Iterator<Item = (&str, &str, u32, u64)> + '_ {
+        self.groups.iter().flat_map(move |(name, g)| {
+            g.committed.iter().filter_map(move |(&p, &offset)| {
+                let end = self.partition(&g.topic, p)?.end_offset();
+                Some((
+                    name.as_str(),
+                    g.topic.as_str(),
+                    p,
+                    end.saturating_sub(offset),
+                ))
+            })
+        })
+    }
+
     pub(super) fn partition_mut(
         &mut self,
         topic: &str,

@@ -60,6 +60,10 @@ pub struct ClusterStatus {
     pub last_index: u64,
     /// Entries up to here were compacted out of its log (its broker holds them).
     pub compacted_index: u64,
+    /// `leader`, `follower`, `pre_candidate` or `candidate`.
+    pub role: &'static str,
+    /// Times the leader it knows of changed since the process started.
+    pub leader_changes: u64,
 }
 
 /// The error a forwarded request's client gets when the leader did not take it or did
@@ -146,6 +150,8 @@ impl Node {
             applied_index: c.applied,
             last_index: c.raft.last_index(),
             compacted_index: c.raft.compacted_index(),
+            role: c.raft.role_name(),
+            leader_changes: c.raft.leader_changes(),
         })
     }
 

@@ -263,6 +263,9 @@ pub(crate) struct Raft {
     /// What the node must do after this step; taken by [`Raft::take_out`].
     #[serde(skip)]
     out: RaftOut,
+    /// Times the leader this node knows of changed, since the process started.
+    #[serde(skip)]
+    leader_changes: u64,
 }
 
 impl Raft {
@@ -286,6 +289,7 @@ impl Raft {
             leader_since: cx.now,
             term_start: 0,
             out: RaftOut::default(),
+            leader_changes: 0,
         };
         raft.reset_election_timer(cx);
         raft
@@ -312,6 +316,22 @@ impl Raft {
     }
 
     /// The name of the leader this node knows of.
+    /// Times the leader this node knows of changed (to another node, or to none),
+    /// since the process started.
+    pub(crate) fn leader_changes(&self) -> u64 {
+        self.leader_changes
+    }
+
+    /// The node's role: `leader`, `follower`, `pre_candidate` or `candidate`.
+    pub(crate) fn role_name(&self) -> &'static str {
+        match self.role {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::PreCandidate => "pre_candidate",
+            Role::Candidate => "candidate",
+        }
+    }
+
     pub(crate) fn leader_name(&self) -> Option<&str> {
         self.leader.map(|i| self.nodes[i].as_str())
     }
@@ -426,7 +446,7 @@ impl Raft {
                 // Pre-vote: ask whether a vote would be granted before raising the term,
                 // so a node cut off from the rest cannot disrupt the cluster on return.
                 self.role = Role::PreCandidate;
-                self.leader = None;
+                self.set_leader(None);
                 self.votes = BTreeSet::from([self.me]);
                 self.reset_election_timer(cx);
                 self.ask_votes(true);
@@ -697,7 +717,7 @@ impl Raft {
     /// After a restart: forget who led and what was in flight; wait for a leader.
     pub(crate) fn restarted(&mut self, cx: &mut Ctx<'_>) {
         self.role = Role::Follower;
-        self.leader = None;
+        self.set_leader(None);
         self.leader_seen_at = None;
         self.votes.clear();
         self.reset_election_timer(cx);
@@ -785,14 +805,21 @@ impl Raft {
             self.persist_term();
         }
         self.role = Role::Follower;
-        self.leader = leader;
+        self.set_leader(leader);
         self.votes.clear();
         self.reset_election_timer(cx);
     }
 
+    fn set_leader(&mut self, leader: Option<usize>) {
+        if leader != self.leader {
+            self.leader_changes += 1;
+        }
+        self.leader = leader;
+    }
+
     fn become_leader(&mut self, cx: &mut Ctx<'_>) {
         self.role = Role::Leader;
-        self.leader = Some(self.me);
+        self.set_leader(Some(self.me));
         self.leader_since = cx.now;
         self.votes.clear();
         let next = self.log.last_index() + 1;

@@ -17,7 +17,7 @@ mod timer;
 
 pub use config::{Config, ConfigError, ConfigField};
 pub use event::{Effect, Effects, Event, Level, LogLine, WalRecord};
-pub use node::Node;
+pub use node::{Node, NodeMetrics};
 pub use rng::Rng;
 pub use time::Time;
 

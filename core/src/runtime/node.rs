@@ -4,7 +4,7 @@
 //! cluster, the replication glue (`replication/cluster.rs`) extends `Node` with the
 //! Raft side of a step.
 
-use crate::broker::Broker;
+use crate::broker::{Broker, BrokerMetrics};
 use crate::replication::{forward_failed, Replication};
 use crate::runtime::{cx, Ctx, Lru, Periodic, ReplyCache, RpcTable, RpcTimeout};
 use crate::wire::msg::{
@@ -12,6 +12,7 @@ use crate::wire::msg::{
 };
 use crate::wire::{Body, Invalid, Message};
 use crate::workloads::{BroadcastSet, Counter};
+use crate::ClusterStatus;
 use crate::{Config, Effect, Effects, Event, Level, LogLine, Rng, Time, WalRecord};
 
 /// What a pending request to a peer is for: the callback, as data.
@@ -50,6 +51,15 @@ pub(crate) struct Machine {
 struct Identity {
     id: String,
     node_ids: Vec<String>,
+}
+
+/// What a node holds now, for an operator's metrics ([`Node::metrics`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeMetrics {
+    /// Its queues and consumer groups.
+    pub broker: BrokerMetrics,
+    /// Where it stands in its cluster; `None` on a single node.
+    pub cluster: Option<ClusterStatus>,
 }
 
 /// A Herald node: a pure state machine. Feed it events with [`Node::step`], carry out
@@ -190,6 +200,15 @@ impl Node {
     #[cfg(feature = "sim")]
     pub fn broker(&self) -> &(impl std::fmt::Debug + serde::Serialize) {
         &self.machine.broker
+    }
+
+    /// What the node holds now, for an operator's metrics: its queues, its consumer
+    /// groups' lag, and where it stands in its cluster. Nothing is stepped.
+    pub fn metrics(&self) -> NodeMetrics {
+        NodeMetrics {
+            broker: self.machine.broker.metrics(self.now),
+            cluster: self.cluster_status(),
+        }
     }
 
     /// This node's id, once initialised.

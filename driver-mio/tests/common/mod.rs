@@ -27,13 +27,27 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {FIRST}..{}", FIRST + COUNT);
 }
 
-/// The addresses a server's `event=listening` log line names: the JSON-lines
-/// listener's and the Kafka listener's (`none` without one).
-pub fn listening(line: &str) -> Option<(String, String)> {
+/// The addresses a server's `event=listening` log line names (`none` for a listener
+/// it does not have).
+pub struct Listening {
+    /// The JSON-lines listener.
+    pub addr: String,
+    /// The Kafka listener.
+    pub kafka: String,
+    /// The metrics listener.
+    pub metrics: String,
+}
+
+/// The addresses in `line`, if it is a server's `event=listening` line.
+pub fn listening(line: &str) -> Option<Listening> {
     let at = line.find(" event=listening ")?;
     let words = || line[at..].split_whitespace();
     let field = |key: &str| words().find_map(|w| w.strip_prefix(key)).map(str::to_owned);
-    Some((field("addr=")?, field("kafka_addr=")?))
+    Some(Listening {
+        addr: field("addr=")?,
+        kafka: field("kafka_addr=")?,
+        metrics: field("metrics_addr=")?,
+    })
 }
 
 /// The index of the leader of nodes `n1, n2, ...` listening at `addrs`, once every one
