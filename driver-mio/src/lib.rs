@@ -11,4 +11,5 @@ pub mod log;
 pub mod metrics;
 pub mod peers;
 pub mod server;
+pub mod tls;
 pub mod wal;

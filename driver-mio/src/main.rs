@@ -11,6 +11,7 @@ use herald_core::{Config, ConfigError, Level, Payload};
 use herald_mio::client::{Client, Reply};
 use herald_mio::kafka::KafkaConfig;
 use herald_mio::server::{serve, ClusterConfig, ServerConfig};
+use herald_mio::tls::TlsConfig;
 use herald_mio::wal::FsyncPolicy;
 
 /// Herald: a message broker (Kafka-style logs and topics, SQS-style work queues).
@@ -196,6 +197,18 @@ struct ServeArgs {
     /// Serve Prometheus metrics (GET /metrics) on this host:port; off by default.
     #[arg(long)]
     metrics_addr: Option<String>,
+    /// TLS on the JSON-lines and Kafka listeners: the certificate chain (PEM).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Require client certificates signed by these CAs (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// Listen without TLS on addresses other than loopback (refused otherwise).
+    #[arg(long)]
+    allow_plaintext: bool,
     #[command(flatten)]
     node: NodeFlags,
 }
@@ -339,9 +352,19 @@ impl ServeArgs {
                     .map_err(|e| format!("--metrics-addr {text:?}: {e}"))?,
             ),
         };
-        Ok(ServerConfig {
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert_path), Some(key_path)) => Some(TlsConfig {
+                cert_path,
+                key_path,
+                client_ca_path: self.tls_client_ca,
+            }),
+            _ => None,
+        };
+        let config = ServerConfig {
             kafka,
             metrics_addr,
+            tls,
+            allow_plaintext: self.allow_plaintext,
             addr,
             data_dir: self.data_dir,
             fsync: self.fsync,
@@ -352,7 +375,9 @@ impl ServeArgs {
             idle_timeout_ms: self.idle_timeout_ms,
             node,
             cluster,
-        })
+        };
+        config.validate()?;
+        Ok(config)
     }
 }
 

@@ -17,15 +17,16 @@
 //! a node acknowledges an append to the leader only once it is durable.
 
 use std::collections::BTreeMap;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_core::wire::msg::{Access, ErrorBody, ErrorCode, Init, Payload, Route};
 use herald_core::wire::{self, Body, DecodeError, Frame, LineFramer};
 use herald_core::{Config, Effect, Effects, Event, Level, Message, Node, Time, WalRecord};
-use mio::net::{TcpListener, TcpStream};
+use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
@@ -33,6 +34,7 @@ use crate::kafka::{KafkaConfig, KafkaConn};
 use crate::log::Logger;
 use crate::metrics::{Listener, Metrics};
 use crate::peers::{Hello, Peers};
+use crate::tls::{Stream, TlsConfig};
 use crate::wal::{FsyncPolicy, Recovery, Wal};
 
 /// The server's own name: `src` of its replies, `dest` of requests.
@@ -86,6 +88,10 @@ pub struct ServerConfig {
     pub kafka: Option<KafkaConfig>,
     /// Where Prometheus scrapes `GET /metrics` (`None`: no metrics, none kept).
     pub metrics_addr: Option<SocketAddr>,
+    /// TLS on the JSON-lines and Kafka listeners (`None`: plaintext).
+    pub tls: Option<TlsConfig>,
+    /// Listen without TLS on addresses other than loopback.
+    pub allow_plaintext: bool,
 }
 
 /// Where a started server listens, for [`serve`]'s `on_ready`.
@@ -97,6 +103,44 @@ pub struct Listening {
     pub kafka_addr: Option<SocketAddr>,
     /// The metrics listener, if there is one.
     pub metrics_addr: Option<SocketAddr>,
+}
+
+impl ServerConfig {
+    /// Checks what can be checked before anything is opened: the node's
+    /// configuration, and that no listener off loopback is plaintext unless
+    /// `allow_plaintext` says so.
+    pub fn validate(&self) -> Result<(), String> {
+        (self.node.validate()).map_err(|e| format!("invalid configuration: {e}"))?;
+        if self.tls.is_some() && self.cluster.is_some() {
+            return Err(
+                "TLS on a cluster is not built yet (peer links would need it too): \
+                        run a cluster's nodes on a private network with --allow-plaintext"
+                    .into(),
+            );
+        }
+        if self.allow_plaintext {
+            return Ok(());
+        }
+        let tls = self.tls.is_some();
+        let listeners = [
+            ("--addr", Some(self.addr), tls),
+            ("--kafka-addr", self.kafka.as_ref().map(|k| k.addr), tls),
+            ("--metrics-addr", self.metrics_addr, false),
+        ];
+        for (flag, addr, encrypted) in listeners {
+            match addr {
+                Some(addr) if !addr.ip().is_loopback() && !encrypted => {
+                    return Err(format!(
+                        "{flag} {addr} is not a loopback address, and that listener would \
+                         be plaintext: give --tls-cert and --tls-key (the metrics \
+                         listener has no TLS), or --allow-plaintext on a network you trust"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServerConfig {
@@ -114,12 +158,14 @@ impl Default for ServerConfig {
             cluster: None,
             kafka: Some(KafkaConfig::default()),
             metrics_addr: None,
+            tls: None,
+            allow_plaintext: false,
         }
     }
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     id: u64,
     name: String,
     framer: LineFramer,
@@ -157,7 +203,7 @@ impl Conn {
 
     fn wanted_interest(&self, max_write_buffer: usize) -> Option<Interest> {
         let read = !self.peer_closed && self.pending_out() < max_write_buffer;
-        let write = self.pending_out() > 0;
+        let write = self.pending_out() > 0 || self.stream.wants_write();
         match (read, write) {
             (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
             (true, false) => Some(Interest::READABLE),
@@ -212,15 +258,18 @@ struct Server {
     metrics: Option<Metrics>,
     /// When the snapshot being built was started.
     compaction_started: Option<Instant>,
+    /// The listeners' TLS configuration, if they use TLS.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Runs the server until SIGINT or SIGTERM. `on_ready` is called with the bound
 /// addresses once the server accepts connections (after recovery).
 pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(), String> {
-    config
-        .node
-        .validate()
-        .map_err(|e| format!("invalid configuration: {e}"))?;
+    config.validate()?;
+    let tls = match &config.tls {
+        Some(t) => Some(t.server_config()?),
+        None => None,
+    };
     let name = config
         .cluster
         .as_ref()
@@ -353,6 +402,7 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         written: false,
         metrics,
         compaction_started: None,
+        tls,
         config,
     };
     server.init_node()?;
@@ -558,7 +608,7 @@ impl Server {
 
     fn accept(&mut self, poll: &Poll, listener: &TcpListener, kind: Listener) {
         loop {
-            let (mut stream, peer) = match listener.accept() {
+            let (stream, peer) = match listener.accept() {
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -580,11 +630,21 @@ impl Server {
                 continue; // dropping the stream closes it
             }
             let _ = stream.set_nodelay(true);
+            let tls = self.tls.as_ref().filter(|_| kind != Listener::Metrics);
+            let mut stream = match Stream::new(stream, tls) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    self.logger.log(Level::Warn, || {
+                        format!("event=tls_setup_failed peer={peer} error={e:?}")
+                    });
+                    continue;
+                }
+            };
             let entry = self.conns.vacant_entry();
             let key = entry.key();
             if let Err(e) = poll
                 .registry()
-                .register(&mut stream, Token(key), Interest::READABLE)
+                .register(stream.tcp(), Token(key), Interest::READABLE)
             {
                 self.logger
                     .log(Level::Warn, || format!("event=register_failed error={e:?}"));
@@ -666,8 +726,14 @@ impl Server {
                         break;
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                    Err(_) => {
-                        conn.broken = true;
+                    Err(e) => {
+                        if e.kind() == ErrorKind::InvalidData && conn.stream.is_tls() {
+                            let id = conn.id;
+                            self.logger.log(Level::Warn, || {
+                                format!("event=tls_failed conn={id} error={:?}", e.to_string())
+                            });
+                        }
+                        self.conns[key].broken = true;
                         break;
                     }
                 };
@@ -696,7 +762,7 @@ impl Server {
                     framer.set_max_line_bytes(PEER_MAX_LINE_BYTES);
                 }
                 conn.framer = framer;
-                if n < buf.len() {
+                if n < buf.len() && !conn.stream.is_tls() {
                     // A short read took all there was; new data wakes the poll again
                     // (edge-triggered), so no read is spent to see WouldBlock.
                     conn.more_to_read = false;
@@ -992,6 +1058,9 @@ impl Server {
                 kafka.session.poll_transmit(&mut conn.out);
                 kafka.session.is_full()
             });
+            if conn.stream.flush().is_err() {
+                conn.broken = true; // a TLS record the socket refused
+            }
             while conn.pending_out() > 0 && !conn.broken {
                 match conn.stream.write(&conn.out[conn.written..]) {
                     Ok(0) => conn.broken = true,
@@ -1026,7 +1095,7 @@ impl Server {
                 Some(interest) if interest != conn.interest => {
                     if poll
                         .registry()
-                        .reregister(&mut conn.stream, Token(key), interest)
+                        .reregister(conn.stream.tcp(), Token(key), interest)
                         .is_err()
                     {
                         closing.push(key);
@@ -1050,7 +1119,7 @@ impl Server {
         if let Some(m) = &mut self.metrics {
             m.closed(key);
         }
-        let _ = poll.registry().deregister(&mut conn.stream);
+        let _ = poll.registry().deregister(conn.stream.tcp());
         if conn.long_polls {
             // Through the node like any request, so the log replays it too.
             let cancel = Message {

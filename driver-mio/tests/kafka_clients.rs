@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -21,7 +21,7 @@ use serde_json::Value;
 #[allow(dead_code)] // each test binary uses a part of it
 mod common;
 
-use common::procs::{as_u64, python, run, spawn_script, summary_of, tail, Ran};
+use common::procs::{as_u64, kcat, python, run, spawn_script, summary_of, tail, Ran};
 
 const HERALD: &str = env!("CARGO_BIN_EXE_herald");
 
@@ -224,27 +224,6 @@ fn cli(addr: &str, args: &[&str]) -> String {
 
 // ---------------------------------------------------------------------------------
 // The clients
-
-/// kcat's path, once it is known to run.
-fn kcat() -> &'static str {
-    static KCAT: OnceLock<Result<(), String>> = OnceLock::new();
-    let found = KCAT.get_or_init(|| {
-        let ran = Command::new("kcat").arg("-V").output();
-        match ran {
-            Ok(out) if out.status.success() => Ok(()),
-            Ok(out) => Err(format!("`kcat -V` failed: {:?}", out.status)),
-            Err(e) => Err(format!("cannot run kcat: {e}")),
-        }
-    });
-    if let Err(why) = found {
-        panic!(
-            "{why}. These tests need kcat (Debian's package, librdkafka 2.0.2): \
-             install it with `apt-get install -y --no-install-recommends kcat` \
-             (.ci/run does)"
-        );
-    }
-    "kcat"
-}
 
 /// `kcat -L -J` through `bootstrap`, parsed.
 fn metadata(bootstrap: &str, topic: Option<&str>) -> Value {

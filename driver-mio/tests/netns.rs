@@ -242,6 +242,8 @@ impl Net {
                 &self.kafka_addr(i),
             ])
             .args(["--fsync", "always", "--log-level", "info"])
+            // A private subnet inside namespaces the harness made, not loopback.
+            .arg("--allow-plaintext")
             .args(["--node-id", &format!("n{i}"), "--peers", &peers.join(",")])
             .arg("--data-dir")
             .arg(self.data.join(format!("n{i}")))

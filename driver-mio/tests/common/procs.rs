@@ -131,6 +131,27 @@ pub fn run(cmd: &mut Command, stdin: Option<Vec<u8>>, timeout: Duration) -> Ran 
     spawn(cmd, stdin).wait(timeout)
 }
 
+/// kcat's path, once it is known to run.
+pub fn kcat() -> &'static str {
+    static KCAT: OnceLock<Result<(), String>> = OnceLock::new();
+    let found = KCAT.get_or_init(|| {
+        let ran = Command::new("kcat").arg("-V").output();
+        match ran {
+            Ok(out) if out.status.success() => Ok(()),
+            Ok(out) => Err(format!("`kcat -V` failed: {:?}", out.status)),
+            Err(e) => Err(format!("cannot run kcat: {e}")),
+        }
+    });
+    if let Err(why) = found {
+        panic!(
+            "{why}. These tests need kcat (Debian's package, librdkafka 2.0.2): \
+             install it with `apt-get install -y --no-install-recommends kcat` \
+             (.ci/run does)"
+        );
+    }
+    "kcat"
+}
+
 /// The venv's python with the pinned clients of `tests/kafka/requirements.txt`,
 /// made on first use (once per test binary; `.ci/run` makes it beforehand).
 pub fn python() -> PathBuf {

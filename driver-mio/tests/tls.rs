@@ -1,0 +1,358 @@
+//! TLS on the listeners, with real clients: a rustls client on the JSON-lines
+//! listener (with and without a client certificate, and a plaintext client that is
+//! refused), kcat over `security.protocol=ssl` on the Kafka listener, and the refusal
+//! to listen off loopback in plaintext.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde_json::{json, Value};
+
+#[allow(dead_code)] // each test binary uses a part of it
+mod common;
+
+use common::procs::{kcat, run};
+
+/// A certificate authority and what it signed, as PEM files in `dir`.
+struct Pki {
+    dir: PathBuf,
+}
+
+/// A CA: its certificate and key.
+struct Ca {
+    cert: Certificate,
+    key: KeyPair,
+}
+
+fn ca(name: &str) -> Ca {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let key = KeyPair::generate().unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    Ca { cert, key }
+}
+
+/// Writes `<name>.pem` and `<name>.key` in `dir`: a certificate for `names` signed by
+/// `ca`.
+fn issue(dir: &Path, ca: &Ca, name: &str, names: &[&str]) {
+    let params =
+        CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+}
+
+impl Pki {
+    /// A CA (`ca.pem`), the server's certificate for 127.0.0.1 (`server`), a client's
+    /// (`client`), and a client's from another CA (`stranger`).
+    fn new(name: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("herald-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ours = ca("herald test CA");
+        std::fs::write(dir.join("ca.pem"), ours.cert.pem()).unwrap();
+        issue(&dir, &ours, "server", &["127.0.0.1", "localhost"]);
+        issue(&dir, &ours, "client", &["client"]);
+        issue(&dir, &ca("another CA"), "stranger", &["stranger"]);
+        Pki { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// A rustls client trusting our CA, presenting `identity`'s certificate if given.
+    fn client_config(&self, identity: Option<&str>) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_file(self.path("ca.pem")).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots);
+        let config = match identity {
+            None => builder.with_no_client_auth(),
+            Some(name) => {
+                let chain =
+                    vec![CertificateDer::from_pem_file(self.path(&format!("{name}.pem"))).unwrap()];
+                let key = PrivateKeyDer::from_pem_file(self.path(&format!("{name}.key"))).unwrap();
+                builder.with_client_auth_cert(chain, key).unwrap()
+            }
+        };
+        Arc::new(config)
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `herald serve` with `flags`, once it listens.
+struct Server {
+    child: Child,
+    addr: String,
+    kafka: String,
+    log: Arc<Mutex<Vec<String>>>,
+    data: PathBuf,
+}
+
+fn serve(name: &str, addr: &str, flags: &[&str]) -> Server {
+    let data = std::env::temp_dir().join(format!("herald-tls-data-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let kafka = format!("127.0.0.1:{}", common::free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["--addr", addr, "serve", "--log-level", "info"])
+        .args(["--kafka-addr", &kafka, "--data-dir"])
+        .arg(&data)
+        .args(flags)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut line = String::new();
+    let at = loop {
+        line.clear();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "herald serve exited: {}",
+            log.lock().unwrap().join("\n")
+        );
+        log.lock().unwrap().push(line.trim_end().to_owned());
+        if let Some(at) = common::listening(&line) {
+            break at;
+        }
+    };
+    let kept = log.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    Server {
+        child,
+        addr: at.addr,
+        kafka: at.kafka,
+        log,
+        data,
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// A TLS connection to `addr` with `config` (the handshake happens on first use).
+fn connect(addr: &str, config: Arc<rustls::ClientConfig>) -> TlsStream {
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(config, name).unwrap();
+    rustls::StreamOwned::new(conn, tcp)
+}
+
+/// Sends request `body` (a msg_id added) and reads its reply's body.
+fn call(stream: &mut TlsStream, msg_id: u64, mut body: Value) -> std::io::Result<Value> {
+    body["msg_id"] = json!(msg_id);
+    let line = json!({ "body": body }).to_string() + "\n";
+    stream.write_all(line.as_bytes())?;
+    stream.flush()?;
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while reply.last() != Some(&b'\n') {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        reply.push(byte[0]);
+    }
+    let reply: Value = serde_json::from_slice(&reply).unwrap();
+    Ok(reply["body"].clone())
+}
+
+/// Creates queue `q`, enqueues and dequeues one message over `stream`.
+fn use_a_queue(stream: &mut TlsStream, q: &str) {
+    let created = call(stream, 1, json!({"type": "create_queue", "queue": q})).unwrap();
+    assert_eq!(created["type"], "create_queue_ok", "{created}");
+    let sent = call(
+        stream,
+        2,
+        json!({"type": "enqueue", "queue": q, "msg": "hi"}),
+    )
+    .unwrap();
+    assert_eq!(sent["type"], "enqueue_ok", "{sent}");
+    let got = call(stream, 3, json!({"type": "dequeue", "queue": q})).unwrap();
+    assert_eq!(got["msgs"][0]["msg"], "hi", "{got}");
+}
+
+#[test]
+fn tls_clients_work_plaintext_ones_are_refused_and_kcat_speaks_ssl() {
+    let pki = Pki::new("listeners");
+    let (cert, key) = (pki.path("server.pem"), pki.path("server.key"));
+    let server = serve(
+        "listeners",
+        "127.0.0.1:0",
+        &["--tls-cert", &cert, "--tls-key", &key],
+    );
+
+    // A plaintext client gets no reply, and its connection is closed with a log line.
+    let mut plain = TcpStream::connect(&server.addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    plain
+        .write_all(b"{\"body\":{\"type\":\"list_queues\",\"msg_id\":1}}\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = plain.read_to_end(&mut answer); // ends when the server closes
+    assert!(!answer.contains(&b'{'), "a plaintext client was answered");
+
+    let mut tls = connect(&server.addr, pki.client_config(None));
+    use_a_queue(&mut tls, "a");
+    let refused = server.log.lock().unwrap().clone();
+    assert!(
+        refused.iter().any(|l| l.contains(" event=tls_failed ")),
+        "no tls_failed in {refused:?}"
+    );
+
+    // kcat over TLS, verifying the broker's certificate against our CA.
+    let ssl = ["-X", "security.protocol=ssl", "-X"];
+    let ca = format!("ssl.ca.location={}", pki.path("ca.pem"));
+    let lines: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
+    let mut produce = Command::new(kcat());
+    produce.args(["-b", &server.kafka, "-P", "-t", "secure"]);
+    produce.args(ssl).arg(&ca);
+    let input = lines.join("\n") + "\n";
+    run(
+        &mut produce,
+        Some(input.into_bytes()),
+        Duration::from_secs(60),
+    )
+    .expect_ok("kcat -P");
+    let mut consume = Command::new(kcat());
+    consume.args([
+        "-b",
+        &server.kafka,
+        "-C",
+        "-e",
+        "-o",
+        "beginning",
+        "-t",
+        "secure",
+    ]);
+    consume.args(ssl).arg(&ca);
+    let out = run(&mut consume, None, Duration::from_secs(60)).expect_ok("kcat -C");
+    let mut got: Vec<&str> = out.lines().collect();
+    got.sort_by_key(|m| m[1..].parse::<u32>().unwrap());
+    assert_eq!(got, lines);
+
+    // kcat in plaintext on the TLS Kafka listener fails, and the server keeps serving.
+    let mut plain = Command::new(kcat());
+    plain.args(["-b", &server.kafka, "-L", "-m", "3"]);
+    let ran = run(&mut plain, None, Duration::from_secs(30));
+    assert!(
+        !ran.succeeded(),
+        "plaintext kcat listed metadata: {}",
+        ran.stdout
+    );
+    use_a_queue(&mut connect(&server.addr, pki.client_config(None)), "b");
+}
+
+#[test]
+fn with_a_client_ca_only_clients_with_its_certificates_are_served() {
+    let pki = Pki::new("mtls");
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    let flags = [
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+        "--tls-client-ca",
+        &ca,
+    ];
+    let server = serve("mtls", "127.0.0.1:0", &flags);
+    for identity in [None, Some("stranger")] {
+        let mut stream = connect(&server.addr, pki.client_config(identity));
+        let list = json!({"type": "list_queues"});
+        // TLS 1.3: the server checks the certificate after the client's handshake
+        // ends, so the refusal shows on the first read.
+        let answered = call(&mut stream, 1, list);
+        assert!(answered.is_err(), "{identity:?} was served: {answered:?}");
+    }
+    use_a_queue(
+        &mut connect(&server.addr, pki.client_config(Some("client"))),
+        "c",
+    );
+}
+
+#[test]
+fn a_plaintext_listener_off_loopback_is_refused_unless_allowed() {
+    let data = std::env::temp_dir().join(format!("herald-tls-refused-{}", std::process::id()));
+    let refused = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let err = refused(&["--addr", "0.0.0.0:0", "serve", "--kafka-addr", "none"]);
+    assert!(
+        err.contains("--addr 0.0.0.0:0 is not a loopback address"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-plaintext"), "{err}");
+    let err = refused(&[
+        "--addr",
+        "127.0.0.1:0",
+        "serve",
+        "--kafka-addr",
+        "0.0.0.0:0",
+    ]);
+    assert!(
+        err.contains("--kafka-addr 0.0.0.0:0 is not a loopback"),
+        "{err}"
+    );
+    let err = refused(&[
+        "serve",
+        "--kafka-addr",
+        "none",
+        "--metrics-addr",
+        "0.0.0.0:0",
+    ]);
+    assert!(
+        err.contains("--metrics-addr 0.0.0.0:0 is not a loopback"),
+        "{err}"
+    );
+    assert!(!data.exists(), "the data directory was made");
+    let server = serve("allowed", "0.0.0.0:0", &["--allow-plaintext"]);
+    assert!(server.addr.starts_with("0.0.0.0:"), "{}", server.addr);
+}
