@@ -32,6 +32,12 @@ struct Conn {
     /// Print the server's reply as JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Authenticate as this user first (a server with users requires it).
+    #[arg(long, global = true, requires = "login_password")]
+    login: Option<String>,
+    /// The --login user's password.
+    #[arg(long, global = true, requires = "login")]
+    login_password: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -122,6 +128,11 @@ enum Command {
     CommitTxn { txid: String },
     /// Abort a prepared transaction (as its coordinator would).
     AbortTxn { txid: String },
+    /// Manage the users of a data directory (with users, clients must authenticate).
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Send any request body (JSON) and print the reply as JSON.
     Request { body: String },
     /// Load-test a server: produce to a queue, then consume + ack it.
@@ -147,6 +158,106 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         max_depth: usize,
     },
+}
+
+/// `herald user ...`: the users file of a data directory (a running server re-reads it
+/// within a second).
+#[derive(Subcommand)]
+enum UserAction {
+    /// Add a user, or set an existing user's password.
+    Add {
+        name: String,
+        /// The password (prompted for, without echo, when left out).
+        #[arg(long)]
+        password: Option<String>,
+        #[arg(long, default_value = "herald-data")]
+        data_dir: std::path::PathBuf,
+    },
+    /// Remove a user: its connections must authenticate again.
+    Remove {
+        name: String,
+        #[arg(long, default_value = "herald-data")]
+        data_dir: std::path::PathBuf,
+    },
+    /// List the users' names.
+    List {
+        #[arg(long, default_value = "herald-data")]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+/// Runs `herald user ...`: a bad name or password exits 2, a file error 1.
+fn run_user(action: UserAction) -> ExitCode {
+    use herald_mio::auth::Users;
+    let result = (|| -> Result<String, (u8, String)> {
+        let io = |e: String| (1, e);
+        match action {
+            UserAction::Add {
+                name,
+                password,
+                data_dir,
+            } => {
+                let password = match password {
+                    Some(p) => p,
+                    None => read_password().map_err(io)?,
+                };
+                let mut users = Users::load(&data_dir).map_err(io)?;
+                let added = users.set(&name, &password).map_err(|e| (2, e))?;
+                users.save(&data_dir).map_err(io)?;
+                Ok(format!(
+                    "{} user {name}",
+                    if added {
+                        "added"
+                    } else {
+                        "changed the password of"
+                    }
+                ))
+            }
+            UserAction::Remove { name, data_dir } => {
+                let mut users = Users::load(&data_dir).map_err(io)?;
+                if !users.remove(&name) {
+                    return Err((1, format!("no user {name:?} in {}", data_dir.display())));
+                }
+                users.save(&data_dir).map_err(io)?;
+                Ok(format!("removed user {name}"))
+            }
+            UserAction::List { data_dir } => {
+                let users = Users::load(&data_dir).map_err(io)?;
+                Ok(users.names().collect::<Vec<_>>().join("\n"))
+            }
+        }
+    })();
+    match result {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err((code, e)) => {
+            eprintln!("herald user: {e}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// A password from the terminal (twice, without echo), or a line of stdin when it is
+/// not a terminal.
+fn read_password() -> Result<String, String> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_owned());
+    }
+    let ask = |prompt: &str| rpassword::prompt_password(prompt).map_err(|e| e.to_string());
+    let password = ask("password: ")?;
+    if ask("again: ")? != password {
+        return Err("the two passwords differ".into());
+    }
+    Ok(password)
 }
 
 /// `herald serve` flags: the server's own, then one per node [`Config`] field.
@@ -209,6 +320,9 @@ struct ServeArgs {
     /// Listen without TLS on addresses other than loopback (refused otherwise).
     #[arg(long)]
     allow_plaintext: bool,
+    /// Connections one user may have open at once (with users defined).
+    #[arg(long, default_value_t = ServerConfig::default().max_connections_per_user)]
+    max_connections_per_user: usize,
     #[command(flatten)]
     node: NodeFlags,
 }
@@ -365,6 +479,7 @@ impl ServeArgs {
             metrics_addr,
             tls,
             allow_plaintext: self.allow_plaintext,
+            max_connections_per_user: self.max_connections_per_user,
             addr,
             data_dir: self.data_dir,
             fsync: self.fsync,
@@ -386,6 +501,7 @@ fn main() -> ExitCode {
     let conn = cli.conn;
     let command = match cli.command {
         Command::Serve(args) => return run_serve(*args, &conn.addr),
+        Command::User { action } => return run_user(action),
         Command::Bench {
             target,
             connections,
@@ -419,7 +535,11 @@ fn main() -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    match run_client(&mut client, command, conn.json) {
+    let login = match (conn.login, conn.login_password) {
+        (Some(user), Some(password)) => ok(client.call(Payload::Auth(Auth { user, password }))),
+        _ => Ok(Payload::AuthOk(AuthOk::default())),
+    };
+    match login.and_then(|_| run_client(&mut client, command, conn.json)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Server(e)) => {
             eprintln!("herald: error {}: {}", e.code, e.text);
@@ -525,7 +645,7 @@ fn tail(client: &mut Client, key: &str, mut from: u64) -> Result<(), Failure> {
 /// The request a client command sends (`herald request`'s body must decode).
 fn request(command: Command) -> Result<Payload, Failure> {
     Ok(match command {
-        Command::Serve(_) | Command::Bench { .. } | Command::Tail { .. } => {
+        Command::Serve(_) | Command::Bench { .. } | Command::Tail { .. } | Command::User { .. } => {
             unreachable!("not a single request")
         }
         Command::Send { key, msg } => Payload::Send(Send {

@@ -18,18 +18,19 @@
 
 use std::collections::BTreeMap;
 use std::io::{self, ErrorKind};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use herald_core::wire::msg::{Access, ErrorBody, ErrorCode, Init, Payload, Route};
+use herald_core::wire::msg::{Access, Auth, AuthOk, ErrorBody, ErrorCode, Init, Payload, Route};
 use herald_core::wire::{self, Body, DecodeError, Frame, LineFramer};
 use herald_core::{Config, Effect, Effects, Event, Level, Message, Node, Time, WalRecord};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::auth::{Checked, Checker, Failures, Users};
 use crate::kafka::{KafkaConfig, KafkaConn};
 use crate::log::Logger;
 use crate::metrics::{Listener, Metrics};
@@ -44,6 +45,8 @@ const LISTENER: Token = Token(usize::MAX - 1);
 const SIGNALS: Token = Token(usize::MAX - 2);
 const KAFKA_LISTENER: Token = Token(usize::MAX - 3);
 const METRICS_LISTENER: Token = Token(usize::MAX - 4);
+/// The password-checking thread has results.
+const AUTH_WAKER: Token = Token(usize::MAX - 5);
 /// The longest scrape request (request line and headers) read.
 const MAX_HTTP_REQUEST_BYTES: usize = 8 * 1024;
 /// Bytes read from one connection per round, so one busy client cannot starve others.
@@ -92,6 +95,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsConfig>,
     /// Listen without TLS on addresses other than loopback.
     pub allow_plaintext: bool,
+    /// Connections one user may have open at once (with users defined).
+    pub max_connections_per_user: usize,
 }
 
 /// Where a started server listens, for [`serve`]'s `on_ready`.
@@ -160,6 +165,7 @@ impl Default for ServerConfig {
             metrics_addr: None,
             tls: None,
             allow_plaintext: false,
+            max_connections_per_user: 64,
         }
     }
 }
@@ -190,6 +196,10 @@ struct Conn {
     listener: Listener,
     /// A scrape's request so far (connections to the metrics listener).
     http: Vec<u8>,
+    /// The client's address (failed authentications are counted per address).
+    client_ip: IpAddr,
+    /// The user it authenticated as, with users defined.
+    user: Option<String>,
     /// Lines read so far (a hello is only taken as the first).
     lines: u64,
     last_active: Instant,
@@ -260,6 +270,12 @@ struct Server {
     compaction_started: Option<Instant>,
     /// The listeners' TLS configuration, if they use TLS.
     tls: Option<Arc<rustls::ServerConfig>>,
+    /// The users (none: every client is trusted), re-read when the file changes.
+    users: Users,
+    /// Checks passwords on its own thread.
+    checker: Checker,
+    /// Recent failed authentications, per client address.
+    failures: Failures,
 }
 
 /// Runs the server until SIGINT or SIGTERM. `on_ready` is called with the bound
@@ -342,6 +358,12 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         None => None,
     };
     let metrics = metrics_addr.map(|_| Metrics::default());
+    let users = Users::load(&config.data_dir)?;
+    let waker = Arc::new(mio::Waker::new(poll.registry(), AUTH_WAKER).map_err(|e| e.to_string())?);
+    let checker = Checker::start(move || {
+        let _ = waker.wake();
+    })
+    .map_err(|e| format!("cannot start the password checker: {e}"))?;
     let mut wal = wal;
     if let Some(m) = &metrics {
         wal.set_metrics(m.wal());
@@ -403,8 +425,12 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         metrics,
         compaction_started: None,
         tls,
+        users,
+        checker,
+        failures: Failures::default(),
         config,
     };
+    server.warn_kafka_without_sasl();
     server.init_node()?;
     server.logger.log(Level::Info, || {
         let or_none = |a: Option<SocketAddr>| a.map_or("none".into(), |a| a.to_string());
@@ -495,6 +521,7 @@ impl Server {
                         }
                     }
                     SIGNALS => stop = true,
+                    AUTH_WAKER => {} // results are taken below, every round
                     token if self.peers.as_ref().and_then(|p| p.link_of(token)).is_some() => {
                         let peers = self.peers.as_mut().expect("a peer token");
                         let i = peers.link_of(token).expect("a peer token");
@@ -519,6 +546,7 @@ impl Server {
                 });
             }
             self.read_all();
+            self.finish_auths();
             let now = self.clock.now();
             if self.node.next_deadline().is_some_and(|t| t <= now) {
                 self.step(now, Event::Tick, None);
@@ -541,6 +569,7 @@ impl Server {
             }
             if last_sweep.elapsed() >= Duration::from_secs(1) {
                 self.close_idle();
+                self.reload_users();
                 last_sweep = Instant::now();
             }
             self.write_all(poll);
@@ -609,6 +638,14 @@ impl Server {
     fn accept(&mut self, poll: &Poll, listener: &TcpListener, kind: Listener) {
         loop {
             let (stream, peer) = match listener.accept() {
+                Ok(_) if kind == Listener::Kafka && !self.users.is_empty() => {
+                    self.logger.log(Level::Warn, || {
+                        "event=kafka_refused reason=\"users are defined and the Kafka \
+                         listener has no SASL yet\""
+                            .into()
+                    });
+                    continue; // dropping the stream closes it
+                }
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -673,6 +710,8 @@ impl Server {
                     .map(|(session, k)| KafkaConn::new(k, session)),
                 listener: kind,
                 http: Vec::new(),
+                client_ip: peer.ip(),
+                user: None,
                 lines: 0,
                 last_active: Instant::now(),
                 interest: Interest::READABLE,
@@ -807,18 +846,11 @@ impl Server {
             }
             Frame::Line(line) => line,
         };
-        let event = match wire::decode_from(line, name, &self.name) {
-            Ok(msg) => {
-                if matches!(&msg.body.payload, Payload::Dequeue(d) if d.wait_ms.unwrap_or(0) > 0) {
-                    self.conns[key].long_polls = true;
-                }
-                let client = self.conns[key].listener == Listener::Json;
-                if let (Some(m), Some(id), true) = (&mut self.metrics, msg.body.msg_id, client) {
-                    m.request(key, id, Listener::Json, msg.body.payload.kind());
-                }
-                Event::Message(msg)
+        let msg = match wire::decode_from(line, name, &self.name) {
+            Ok(msg) => msg,
+            Err(DecodeError::Invalid(bad)) if bad.msg_id.is_some() => {
+                return self.step(now, Event::Invalid(bad), Some(Input { key, line }));
             }
-            Err(DecodeError::Invalid(bad)) if bad.msg_id.is_some() => Event::Invalid(bad),
             Err(err) => {
                 self.logger.log(Level::Warn, || {
                     format!("event=bad_line conn={name} error={:?}", err.to_string())
@@ -828,23 +860,165 @@ impl Server {
                 return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
             }
         };
-        self.step(now, event, Some(Input { key, line }));
+        if self.answered_by_auth(key, &msg) {
+            return;
+        }
+        if matches!(&msg.body.payload, Payload::Dequeue(d) if d.wait_ms.unwrap_or(0) > 0) {
+            self.conns[key].long_polls = true;
+        }
+        let client = self.conns[key].listener == Listener::Json;
+        if let (Some(m), Some(id), true) = (&mut self.metrics, msg.body.msg_id, client) {
+            m.request(key, id, Listener::Json, msg.body.payload.kind());
+        }
+        self.step(now, Event::Message(msg), Some(Input { key, line }));
+    }
+
+    /// With users defined, a client's `auth` starts a password check, and any other
+    /// request before one succeeded is refused (1008): true if `msg` was answered so.
+    fn answered_by_auth(&mut self, key: usize, msg: &Message) -> bool {
+        let conn = &self.conns[key];
+        if self.users.is_empty() || conn.peer.is_some() {
+            return false;
+        }
+        let msg_id = msg.body.msg_id;
+        match &msg.body.payload {
+            Payload::Auth(auth) => self.start_auth(key, msg_id, auth.clone()),
+            _ if conn.user.is_none() => {
+                let text = r#"authenticate first: {"type":"auth","user":...,"password":...}"#;
+                let error = ErrorBody::new(ErrorCode::Unauthenticated, text);
+                self.reply(key, msg_id, Payload::Error(error));
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    /// Queues `auth`'s password check, unless its address must wait after failures or
+    /// too many checks are queued.
+    fn start_auth(&mut self, key: usize, msg_id: Option<u64>, auth: Auth) {
+        let conn = &self.conns[key];
+        let (ip, conn_id) = (conn.client_ip, conn.id);
+        if let Some(wait) = self.failures.wait(ip, Instant::now()) {
+            let text = format!(
+                "too many failed authentications from {ip}: try again in {} ms",
+                wait.as_millis()
+            );
+            let error = ErrorBody::new(ErrorCode::AuthenticationFailed, text);
+            return self.reply(key, msg_id, Payload::Error(error));
+        }
+        let who = (key, conn_id, msg_id);
+        if !self
+            .checker
+            .submit(&self.users, who, auth.user, auth.password)
+        {
+            let text = "too many authentications in progress: retry";
+            let error = ErrorBody::new(ErrorCode::TemporarilyUnavailable, text);
+            self.reply(key, msg_id, Payload::Error(error));
+        }
+    }
+
+    /// Answers the password checks that are done.
+    fn finish_auths(&mut self) {
+        let done: Vec<Checked> = self.checker.results().collect();
+        for checked in done {
+            let Some(conn) = self
+                .conns
+                .get(checked.key)
+                .filter(|c| c.id == checked.conn_id)
+            else {
+                continue; // the connection closed meanwhile
+            };
+            let (ip, id) = (conn.client_ip, conn.id);
+            let user = checked.user;
+            let reply = if !checked.ok {
+                self.failures.failed(ip, Instant::now());
+                self.logger.log(Level::Warn, || {
+                    format!("event=auth_failed conn={id} addr={ip} user={user:?}")
+                });
+                let text = "wrong user or password";
+                Payload::Error(ErrorBody::new(ErrorCode::AuthenticationFailed, text))
+            } else if self.connections_of(&user) >= self.config.max_connections_per_user {
+                let limit = self.config.max_connections_per_user;
+                let text = format!(
+                    "user {user:?} has {limit} connections open (--max-connections-per-user)"
+                );
+                Payload::Error(ErrorBody::new(ErrorCode::TemporarilyUnavailable, text))
+            } else {
+                self.failures.succeeded(ip);
+                self.logger.log(Level::Info, || {
+                    format!("event=authenticated conn={id} addr={ip} user={user:?}")
+                });
+                self.conns[checked.key].user = Some(user.clone());
+                Payload::AuthOk(AuthOk { user })
+            };
+            self.reply(checked.key, checked.msg_id, reply);
+        }
+    }
+
+    /// Open connections authenticated as `user`.
+    fn connections_of(&self, user: &str) -> usize {
+        let of_user = |c: &&Conn| c.user.as_deref() == Some(user);
+        self.conns.iter().map(|(_, c)| c).filter(of_user).count()
+    }
+
+    /// Reads the users file again if it changed. A connection whose user is gone must
+    /// authenticate again; with users now defined, Kafka connections are closed.
+    fn reload_users(&mut self) {
+        let users = match self.users.reload(&self.config.data_dir) {
+            Ok(Some(users)) => users,
+            Ok(None) => return,
+            Err(e) => {
+                return self.logger.log(Level::Warn, || {
+                    format!("event=users_not_reloaded error={e:?} (the old users stay)")
+                });
+            }
+        };
+        self.users = users;
+        let count = self.users.names().count();
+        self.logger.log(Level::Info, || {
+            format!("event=users_reloaded users={count}")
+        });
+        let known: std::collections::BTreeSet<&str> = self.users.names().collect();
+        for (_, conn) in self.conns.iter_mut() {
+            if conn.user.as_deref().is_some_and(|u| !known.contains(u)) {
+                conn.user = None;
+            }
+            if conn.listener == Listener::Kafka && count > 0 {
+                conn.broken = true;
+            }
+        }
+        self.warn_kafka_without_sasl();
+    }
+
+    /// Says so when users are defined and the Kafka listener refuses every connection.
+    fn warn_kafka_without_sasl(&self) {
+        if self.config.kafka.is_some() && !self.users.is_empty() {
+            self.logger.log(Level::Warn, || {
+                "event=kafka_disabled reason=\"users are defined, and the Kafka listener \
+                 has no SASL yet: it refuses every connection\""
+                    .into()
+            });
+        }
+    }
+
+    /// A reply to request `msg_id` (if it had one) on connection `key`.
+    fn reply(&mut self, key: usize, msg_id: Option<u64>, payload: Payload) {
+        let conn = &mut self.conns[key];
+        let msg = Message {
+            src: self.name.clone(),
+            dest: conn.name.clone(),
+            body: Body {
+                payload,
+                msg_id: None,
+                in_reply_to: msg_id,
+            },
+        };
+        wire::encode(&msg, &mut conn.out);
     }
 
     /// An error line for input that had no `msg_id` to answer (no `in_reply_to`).
     fn reply_unanswerable(&mut self, key: usize, code: ErrorCode, text: String) {
-        let conn = &mut self.conns[key];
-        let body = Body {
-            payload: Payload::Error(ErrorBody::new(code, text)),
-            msg_id: None,
-            in_reply_to: None,
-        };
-        let msg = Message {
-            src: self.name.clone(),
-            dest: conn.name.clone(),
-            body,
-        };
-        wire::encode(&msg, &mut conn.out);
+        self.reply(key, None, Payload::Error(ErrorBody::new(code, text)));
     }
 
     /// Runs one step; `line` is the line its message was decoded from, if it was.

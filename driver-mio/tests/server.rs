@@ -1244,3 +1244,141 @@ fn metrics_scraped_under_load_show_the_counts_the_test_produced() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `herald user ...` on `dir`: its exit code and output (stdout, then stderr).
+fn herald_user(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .arg("user")
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code(), text)
+}
+
+fn auth(c: &mut Client, user: &str, password: &str) -> Result<Payload, ErrorBody> {
+    let auth = Auth {
+        user: user.into(),
+        password: password.into(),
+    };
+    c.call(Payload::Auth(auth)).unwrap()
+}
+
+#[test]
+fn with_users_clients_authenticate_failures_back_off_and_a_removed_user_loses_access() {
+    let dir = data_dir("users");
+    let (code, out) = herald_user(&dir, &["add", "alice", "--password", "correct horse"]);
+    assert_eq!((code, out.as_str()), (Some(0), "added user alice\n"));
+    let (code, out) = herald_user(&dir, &["add", "bob", "--password", "short"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("8 characters or more"), "{out}");
+    herald_user(&dir, &["add", "bob", "--password", "bobs password"]);
+    assert_eq!(herald_user(&dir, &["list"]).1, "alice\nbob\n");
+
+    let kafka = format!("127.0.0.1:{}", common::free_port());
+    let server = start(
+        &dir,
+        &["--max-connections-per-user", "2", "--kafka-addr", &kafka],
+    );
+    let mut c = server.client();
+    let refused = c.call(Payload::ListQueues).unwrap().unwrap_err();
+    assert_eq!(
+        refused.code,
+        ErrorCode::Unauthenticated.code(),
+        "{}",
+        refused.text
+    );
+    // Three wrong passwords are answered "wrong"; after the fourth, even the right one
+    // must wait, then works.
+    for _ in 0..4 {
+        let e = auth(&mut c, "alice", "wrong password").unwrap_err();
+        assert_eq!(e.code, ErrorCode::AuthenticationFailed.code());
+        assert_eq!(e.text, "wrong user or password");
+    }
+    let waiting = auth(&mut c, "alice", "correct horse").unwrap_err();
+    assert_eq!(waiting.code, ErrorCode::AuthenticationFailed.code());
+    assert!(
+        waiting
+            .text
+            .starts_with("too many failed authentications from 127.0.0.1: try again in"),
+        "{}",
+        waiting.text
+    );
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(
+        auth(&mut c, "alice", "correct horse").unwrap(),
+        Payload::AuthOk(AuthOk {
+            user: "alice".into()
+        })
+    );
+    ok(c.call(Payload::ListQueues));
+    // The CLI logs in with --login.
+    let listed = cli(
+        &server,
+        &[
+            "--login",
+            "bob",
+            "--login-password",
+            "bobs password",
+            "queues",
+        ],
+    );
+    assert_eq!(listed, "");
+    // Two connections per user: a third is refused.
+    let mut second = server.client();
+    auth(&mut second, "alice", "correct horse").unwrap();
+    let mut third = server.client();
+    let e = auth(&mut third, "alice", "correct horse").unwrap_err();
+    assert_eq!(
+        e.code,
+        ErrorCode::TemporarilyUnavailable.code(),
+        "{}",
+        e.text
+    );
+    assert!(e.text.contains("--max-connections-per-user"), "{}", e.text);
+    // Removed while connected: its next requests must authenticate again (the server
+    // re-reads the file within about a second).
+    assert_eq!(
+        herald_user(&dir, &["remove", "alice"]).1,
+        "removed user alice
+"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.call(Payload::ListQueues).unwrap() {
+            Err(e) if e.code == ErrorCode::Unauthenticated.code() => break,
+            Ok(_) => assert!(Instant::now() < deadline, "alice still served after 10 s"),
+            Err(e) => panic!("error {}: {}", e.code, e.text),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let gone = auth(&mut c, "alice", "correct horse").unwrap_err();
+    assert_eq!(gone.code, ErrorCode::AuthenticationFailed.code());
+    // With users defined, the Kafka listener (no SASL yet) takes no connection.
+    let mut k = TcpStream::connect(&kafka).unwrap();
+    k.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(
+        k.read(&mut [0u8; 16]).unwrap(),
+        0,
+        "a Kafka connection was kept"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let log = server.log.lock().unwrap().clone();
+    assert!(
+        log.iter().any(|l| l.contains(" event=kafka_refused ")),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(|l| l.contains(" event=auth_failed ")),
+        "{log:?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("correct horse")),
+        "a password was logged"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -672,6 +672,10 @@ impl Node {
         let limit = self.config.max_broadcast_values;
         match payload {
             Payload::Echo(echo) => Ok(Payload::EchoOk(echo)),
+            Payload::Auth(_) => Err(ErrorBody::new(
+                ErrorCode::NotSupported,
+                "auth is answered by herald serve when it has users; this node has none",
+            )),
             Payload::Status => Ok(Payload::StatusOk(self.status())),
             Payload::Generate => {
                 let id = format!("{}-{}", me.id, self.next_unique_id);

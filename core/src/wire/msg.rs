@@ -58,6 +58,12 @@ pub enum ErrorCode {
     /// Herald, between nodes: this node is not the leader, so it did not take the
     /// forwarded request (the forwarding node tells its client the outcome is unknown).
     NotLeader = 1007,
+    /// Herald: `herald serve` has users and this connection has not authenticated
+    /// (`auth` first; the connection stays open for it).
+    Unauthenticated = 1008,
+    /// Herald: wrong user or password, or too many failures from this address lately
+    /// (the text says when to try again).
+    AuthenticationFailed = 1009,
 }
 
 impl ErrorCode {
@@ -86,6 +92,32 @@ pub struct Init {
 pub struct Echo {
     /// The value to echo.
     pub echo: Value,
+}
+
+/// `auth`: a connection authenticates as a user of `herald serve`.
+#[derive(Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct Auth {
+    /// The user's name.
+    pub user: String,
+    /// The user's password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Auth {
+    /// The password is never shown (logs print requests with `{:?}`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("user", &self.user)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// `auth_ok`: the user the connection now acts as.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct AuthOk {
+    /// The user.
+    pub user: String,
 }
 
 /// `generate_ok`: a cluster-wide unique id.
@@ -895,6 +927,11 @@ payloads! {
         "init" => Init(Init) : Node Write,
         /// Echo a value.
         "echo" => Echo(Echo) : Node Read,
+        /// Authenticate this connection (answered by `herald serve`, which has users;
+        /// a node on its own has none and answers 10).
+        "auth" => Auth(Auth) : Node Read,
+        /// Reply to `auth`.
+        "auth_ok" => AuthOk(AuthOk) : Reply,
         /// Reply to `echo`.
         "echo_ok" => EchoOk(Echo) : Reply,
         /// Reply to `generate`.
