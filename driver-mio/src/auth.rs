@@ -11,6 +11,8 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+
+use crate::acl::{Rule, MAX_RULES_PER_USER};
 use password_hash::rand_core::OsRng;
 use password_hash::SaltString;
 
@@ -43,6 +45,9 @@ struct File {
 struct User {
     /// The password's hash, in the PHC string format (`$argon2id$v=19$...`).
     argon2: String,
+    /// What the user may do ([`crate::acl`]); nothing without rules.
+    #[serde(default)]
+    allow: Vec<Rule>,
 }
 
 /// The users of one data directory, as last read.
@@ -112,10 +117,27 @@ impl Users {
         let hash = Argon2::default()
             .hash_password(password.as_bytes(), &salt)
             .map_err(|e| format!("cannot hash the password: {e}"))?;
+        let allow = (self.users.get(name)).map_or(Vec::new(), |u| u.allow.clone());
         let user = User {
             argon2: hash.to_string(),
+            allow,
         };
         Ok(self.users.insert(name.to_owned(), user).is_none())
+    }
+
+    /// Replaces the rules of user `name`.
+    pub fn allow(&mut self, name: &str, rules: Vec<Rule>) -> Result<(), String> {
+        if rules.len() > MAX_RULES_PER_USER {
+            return Err(format!("at most {MAX_RULES_PER_USER} rules per user"));
+        }
+        let user = (self.users.get_mut(name)).ok_or_else(|| format!("no user {name:?}"))?;
+        user.allow = rules;
+        Ok(())
+    }
+
+    /// The rules of user `name` (none for an unknown user).
+    pub fn rules_of(&self, name: &str) -> &[Rule] {
+        self.users.get(name).map_or(&[], |u| &u.allow)
     }
 
     /// Removes user `name`; false if there was none.

@@ -4,6 +4,7 @@
 //! links to the other nodes of a cluster ([`peers`]), and a blocking client
 //! ([`client`]) that the `herald` command line uses.
 
+pub mod acl;
 pub mod auth;
 pub mod bench;
 pub mod client;

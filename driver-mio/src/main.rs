@@ -170,6 +170,11 @@ enum UserAction {
         /// The password (prompted for, without echo, when left out).
         #[arg(long)]
         password: Option<String>,
+        /// What the user may do, as ACCESS PATTERN (repeatable): `read queue:jobs`,
+        /// `write topic:orders.*`, `admin *`. Replaces the user's rules; left out, a
+        /// new user may do nothing and an existing one keeps its rules.
+        #[arg(long)]
+        allow: Vec<String>,
         #[arg(long, default_value = "herald-data")]
         data_dir: std::path::PathBuf,
     },
@@ -188,6 +193,7 @@ enum UserAction {
 
 /// Runs `herald user ...`: a bad name or password exits 2, a file error 1.
 fn run_user(action: UserAction) -> ExitCode {
+    use herald_mio::acl::Rule;
     use herald_mio::auth::Users;
     let result = (|| -> Result<String, (u8, String)> {
         let io = |e: String| (1, e);
@@ -195,14 +201,21 @@ fn run_user(action: UserAction) -> ExitCode {
             UserAction::Add {
                 name,
                 password,
+                allow,
                 data_dir,
             } => {
+                let rules: Vec<Rule> = (allow.iter().map(|r| Rule::parse(r)))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| (2, e))?;
                 let password = match password {
                     Some(p) => p,
                     None => read_password().map_err(io)?,
                 };
                 let mut users = Users::load(&data_dir).map_err(io)?;
                 let added = users.set(&name, &password).map_err(|e| (2, e))?;
+                if !allow.is_empty() {
+                    users.allow(&name, rules).map_err(|e| (2, e))?;
+                }
                 users.save(&data_dir).map_err(io)?;
                 Ok(format!(
                     "{} user {name}",
@@ -223,7 +236,17 @@ fn run_user(action: UserAction) -> ExitCode {
             }
             UserAction::List { data_dir } => {
                 let users = Users::load(&data_dir).map_err(io)?;
-                Ok(users.names().collect::<Vec<_>>().join("\n"))
+                let line = |name: &str| {
+                    let rules: Vec<String> =
+                        users.rules_of(name).iter().map(|r| r.to_string()).collect();
+                    let rules = if rules.is_empty() {
+                        "(no rules: may do nothing)".into()
+                    } else {
+                        rules.join(", ")
+                    };
+                    format!("{name}\t{rules}")
+                };
+                Ok(users.names().map(line).collect::<Vec<_>>().join("\n"))
             }
         }
     })();

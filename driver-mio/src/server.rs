@@ -30,6 +30,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::acl;
 use crate::auth::{Checked, Checker, Failures, Users};
 use crate::kafka::{KafkaConfig, KafkaConn};
 use crate::log::Logger;
@@ -883,12 +884,27 @@ impl Server {
         let msg_id = msg.body.msg_id;
         match &msg.body.payload {
             Payload::Auth(auth) => self.start_auth(key, msg_id, auth.clone()),
-            _ if conn.user.is_none() => {
-                let text = r#"authenticate first: {"type":"auth","user":...,"password":...}"#;
-                let error = ErrorBody::new(ErrorCode::Unauthenticated, text);
+            payload => {
+                let Some(user) = &conn.user else {
+                    let text = r#"authenticate first: {"type":"auth","user":...,"password":...}"#;
+                    let error = ErrorBody::new(ErrorCode::Unauthenticated, text);
+                    self.reply(key, msg_id, Payload::Error(error));
+                    return true;
+                };
+                let Err(denied) = acl::check(self.users.rules_of(user), payload) else {
+                    return false;
+                };
+                let (id, user) = (conn.id, user.clone());
+                self.logger.log(Level::Warn, || {
+                    format!(
+                        "event=access_denied conn={id} user={user:?} needs={:?}",
+                        denied.to_string()
+                    )
+                });
+                let text = format!("user {user:?} may not {denied}");
+                let error = ErrorBody::new(ErrorCode::NotAuthorized, text);
                 self.reply(key, msg_id, Payload::Error(error));
             }
-            _ => return false,
         }
         true
     }

@@ -1271,13 +1271,42 @@ fn auth(c: &mut Client, user: &str, password: &str) -> Result<Payload, ErrorBody
 #[test]
 fn with_users_clients_authenticate_failures_back_off_and_a_removed_user_loses_access() {
     let dir = data_dir("users");
-    let (code, out) = herald_user(&dir, &["add", "alice", "--password", "correct horse"]);
+    let alice = [
+        "add",
+        "alice",
+        "--password",
+        "correct horse",
+        "--allow",
+        "admin *",
+    ];
+    let (code, out) = herald_user(&dir, &alice);
     assert_eq!((code, out.as_str()), (Some(0), "added user alice\n"));
+    let eve = [
+        "add",
+        "eve",
+        "--password",
+        "12345678",
+        "--allow",
+        "delete *",
+    ];
+    let (code, out) = herald_user(&dir, &eve);
+    assert_eq!(code, Some(2), "{out}");
     let (code, out) = herald_user(&dir, &["add", "bob", "--password", "short"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("8 characters or more"), "{out}");
-    herald_user(&dir, &["add", "bob", "--password", "bobs password"]);
-    assert_eq!(herald_user(&dir, &["list"]).1, "alice\nbob\n");
+    let bob = [
+        "add",
+        "bob",
+        "--password",
+        "bobs password",
+        "--allow",
+        "read queue:a",
+    ];
+    herald_user(&dir, &bob);
+    herald_user(&dir, &["add", "carol", "--password", "carols password"]);
+    let listed = herald_user(&dir, &["list"]).1;
+    let expected = "alice\tadmin *\nbob\tread queue:a\ncarol\t(no rules: may do nothing)\n";
+    assert_eq!(listed, expected);
 
     let kafka = format!("127.0.0.1:{}", common::free_port());
     let server = start(
@@ -1316,6 +1345,37 @@ fn with_users_clients_authenticate_failures_back_off_and_a_removed_user_loses_ac
         })
     );
     ok(c.call(Payload::ListQueues));
+    // Access control: bob may read queue a, nothing else.
+    create_queue(&mut c, "a", 30_000);
+    create_queue(&mut c, "b", 30_000);
+    ok(c.call(enqueue("b", "m1")));
+    let mut bob = server.client();
+    auth(&mut bob, "bob", "bobs password").unwrap();
+    assert!(dequeue(&mut bob, "a", 1, 0).is_empty());
+    let b_receipt = dequeue(&mut c, "b", 1, 0)[0].receipt.clone();
+    let dequeue_b = Dequeue {
+        queue: "b".into(),
+        max: None,
+        visibility_ms: None,
+        wait_ms: None,
+    };
+    let create_c = CreateQueue {
+        queue: "c".into(),
+        ..CreateQueue::default()
+    };
+    let refusals = [
+        (Payload::Dequeue(dequeue_b), "read queue:b"),
+        (ack("b", &b_receipt), "read queue:b"),
+        (enqueue("a", "m2"), "write queue:a"),
+        (Payload::CreateQueue(create_c), "admin queue:c"),
+    ];
+    for (request, needs) in refusals {
+        let e = bob.call(request).unwrap().unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotAuthorized.code(), "{}", e.text);
+        assert_eq!(e.text, format!("user \"bob\" may not {needs}"));
+    }
+    ok(c.call(ack("b", &b_receipt))); // bob's refused ack did not happen
+    drop(bob);
     // The CLI logs in with --login.
     let listed = cli(
         &server,
@@ -1327,8 +1387,8 @@ fn with_users_clients_authenticate_failures_back_off_and_a_removed_user_loses_ac
             "queues",
         ],
     );
-    assert_eq!(listed, "");
-    // Two connections per user: a third is refused.
+    assert_eq!(listed, "a\nb\n"); // names are listed to any user
+                                  // Two connections per user: a third is refused.
     let mut second = server.client();
     auth(&mut second, "alice", "correct horse").unwrap();
     let mut third = server.client();
@@ -1376,6 +1436,9 @@ fn with_users_clients_authenticate_failures_back_off_and_a_removed_user_loses_ac
         log.iter().any(|l| l.contains(" event=auth_failed ")),
         "{log:?}"
     );
+    let denied = r#"user="bob" needs="read queue:b""#;
+    let denied = |l: &&String| l.contains(" event=access_denied ") && l.contains(denied);
+    assert!(log.iter().any(|l| denied(&l)), "{log:?}");
     assert!(
         !log.iter().any(|l| l.contains("correct horse")),
         "a password was logged"

@@ -64,6 +64,9 @@ pub enum ErrorCode {
     /// Herald: wrong user or password, or too many failures from this address lately
     /// (the text says when to try again).
     AuthenticationFailed = 1009,
+    /// Herald: the connection's user has no rule granting what the request needs (the
+    /// text names the user, the access and the resource).
+    NotAuthorized = 1010,
 }
 
 impl ErrorCode {
