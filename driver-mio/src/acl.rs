@@ -180,6 +180,32 @@ fn needs(payload: &Payload, out: &mut Vec<(Access, String)>) {
         }
         P::CommitTxn(t) | P::AbortTxn(t) => on(Admin, "txn", &t.txid),
         P::ListPrepared => on(Admin, "txn", "*"),
+        P::KafkaProduce(p) => on(Write, "topic", &p.topic),
+        P::KafkaFetch(f) => f
+            .partitions
+            .iter()
+            .for_each(|p| on(Read, "topic", &p.topic)),
+        P::KafkaListOffsets(l) => l
+            .partitions
+            .iter()
+            .for_each(|p| on(Read, "topic", &p.topic)),
+        // Naming a topic that does not exist creates it: as producing would.
+        P::KafkaMetadata(m) if m.auto_create => m
+            .topics
+            .iter()
+            .flatten()
+            .for_each(|t| on(Write, "topic", t)),
+        P::KafkaMetadata(_) | P::KafkaListGroups => {}
+        P::KafkaJoinGroup(g) => on(Read, "group", &g.group),
+        P::KafkaSyncGroup(g) => on(Read, "group", &g.group),
+        P::KafkaHeartbeat(g) => on(Read, "group", &g.group),
+        P::KafkaLeaveGroup(g) => on(Read, "group", &g.group),
+        P::KafkaOffsetFetch(g) => on(Read, "group", &g.group),
+        P::KafkaDescribeGroups(d) => d.groups.iter().for_each(|g| on(Read, "group", g)),
+        P::KafkaOffsetCommit(c) => {
+            on(Read, "group", &c.group);
+            c.offsets.iter().for_each(|o| on(Read, "topic", &o.topic));
+        }
         P::Txn(t) => t.ops.iter().for_each(|op| needs(op, out)),
         P::Prepare(p) => p.ops.iter().for_each(|op| needs(op, out)),
         _ => out.push((Admin, "*".into())),

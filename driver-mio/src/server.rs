@@ -639,14 +639,6 @@ impl Server {
     fn accept(&mut self, poll: &Poll, listener: &TcpListener, kind: Listener) {
         loop {
             let (stream, peer) = match listener.accept() {
-                Ok(_) if kind == Listener::Kafka && !self.users.is_empty() => {
-                    self.logger.log(Level::Warn, || {
-                        "event=kafka_refused reason=\"users are defined and the Kafka \
-                         listener has no SASL yet\""
-                            .into()
-                    });
-                    continue; // dropping the stream closes it
-                }
                 Ok(accepted) => accepted,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) => {
@@ -708,7 +700,13 @@ impl Server {
                     .clone()
                     .filter(|_| kind == Listener::Kafka)
                     .zip(self.config.kafka.as_ref())
-                    .map(|(session, k)| KafkaConn::new(k, session)),
+                    .map(|(mut session, k)| {
+                        // With users, Kafka clients authenticate with SASL/PLAIN,
+                        // which sends the password as it is: offered on TLS only.
+                        session.authenticate = !self.users.is_empty();
+                        session.plain_allowed = self.tls.is_some();
+                        KafkaConn::new(k, session)
+                    }),
                 listener: kind,
                 http: Vec::new(),
                 client_ip: peer.ip(),
@@ -861,7 +859,7 @@ impl Server {
                 return self.reply_unanswerable(key, ErrorCode::MalformedRequest, text);
             }
         };
-        if self.answered_by_auth(key, &msg) {
+        if self.answered_by_auth(key, msg.body.msg_id, &msg.body.payload) {
             return;
         }
         if matches!(&msg.body.payload, Payload::Dequeue(d) if d.wait_ms.unwrap_or(0) > 0) {
@@ -876,13 +874,12 @@ impl Server {
 
     /// With users defined, a client's `auth` starts a password check, and any other
     /// request before one succeeded is refused (1008): true if `msg` was answered so.
-    fn answered_by_auth(&mut self, key: usize, msg: &Message) -> bool {
+    fn answered_by_auth(&mut self, key: usize, msg_id: Option<u64>, payload: &Payload) -> bool {
         let conn = &self.conns[key];
         if self.users.is_empty() || conn.peer.is_some() {
             return false;
         }
-        let msg_id = msg.body.msg_id;
-        match &msg.body.payload {
+        match payload {
             Payload::Auth(auth) => self.start_auth(key, msg_id, auth.clone()),
             payload => {
                 let Some(user) = &conn.user else {
@@ -999,37 +996,41 @@ impl Server {
             if conn.user.as_deref().is_some_and(|u| !known.contains(u)) {
                 conn.user = None;
             }
-            if conn.listener == Listener::Kafka && count > 0 {
+            // Its session was made trusting every client: it must start again.
+            if conn.listener == Listener::Kafka && count > 0 && conn.user.is_none() {
                 conn.broken = true;
             }
         }
         self.warn_kafka_without_sasl();
     }
 
-    /// Says so when users are defined and the Kafka listener refuses every connection.
+    /// Says so when users are defined and Kafka clients cannot authenticate: SASL/PLAIN
+    /// is offered on TLS only.
     fn warn_kafka_without_sasl(&self) {
-        if self.config.kafka.is_some() && !self.users.is_empty() {
+        if self.config.kafka.is_some() && !self.users.is_empty() && self.tls.is_none() {
             self.logger.log(Level::Warn, || {
-                "event=kafka_disabled reason=\"users are defined, and the Kafka listener \
-                 has no SASL yet: it refuses every connection\""
+                "event=kafka_cannot_authenticate reason=\"users are defined and the Kafka \
+                 listener has no TLS: SASL/PLAIN is offered on TLS only, so Kafka clients \
+                 cannot authenticate\""
                     .into()
             });
         }
     }
 
-    /// A reply to request `msg_id` (if it had one) on connection `key`.
+    /// A reply from this server to request `msg_id` (if it had one) on connection
+    /// `key`: a JSON line, or a reply for its Kafka session.
     fn reply(&mut self, key: usize, msg_id: Option<u64>, payload: Payload) {
-        let conn = &mut self.conns[key];
         let msg = Message {
             src: self.name.clone(),
-            dest: conn.name.clone(),
+            dest: self.conns[key].name.clone(),
             body: Body {
                 payload,
                 msg_id: None,
                 in_reply_to: msg_id,
             },
         };
-        wire::encode(&msg, &mut conn.out);
+        let now = self.clock.now();
+        self.deliver(now, key, msg);
     }
 
     /// An error line for input that had no `msg_id` to answer (no `in_reply_to`).
@@ -1198,6 +1199,9 @@ impl Server {
             self.kafka_ready.insert(key);
             if let Some(m) = &mut self.metrics {
                 m.request(key, msg_id, Listener::Kafka, payload.kind());
+            }
+            if self.answered_by_auth(key, Some(msg_id), &payload) {
+                continue;
             }
             let msg = Message {
                 src: name,

@@ -63,6 +63,10 @@ pub const SUPPORTED_APIS: &[ApiRange] = &[
     range(ApiKey::CreateTopics, 2, 5),
     range(ApiKey::DeleteTopics, 1, 5),
     range(ApiKey::InitProducerId, 0, 4),
+    // v0 is advertised because librdkafka turns SASL off without it; a client that
+    // then sends v0's unframed tokens is closed (they are not a request).
+    range(ApiKey::SaslHandshake, 0, 1),
+    range(ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The range served for `key`, if any.

@@ -31,6 +31,10 @@ pub struct SessionConfig {
     pub max_in_flight: usize,
     /// The longest a fetch is held waiting for data, whatever it asks.
     pub max_fetch_wait_ms: u64,
+    /// Clients must authenticate (SASL) before any request but ApiVersions.
+    pub authenticate: bool,
+    /// SASL/PLAIN is offered (it sends the password as it is: on TLS only).
+    pub plain_allowed: bool,
 }
 
 impl Default for SessionConfig {
@@ -42,6 +46,8 @@ impl Default for SessionConfig {
             default_partitions: 1,
             max_in_flight: 1_024,
             max_fetch_wait_ms: 30_000,
+            authenticate: false,
+            plain_allowed: false,
         }
     }
 }
@@ -88,6 +94,10 @@ pub struct Session {
     requests: VecDeque<(u64, Payload)>,
     /// msg_id → (request id, reply slot).
     awaiting: BTreeMap<u64, (u64, usize)>,
+    /// A SaslHandshake chose a mechanism this broker serves.
+    handshaken: bool,
+    /// The user SASL authenticated, if any.
+    user: Option<String>,
 }
 
 impl Session {
@@ -100,7 +110,14 @@ impl Session {
             next_msg_id: 0,
             requests: VecDeque::new(),
             awaiting: BTreeMap::new(),
+            handshaken: false,
+            user: None,
         }
+    }
+
+    /// The user this connection authenticated as (SASL), if it did.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// True while the connection has as many requests in flight as it may: the driver
@@ -122,7 +139,18 @@ impl Session {
     pub fn handle_frame(&mut self, now_ms: u64, frame: Bytes) -> Result<(), String> {
         let mut buf = frame;
         let header = read_header(&mut buf)?;
-        let step = apis::start(&self.config, &header, buf, now_ms);
+        let step = match header.key {
+            ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
+                apis::start_sasl(&self.config, &header, buf, &mut self.handshaken)
+            }
+            key if self.config.authenticate
+                && self.user.is_none()
+                && key != ApiKey::ApiVersions =>
+            {
+                return Err(format!("{key:?} before SASL authentication"));
+            }
+            _ => apis::start(&self.config, &header, buf, now_ms),
+        };
         let id = self.next_id;
         self.next_id += 1;
         self.in_flight.push_back(InFlight {
@@ -237,6 +265,10 @@ impl Session {
         request.state = match step {
             Step::Respond(body) => State::Done(Some(frame(&request.header, &body)?)),
             Step::Silent => State::Done(None),
+            Step::Authenticated(body, user) => {
+                self.user = Some(user);
+                State::Done(Some(frame(&request.header, &body)?))
+            }
             Step::Close(why) => return Err(why),
             Step::Park(deadline_ms, pending) => State::Parked {
                 pending,

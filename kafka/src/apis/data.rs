@@ -21,7 +21,7 @@ use kafka_protocol::messages::*;
 
 use super::{
     by_topic, error_of, kafka_code as herald_to_kafka, respond, text, Pending, Step,
-    LEADER_NOT_AVAILABLE,
+    LEADER_NOT_AVAILABLE, TOPIC_AUTHORIZATION_FAILED,
 };
 use crate::records::write_chunks;
 use crate::session::SessionConfig;
@@ -87,13 +87,17 @@ pub(super) fn metadata_done(
         // No answer now (an election, a lost forward): each named topic says
         // "retry", which every client does. A topic left out of the list would
         // read as a deleted topic (v13's top-level code is past our v12).
-        (Some(Payload::Error(_)), Some(names)) => {
+        (Some(Payload::Error(e)), Some(names)) => {
+            let code = match herald_to_kafka(&e) {
+                TOPIC_AUTHORIZATION_FAILED => TOPIC_AUTHORIZATION_FAILED,
+                _ => LEADER_NOT_AVAILABLE,
+            };
             response.topics = names
                 .into_iter()
                 .map(|name| {
                     MetadataResponseTopic::default()
                         .with_name(Some(TopicName(text(name))))
-                        .with_error_code(LEADER_NOT_AVAILABLE)
+                        .with_error_code(code)
                 })
                 .collect();
         }

@@ -4,6 +4,7 @@
 
 mod data;
 mod groups;
+mod sasl;
 mod versions;
 
 use bytes::Bytes;
@@ -34,6 +35,8 @@ pub(crate) enum Step {
     Park(u64, Pending),
     /// Close the connection, for this reason.
     Close(String),
+    /// Answer with this body: the connection now acts as this user (SASL).
+    Authenticated(Body, String),
 }
 
 /// What a request waiting for the broker remembers, by API.
@@ -46,6 +49,7 @@ pub(crate) enum Pending {
     DeleteTopics(data::DeleteTopicsPending),
     InitProducerId,
     Group(groups::GroupPending),
+    Sasl,
 }
 
 /// Starts a request whose header is read; `body` is the rest of the frame.
@@ -62,6 +66,25 @@ pub(crate) fn start(config: &SessionConfig, header: &Header, body: Bytes, now_ms
         ApiKey::InitProducerId => decoded(body, v, |r| data::init_producer_id(v, r)),
         ApiKey::FindCoordinator => decoded(body, v, |r| groups::find_coordinator(config, v, r)),
         key => groups::start(header, key, body),
+    }
+}
+
+/// Starts a SaslHandshake or SaslAuthenticate; `handshaken` says whether a handshake
+/// chose a mechanism this broker serves (the session keeps it).
+pub(crate) fn start_sasl(
+    config: &SessionConfig,
+    header: &Header,
+    body: Bytes,
+    handshaken: &mut bool,
+) -> Step {
+    let v = header.version;
+    match header.key {
+        ApiKey::SaslHandshake => decoded(body, v, |r| {
+            let (step, ok) = sasl::handshake(v, r, config.plain_allowed);
+            *handshaken = ok;
+            step
+        }),
+        _ => decoded(body, v, |r| sasl::authenticate(v, r, *handshaken)),
     }
 }
 
@@ -83,6 +106,7 @@ pub(crate) fn finish(
         Pending::DeleteTopics(p) => data::delete_topics_done(v, p, replies),
         Pending::InitProducerId => data::init_producer_id_done(v, replies),
         Pending::Group(p) => groups::finish(v, p, replies),
+        Pending::Sasl => sasl::authenticate_done(v, replies),
     }
 }
 
@@ -118,6 +142,9 @@ fn respond(v: i16, response: &impl Encodable) -> Step {
     }
 }
 
+/// Kafka's "this user may not use this topic" (Herald's 1010).
+const TOPIC_AUTHORIZATION_FAILED: i16 = 29;
+
 /// Kafka's "no leader now, retry" (an election is under way).
 const LEADER_NOT_AVAILABLE: i16 = 5;
 
@@ -135,6 +162,7 @@ fn kafka_code(e: &ErrorBody) -> i16 {
         }
         c if c == ErrorCode::TemporarilyUnavailable.code() => k::NOT_ENOUGH_REPLICAS,
         c if c == ErrorCode::KeyDoesNotExist.code() => k::UNKNOWN_TOPIC_OR_PARTITION,
+        c if c == ErrorCode::NotAuthorized.code() => TOPIC_AUTHORIZATION_FAILED,
         c if c == ErrorCode::KeyAlreadyExists.code() => k::TOPIC_ALREADY_EXISTS,
         c if c == ErrorCode::MalformedRequest.code() => k::INVALID_REQUEST,
         _ => UNKNOWN_SERVER_ERROR,

@@ -25,6 +25,8 @@ fn show(key: ApiKey, version: i16, body: &mut Bytes) -> Result<String, String> {
         ApiKey::OffsetCommit => debug::<OffsetCommitResponse>(body, version),
         ApiKey::OffsetFetch => debug::<OffsetFetchResponse>(body, version),
         ApiKey::InitProducerId => debug::<InitProducerIdResponse>(body, version),
+        ApiKey::SaslHandshake => debug::<SaslHandshakeResponse>(body, version),
+        ApiKey::SaslAuthenticate => debug::<SaslAuthenticateResponse>(body, version),
         ApiKey::CreateTopics => debug::<CreateTopicsResponse>(body, version),
         ApiKey::DeleteTopics => debug::<DeleteTopicsResponse>(body, version),
         ApiKey::ListGroups => debug::<ListGroupsResponse>(body, version),
