@@ -11,6 +11,7 @@ pub mod client;
 pub mod kafka;
 pub mod log;
 pub mod metrics;
+pub mod peer_auth;
 pub mod peers;
 pub mod server;
 pub mod tls;

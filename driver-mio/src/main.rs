@@ -10,6 +10,7 @@ use herald_core::wire::Json;
 use herald_core::{Config, ConfigError, Level, Payload};
 use herald_mio::client::{Client, Reply};
 use herald_mio::kafka::KafkaConfig;
+use herald_mio::peer_auth::ClusterSecret;
 use herald_mio::server::{serve, ClusterConfig, ServerConfig};
 use herald_mio::tls::TlsConfig;
 use herald_mio::wal::FsyncPolicy;
@@ -315,6 +316,11 @@ struct ServeArgs {
     /// to any node; peers connect to each other's --addr.
     #[arg(long, requires = "node_id")]
     peers: Option<String>,
+    /// A file holding the secret every node of the cluster shares (16 bytes or more):
+    /// peers sign their hellos with it, and a process without it cannot join, vote or
+    /// append.
+    #[arg(long, requires = "node_id")]
+    cluster_secret_file: Option<std::path::PathBuf>,
     /// Where the Kafka listener listens, or `none` for no Kafka listener. Nodes of a
     /// cluster on one machine need one each.
     #[arg(long, default_value = "127.0.0.1:9092")]
@@ -460,7 +466,11 @@ fn cluster_config(node_id: String, peers: &str) -> Result<ClusterConfig, String>
             "--peers: a cluster needs at least two nodes (three to survive a crash)".into(),
         );
     }
-    Ok(ClusterConfig { node_id, nodes })
+    Ok(ClusterConfig {
+        node_id,
+        nodes,
+        secret: None,
+    })
 }
 
 impl ServeArgs {
@@ -468,7 +478,15 @@ impl ServeArgs {
         let addr = addr.parse().map_err(|e| format!("--addr {addr:?}: {e}"))?;
         let node = self.node.config()?;
         let cluster = match (self.node_id, self.peers) {
-            (Some(id), Some(peers)) => Some(cluster_config(id, &peers)?),
+            (Some(id), Some(peers)) => {
+                let mut cluster = cluster_config(id, &peers)?;
+                if let Some(path) = &self.cluster_secret_file {
+                    let secret = ClusterSecret::load(path)
+                        .map_err(|e| format!("--cluster-secret-file {e}"))?;
+                    cluster.secret = Some(std::sync::Arc::new(secret));
+                }
+                Some(cluster)
+            }
             _ => None,
         };
         let kafka = match self.kafka_addr.as_str() {

@@ -20,9 +20,12 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use herald_core::{wire, Message, Rng};
+
+use crate::peer_auth::ClusterSecret;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use socket2::SockRef;
@@ -34,12 +37,31 @@ const BACKOFF_MIN_MS: u64 = 100;
 const CONNECT_GRACE_MS: u64 = 500;
 const BACKOFF_MAX_MS: u64 = 2_000;
 
-/// The first line on a connection to a peer: who is calling.
-#[derive(serde::Serialize, serde::Deserialize)]
+/// Milliseconds since the Unix epoch, by the wall clock.
+pub fn wall_clock_ms() -> u64 {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH);
+    since.map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The first line on a connection to a peer: who is calling, signed when the cluster
+/// has a secret ([`crate::peer_auth`]).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hello {
     /// The calling node's id.
     pub herald_peer: String,
+    /// The called node's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// The caller's wall clock, in ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+    /// Random, once per hello (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// HMAC-SHA256 of the above under the cluster secret (hex).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 struct Link {
@@ -64,6 +86,8 @@ pub struct Peers {
     /// Messages dropped because a link was down or full (for logs).
     pub dropped: u64,
     rng: Rng,
+    /// Signs each link's hello, when the cluster has a secret.
+    secret: Option<Arc<ClusterSecret>>,
 }
 
 impl Peers {
@@ -74,6 +98,7 @@ impl Peers {
         peers: Vec<(String, SocketAddr)>,
         max_buffer_bytes: usize,
         link_timeout: Duration,
+        secret: Option<Arc<ClusterSecret>>,
     ) -> Peers {
         let now = Instant::now();
         Peers {
@@ -96,6 +121,7 @@ impl Peers {
             link_timeout,
             dropped: 0,
             rng: Rng::new(u64::from(std::process::id())),
+            secret,
         }
     }
 
@@ -177,8 +203,15 @@ impl Peers {
                     // Nothing was queued while connecting (`send` drops until then).
                     link.connected = true;
                     link.backoff_ms = BACKOFF_MIN_MS;
-                    let hello = Hello {
-                        herald_peer: self.me.clone(),
+                    let hello = match &self.secret {
+                        Some(secret) => secret.hello(&self.me, &link.name, wall_clock_ms()),
+                        None => Hello {
+                            herald_peer: self.me.clone(),
+                            to: None,
+                            at_ms: None,
+                            nonce: None,
+                            mac: None,
+                        },
                     };
                     serde_json::to_writer(&mut link.out, &hello).expect("hello serializes");
                     link.out.push(b'\n');

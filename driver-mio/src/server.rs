@@ -35,7 +35,8 @@ use crate::auth::{Checked, Checker, Failures, Users};
 use crate::kafka::{KafkaConfig, KafkaConn};
 use crate::log::Logger;
 use crate::metrics::{Listener, Metrics};
-use crate::peers::{Hello, Peers};
+use crate::peer_auth::{ClusterSecret, HelloCheck};
+use crate::peers::{wall_clock_ms, Hello, Peers};
 use crate::tls::{Stream, TlsConfig};
 use crate::wal::{FsyncPolicy, Recovery, Wal};
 
@@ -62,6 +63,9 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// Every node of the cluster, this one included: id and address.
     pub nodes: Vec<(String, SocketAddr)>,
+    /// The secret peers prove they hold (`None`: any process that reaches the
+    /// listener may act as a peer).
+    pub secret: Option<Arc<ClusterSecret>>,
 }
 
 /// Everything `herald serve` can be told.
@@ -277,6 +281,8 @@ struct Server {
     checker: Checker,
     /// Recent failed authentications, per client address.
     failures: Failures,
+    /// Peers' hellos seen (replays are refused), with a cluster secret.
+    hellos: HelloCheck,
 }
 
 /// Runs the server until SIGINT or SIGTERM. `on_ready` is called with the bound
@@ -406,6 +412,7 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
             // Twice the election timeout: a link that lost a leader's heartbeats for
             // that long is given up (an election is under way meanwhile).
             Duration::from_millis(2 * config.node.election_timeout_ms),
+            c.secret.clone(),
         )
     });
     let mut server = Server {
@@ -429,6 +436,7 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         users,
         checker,
         failures: Failures::default(),
+        hellos: HelloCheck::default(),
         config,
     };
     server.warn_kafka_without_sasl();
@@ -816,6 +824,21 @@ impl Server {
         if let (Frame::Line(line), true, Some(peers)) = (&frame, conn.lines == 1, &self.peers) {
             if let Ok(hello) = serde_json::from_slice::<Hello>(line) {
                 if peers.is_peer(&hello.herald_peer) {
+                    let secret = self
+                        .config
+                        .cluster
+                        .as_ref()
+                        .and_then(|c| c.secret.as_deref());
+                    let checked = secret
+                        .map(|s| (self.hellos).verify(s, &hello, &self.name, wall_clock_ms()));
+                    if let Some(Err(why)) = checked {
+                        let (id, peer) = (conn.id, &hello.herald_peer);
+                        self.logger.log(Level::Warn, || {
+                            format!("event=peer_refused conn={id} peer={peer} reason={why:?}")
+                        });
+                        self.conns[key].broken = true;
+                        return;
+                    }
                     self.logger.log(Level::Info, || {
                         format!("event=peer_accepted peer={}", hello.herald_peer)
                     });

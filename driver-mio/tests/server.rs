@@ -872,6 +872,11 @@ fn an_operator_finishes_prepared_transactions_from_the_cli() {
 
 /// Node `id` of a cluster whose nodes listen on `ports` (n1, n2, ...).
 fn start_node(dir: &Path, id: &str, ports: &[u16]) -> Server {
+    start_node_with(dir, id, ports, &[])
+}
+
+/// Node `id` as [`start_node`] makes it, with `extra` flags.
+fn start_node_with(dir: &Path, id: &str, ports: &[u16], extra: &[&str]) -> Server {
     let i: usize = id[1..].parse().unwrap();
     let peers: Vec<String> = ports
         .iter()
@@ -880,7 +885,7 @@ fn start_node(dir: &Path, id: &str, ports: &[u16]) -> Server {
         .collect();
     let addr = format!("127.0.0.1:{}", ports[i - 1]);
     let peers = peers.join(",");
-    let flags = [
+    let mut flags = vec![
         "--node-id",
         id,
         "--peers",
@@ -888,6 +893,7 @@ fn start_node(dir: &Path, id: &str, ports: &[u16]) -> Server {
         "--metrics-addr",
         "127.0.0.1:0",
     ];
+    flags.extend_from_slice(extra);
     start_at(&addr, &dir.join(id), &flags)
 }
 
@@ -1438,4 +1444,128 @@ fn with_users_clients_authenticate_failures_back_off_and_a_removed_user_loses_ac
         "a password was logged"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Connects to `addr` as a peer with `hello`, then sends an append of a far later
+/// term, as a leader would; true if the server closed the connection.
+fn impostor(addr: &str, hello: &herald_mio::peers::Hello) -> bool {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let mut bytes = serde_json::to_vec(hello).unwrap();
+    bytes.push(b'\n');
+    let append = RaftAppend {
+        term: 1_000_000,
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![],
+        commit: 0,
+        sent_at: herald_core::Time::ZERO,
+    };
+    let msg = herald_core::Message {
+        src: hello.herald_peer.clone(),
+        dest: String::new(),
+        body: herald_core::wire::Body {
+            payload: Payload::RaftAppend(append),
+            msg_id: None,
+            in_reply_to: None,
+        },
+    };
+    herald_core::wire::encode(&msg, &mut bytes);
+    stream.write_all(&bytes).unwrap();
+    let mut rest = Vec::new();
+    matches!(stream.read_to_end(&mut rest), Ok(_))
+}
+
+fn term_of(node: &Server) -> u64 {
+    match ok(node.client().call(Payload::Status)) {
+        Payload::StatusOk(s) => s.term,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_process_without_the_cluster_secret_cannot_disturb_the_cluster() {
+    use herald_mio::peer_auth::ClusterSecret;
+    let dir = data_dir("secret");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (ours, theirs) = (dir.join("secret"), dir.join("other-secret"));
+    std::fs::write(&ours, "the test cluster's shared secret\n").unwrap();
+    std::fs::write(&theirs, "a secret of some other cluster\n").unwrap();
+    let secret_flag = ["--cluster-secret-file", ours.to_str().unwrap()];
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let start_all = |extra: &[&str]| -> Vec<Option<Server>> {
+        (1..=3)
+            .map(|i| Some(start_node_with(&dir, &format!("n{i}"), &ports, extra)))
+            .collect()
+    };
+    let nodes = start_all(&secret_flag);
+    let leader = cluster_leader(&nodes);
+    let target = nodes[(leader + 1) % 3].as_ref().unwrap(); // a follower
+    let (target_id, caller) = (
+        format!("n{}", (leader + 1) % 3 + 1),
+        format!("n{}", leader + 1),
+    );
+    let now_ms = || {
+        let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        since.unwrap().as_millis() as u64
+    };
+    let bare = herald_mio::peers::Hello {
+        herald_peer: caller.clone(),
+        to: None,
+        at_ms: None,
+        nonce: None,
+        mac: None,
+    };
+    let forged = ClusterSecret::load(&theirs)
+        .unwrap()
+        .hello(&caller, &target_id, now_ms());
+    for hello in [&bare, &forged] {
+        assert!(
+            impostor(&target.addr, hello),
+            "an impostor's link stayed open"
+        );
+    }
+    assert!(
+        term_of(target) < 1_000_000,
+        "the impostor's append was taken"
+    );
+    let log = target.log.lock().unwrap().clone();
+    let refused: Vec<&String> = log
+        .iter()
+        .filter(|l| l.contains(" event=peer_refused "))
+        .collect();
+    assert_eq!(refused.len(), 2, "{log:?}");
+    assert!(refused[0].contains("no signature") && refused[1].contains("wrong signature"));
+    // The cluster keeps serving, through every node.
+    for node in nodes.iter().flatten() {
+        let send = Send {
+            key: "k".into(),
+            msg: json!("v").into(),
+            ..Default::default()
+        };
+        assert!(matches!(
+            ok(node.client().call(Payload::Send(send))),
+            Payload::SendOk(_)
+        ));
+    }
+    assert_eq!(cluster_leader(&nodes), leader, "the leader changed");
+    drop(nodes);
+
+    // The same attack on the same cluster without a secret: the follower follows the
+    // impostor's term. (What the secret prevents is real.)
+    let nodes = start_all(&[]);
+    let target = nodes[(leader + 1) % 3].as_ref().unwrap();
+    impostor(&target.addr, &bare);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while term_of(target) < 1_000_000 {
+        assert!(
+            Instant::now() < deadline,
+            "without a secret the impostor was not followed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(nodes);
+    let _ = std::fs::remove_dir_all(&dir);
 }
