@@ -14,11 +14,13 @@ mod apis;
 mod frame;
 mod loopback;
 mod records;
+pub mod scram;
 mod session;
 
 pub use frame::{FrameDecoder, FrameError};
 pub use loopback::Loopback;
-pub use session::{Session, SessionConfig};
+pub use scram::ScramCredentials;
+pub use session::{SaslEvent, Session, SessionConfig};
 
 use kafka_protocol::messages::ApiKey;
 

@@ -15,6 +15,7 @@ use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 
 use crate::apis::{self, Pending, Step};
+use crate::scram::{self, ScramCredentials};
 
 /// What a session needs to know about the broker it speaks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,7 +34,8 @@ pub struct SessionConfig {
     pub max_fetch_wait_ms: u64,
     /// Clients must authenticate (SASL) before any request but ApiVersions.
     pub authenticate: bool,
-    /// SASL/PLAIN is offered (it sends the password as it is: on TLS only).
+    /// SASL/PLAIN is offered (it sends the password as it is: on TLS only);
+    /// SCRAM-SHA-256 is offered always.
     pub plain_allowed: bool,
 }
 
@@ -76,6 +78,29 @@ enum State {
     },
     /// A fetch holding for data, until `deadline_ms`.
     Parked { pending: Pending, deadline_ms: u64 },
+    /// A SCRAM client's first message, waiting for its user's credentials.
+    Credentials(scram::ClientFirst),
+}
+
+/// What the driver must act on, from a connection's SASL exchange.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SaslEvent {
+    /// A SCRAM-SHA-256 client named `user`: answer with [`Session::handle_credentials`]
+    /// for request `id`.
+    CredentialsWanted {
+        /// The request waiting.
+        id: u64,
+        /// The user named.
+        user: String,
+    },
+    /// A SCRAM-SHA-256 exchange ended: the connection now acts as `user` (`ok`), or
+    /// the client's proof was wrong.
+    ScramDone {
+        /// The user named.
+        user: String,
+        /// True if the proof was right.
+        ok: bool,
+    },
 }
 
 struct InFlight {
@@ -94,8 +119,10 @@ pub struct Session {
     requests: VecDeque<(u64, Payload)>,
     /// msg_id → (request id, reply slot).
     awaiting: BTreeMap<u64, (u64, usize)>,
-    /// A SaslHandshake chose a mechanism this broker serves.
-    handshaken: bool,
+    /// Where the SASL exchange is.
+    sasl: apis::Sasl,
+    /// Events for the driver, oldest first.
+    events: VecDeque<SaslEvent>,
     /// The user SASL authenticated, if any.
     user: Option<String>,
 }
@@ -110,7 +137,8 @@ impl Session {
             next_msg_id: 0,
             requests: VecDeque::new(),
             awaiting: BTreeMap::new(),
-            handshaken: false,
+            sasl: apis::Sasl::default(),
+            events: VecDeque::new(),
             user: None,
         }
     }
@@ -141,7 +169,7 @@ impl Session {
         let header = read_header(&mut buf)?;
         let step = match header.key {
             ApiKey::SaslHandshake | ApiKey::SaslAuthenticate => {
-                apis::start_sasl(&self.config, &header, buf, &mut self.handshaken)
+                apis::start_sasl(&self.config, &header, buf, &mut self.sasl)
             }
             key if self.config.authenticate
                 && self.user.is_none()
@@ -189,6 +217,34 @@ impl Session {
         };
         let replies = replies.into_iter().map(|r| r.expect("all in")).collect();
         let step = apis::finish(&self.config, &request.header, pending, replies, now_ms);
+        self.apply(id, step)
+    }
+
+    /// The next event the driver must act on.
+    pub fn poll_event(&mut self) -> Option<SaslEvent> {
+        self.events.pop_front()
+    }
+
+    /// Answers [`SaslEvent::CredentialsWanted`] for request `id`: the user's
+    /// credentials and at least [`scram::MIN_SERVER_NONCE_BYTES`] random bytes for the
+    /// nonce, or why the client may not authenticate (an unknown user should get made-up
+    /// credentials instead, so that the client cannot tell). An `id` no longer waiting
+    /// is ignored.
+    pub fn handle_credentials(
+        &mut self,
+        id: u64,
+        answer: Result<ScramCredentials, String>,
+        server_random: &[u8],
+    ) -> Result<(), String> {
+        let Some(request) = self.in_flight.iter_mut().find(|r| r.id == id) else {
+            return Ok(());
+        };
+        let State::Credentials(first) = std::mem::replace(&mut request.state, State::Done(None))
+        else {
+            return Ok(());
+        };
+        let v = request.header.version;
+        let step = apis::scram_challenge(v, first, answer, server_random, &mut self.sasl);
         self.apply(id, step)
     }
 
@@ -270,6 +326,16 @@ impl Session {
                 State::Done(Some(frame(&request.header, &body)?))
             }
             Step::Close(why) => return Err(why),
+            Step::Credentials(first) => {
+                let user = first.user.clone();
+                self.events
+                    .push_back(SaslEvent::CredentialsWanted { id, user });
+                State::Credentials(first)
+            }
+            Step::Event(step, event) => {
+                self.events.push_back(event);
+                return self.apply(id, *step);
+            }
             Step::Park(deadline_ms, pending) => State::Parked {
                 pending,
                 deadline_ms,

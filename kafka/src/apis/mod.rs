@@ -13,7 +13,11 @@ use herald_core::Payload;
 use kafka_protocol::messages::{ApiKey, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
+pub(crate) use sasl::{challenge as scram_challenge, Sasl};
+
+use crate::scram;
 use crate::session::{Header, SessionConfig};
+use crate::SaslEvent;
 
 /// An encoded response body and the version it is encoded at.
 pub(crate) struct Body {
@@ -37,6 +41,11 @@ pub(crate) enum Step {
     Close(String),
     /// Answer with this body: the connection now acts as this user (SASL).
     Authenticated(Body, String),
+    /// Wait for the driver to answer a SCRAM client's first message (its user's
+    /// credentials).
+    Credentials(scram::ClientFirst),
+    /// Take this step, and tell the driver.
+    Event(Box<Step>, SaslEvent),
 }
 
 /// What a request waiting for the broker remembers, by API.
@@ -69,22 +78,20 @@ pub(crate) fn start(config: &SessionConfig, header: &Header, body: Bytes, now_ms
     }
 }
 
-/// Starts a SaslHandshake or SaslAuthenticate; `handshaken` says whether a handshake
-/// chose a mechanism this broker serves (the session keeps it).
+/// Starts a SaslHandshake or SaslAuthenticate; `sasl` is where the connection's
+/// exchange is (the session keeps it).
 pub(crate) fn start_sasl(
     config: &SessionConfig,
     header: &Header,
     body: Bytes,
-    handshaken: &mut bool,
+    sasl: &mut Sasl,
 ) -> Step {
     let v = header.version;
     match header.key {
-        ApiKey::SaslHandshake => decoded(body, v, |r| {
-            let (step, ok) = sasl::handshake(v, r, config.plain_allowed);
-            *handshaken = ok;
-            step
-        }),
-        _ => decoded(body, v, |r| sasl::authenticate(v, r, *handshaken)),
+        ApiKey::SaslHandshake => {
+            decoded(body, v, |r| sasl::handshake(v, r, config.plain_allowed, sasl))
+        }
+        _ => decoded(body, v, |r| sasl::authenticate(v, r, sasl)),
     }
 }
 
