@@ -1,7 +1,8 @@
-//! Users of `herald serve`: their salted Argon2id password hashes in
-//! `<data-dir>/users.json`, managed by `herald user add|remove|list`, checked on a
-//! thread of their own (a check costs tens of milliseconds by design, which the event
-//! loop must not spend), and a backoff for addresses that keep failing.
+//! Users of `herald serve`: their salted Argon2id password hashes and SCRAM-SHA-256
+//! credentials in `<data-dir>/users.json`, managed by `herald user add|remove|list`;
+//! passwords checked on a thread of their own (a check costs tens of milliseconds by
+//! design, which the event loop must not spend), and a backoff for addresses that
+//! keep failing.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -11,6 +12,10 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, Instant, SystemTime};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use herald_kafka::scram::{self, ScramCredentials};
+use password_hash::rand_core::RngCore;
 
 use crate::acl::{Rule, MAX_RULES_PER_USER};
 use password_hash::rand_core::OsRng;
@@ -48,6 +53,66 @@ struct User {
     /// What the user may do ([`crate::acl`]); nothing without rules.
     #[serde(default)]
     allow: Vec<Rule>,
+    /// For Kafka clients' SASL/SCRAM-SHA-256 (`None` for a user added before Herald
+    /// had it: setting the password again makes them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scram_sha_256: Option<Scram>,
+}
+
+/// SCRAM-SHA-256 credentials as the users file holds them (RFC 5802's names).
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct Scram {
+    /// The salt, base64.
+    salt: String,
+    /// PBKDF2's iterations.
+    iterations: u32,
+    /// The stored key, base64.
+    stored_key: String,
+    /// The server key, base64.
+    server_key: String,
+}
+
+impl Scram {
+    fn new(password: &str) -> Scram {
+        let salt = random_bytes::<32>();
+        let c = ScramCredentials::new(password, &salt, scram::MIN_ITERATIONS);
+        Scram {
+            salt: BASE64.encode(&c.salt),
+            iterations: c.iterations,
+            stored_key: BASE64.encode(c.stored_key),
+            server_key: BASE64.encode(c.server_key),
+        }
+    }
+
+    /// The credentials, if the file's text is well formed.
+    fn credentials(&self) -> Option<ScramCredentials> {
+        let key = |text: &str| <[u8; 32]>::try_from(BASE64.decode(text).ok()?).ok();
+        let iterations = scram::MIN_ITERATIONS..=scram::MAX_ITERATIONS;
+        Some(ScramCredentials {
+            salt: BASE64.decode(&self.salt).ok()?,
+            iterations: Some(self.iterations).filter(|i| iterations.contains(i))?,
+            stored_key: key(&self.stored_key)?,
+            server_key: key(&self.server_key)?,
+        })
+    }
+}
+
+/// `N` random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut bytes = [0; N];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
+/// Made-up SCRAM credentials, for a user who has none: the exchange goes on as for a
+/// real user and fails at the proof, so a client cannot tell which names exist.
+pub fn decoy_scram() -> ScramCredentials {
+    ScramCredentials {
+        salt: random_bytes::<32>().to_vec(),
+        iterations: scram::MIN_ITERATIONS,
+        stored_key: random_bytes(),
+        server_key: random_bytes(),
+    }
 }
 
 /// The users of one data directory, as last read.
@@ -121,6 +186,7 @@ impl Users {
         let user = User {
             argon2: hash.to_string(),
             allow,
+            scram_sha_256: Some(Scram::new(password)),
         };
         Ok(self.users.insert(name.to_owned(), user).is_none())
     }
@@ -138,6 +204,18 @@ impl Users {
     /// The rules of user `name` (none for an unknown user).
     pub fn rules_of(&self, name: &str) -> &[Rule] {
         self.users.get(name).map_or(&[], |u| &u.allow)
+    }
+
+    /// The SCRAM-SHA-256 credentials of user `name`, if the user has them.
+    pub fn scram_of(&self, name: &str) -> Option<ScramCredentials> {
+        self.users.get(name)?.scram_sha_256.as_ref()?.credentials()
+    }
+
+    /// Users without SCRAM-SHA-256 credentials (added before Herald had them).
+    pub fn without_scram(&self) -> impl Iterator<Item = &str> {
+        (self.users.iter())
+            .filter(|(_, u)| u.scram_sha_256.is_none())
+            .map(|(name, _)| name.as_str())
     }
 
     /// Removes user `name`; false if there was none.
@@ -374,6 +452,22 @@ mod tests {
         assert!(verify("battery staple", hash.as_deref()));
         assert!(!verify("correct horse", hash.as_deref()));
         assert!(!verify("battery staple", None));
+        let scram = loaded.scram_of("alice").unwrap();
+        assert_eq!(scram.iterations, scram::MIN_ITERATIONS);
+        let again = ScramCredentials::new("battery staple", &scram.salt, scram.iterations);
+        assert_eq!(scram, again, "SCRAM credentials of the password last set");
+        assert_ne!(
+            loaded.scram_of("bob").unwrap().salt,
+            scram.salt,
+            "a salt per user"
+        );
+        assert_eq!(loaded.without_scram().count(), 0);
+        // A file from before SCRAM: its users load, and are listed as without it.
+        let old = text.replace("\"scram_sha_256\"", "\"unknown_field\"");
+        std::fs::write(dir.join(USERS_FILE), old).unwrap();
+        let old = Users::load(&dir).unwrap();
+        assert_eq!(old.without_scram().collect::<Vec<_>>(), ["alice", "bob"]);
+        assert!(old.scram_of("alice").is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -31,7 +31,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::acl;
-use crate::auth::{Checked, Checker, Failures, Users};
+use crate::auth::{self, Checked, Checker, Failures, Users};
 use crate::kafka::{KafkaConfig, KafkaConn};
 use crate::log::Logger;
 use crate::metrics::{Listener, Metrics};
@@ -39,6 +39,7 @@ use crate::peer_auth::{ClusterSecret, HelloCheck};
 use crate::peers::{wall_clock_ms, Hello, Peers};
 use crate::tls::{Stream, TlsConfig};
 use crate::wal::{FsyncPolicy, Recovery, Wal};
+use herald_kafka::{SaslEvent, ScramCredentials};
 
 /// The server's own name: `src` of its replies, `dest` of requests.
 pub const SERVER_NAME: &str = "herald";
@@ -439,7 +440,7 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         hellos: HelloCheck::default(),
         config,
     };
-    server.warn_kafka_without_sasl();
+    server.warn_users_without_scram();
     server.init_node()?;
     server.logger.log(Level::Info, || {
         let or_none = |a: Option<SocketAddr>| a.map_or("none".into(), |a| a.to_string());
@@ -929,16 +930,50 @@ impl Server {
         true
     }
 
+    /// Why address `ip` may not try to authenticate now, if it must wait after failures.
+    fn backoff(&self, ip: IpAddr) -> Option<String> {
+        let wait = self.failures.wait(ip, Instant::now())?;
+        Some(format!(
+            "too many failed authentications from {ip}: try again in {} ms",
+            wait.as_millis()
+        ))
+    }
+
+    /// Why `user` may not open one more connection, if it has as many as it may.
+    fn over_user_limit(&self, user: &str) -> Option<String> {
+        let limit = self.config.max_connections_per_user;
+        (self.connections_of(user) >= limit).then(|| {
+            format!("user {user:?} has {limit} connections open (--max-connections-per-user)")
+        })
+    }
+
+    /// Records an authentication's outcome on connection `key`: a failure counts
+    /// against the client's address; a success makes the connection act as `user`.
+    fn authenticated(&mut self, key: usize, user: &str, ok: bool, mechanism: &str) {
+        let conn = &mut self.conns[key];
+        let (ip, id) = (conn.client_ip, conn.id);
+        if ok {
+            conn.user = Some(user.to_owned());
+            self.failures.succeeded(ip);
+        } else {
+            self.failures.failed(ip, Instant::now());
+        }
+        let (level, event) = if ok {
+            (Level::Info, "authenticated")
+        } else {
+            (Level::Warn, "auth_failed")
+        };
+        self.logger.log(level, || {
+            format!("event={event} conn={id} addr={ip} user={user:?} mechanism={mechanism}")
+        });
+    }
+
     /// Queues `auth`'s password check, unless its address must wait after failures or
     /// too many checks are queued.
     fn start_auth(&mut self, key: usize, msg_id: Option<u64>, auth: Auth) {
         let conn = &self.conns[key];
         let (ip, conn_id) = (conn.client_ip, conn.id);
-        if let Some(wait) = self.failures.wait(ip, Instant::now()) {
-            let text = format!(
-                "too many failed authentications from {ip}: try again in {} ms",
-                wait.as_millis()
-            );
+        if let Some(text) = self.backoff(ip) {
             let error = ErrorBody::new(ErrorCode::AuthenticationFailed, text);
             return self.reply(key, msg_id, Payload::Error(error));
         }
@@ -957,35 +992,24 @@ impl Server {
     fn finish_auths(&mut self) {
         let done: Vec<Checked> = self.checker.results().collect();
         for checked in done {
-            let Some(conn) = self
-                .conns
-                .get(checked.key)
-                .filter(|c| c.id == checked.conn_id)
-            else {
+            let open = self.conns.get(checked.key);
+            if open.is_none_or(|c| c.id != checked.conn_id) {
                 continue; // the connection closed meanwhile
-            };
-            let (ip, id) = (conn.client_ip, conn.id);
+            }
             let user = checked.user;
-            let reply = if !checked.ok {
-                self.failures.failed(ip, Instant::now());
-                self.logger.log(Level::Warn, || {
-                    format!("event=auth_failed conn={id} addr={ip} user={user:?}")
-                });
-                let text = "wrong user or password";
-                Payload::Error(ErrorBody::new(ErrorCode::AuthenticationFailed, text))
-            } else if self.connections_of(&user) >= self.config.max_connections_per_user {
-                let limit = self.config.max_connections_per_user;
-                let text = format!(
-                    "user {user:?} has {limit} connections open (--max-connections-per-user)"
-                );
-                Payload::Error(ErrorBody::new(ErrorCode::TemporarilyUnavailable, text))
-            } else {
-                self.failures.succeeded(ip);
-                self.logger.log(Level::Info, || {
-                    format!("event=authenticated conn={id} addr={ip} user={user:?}")
-                });
-                self.conns[checked.key].user = Some(user.clone());
-                Payload::AuthOk(AuthOk { user })
+            let reply = match checked.ok.then(|| self.over_user_limit(&user)).flatten() {
+                Some(text) => {
+                    Payload::Error(ErrorBody::new(ErrorCode::TemporarilyUnavailable, text))
+                }
+                None => {
+                    self.authenticated(checked.key, &user, checked.ok, "plain");
+                    if checked.ok {
+                        Payload::AuthOk(AuthOk { user })
+                    } else {
+                        let text = "wrong user or password";
+                        Payload::Error(ErrorBody::new(ErrorCode::AuthenticationFailed, text))
+                    }
+                }
             };
             self.reply(checked.key, checked.msg_id, reply);
         }
@@ -1024,20 +1048,58 @@ impl Server {
                 conn.broken = true;
             }
         }
-        self.warn_kafka_without_sasl();
+        self.warn_users_without_scram();
     }
 
-    /// Says so when users are defined and Kafka clients cannot authenticate: SASL/PLAIN
-    /// is offered on TLS only.
-    fn warn_kafka_without_sasl(&self) {
-        if self.config.kafka.is_some() && !self.users.is_empty() && self.tls.is_none() {
+    /// Names the users Kafka clients cannot authenticate as with SCRAM-SHA-256: those
+    /// added before Herald had it.
+    fn warn_users_without_scram(&self) {
+        let names: Vec<&str> = self.users.without_scram().collect();
+        if self.config.kafka.is_some() && !names.is_empty() {
             self.logger.log(Level::Warn, || {
-                "event=kafka_cannot_authenticate reason=\"users are defined and the Kafka \
-                 listener has no TLS: SASL/PLAIN is offered on TLS only, so Kafka clients \
-                 cannot authenticate\""
-                    .into()
+                format!(
+                    "event=users_without_scram users={:?} reason=\"added before Herald had \
+                     SCRAM-SHA-256: Kafka clients can authenticate as them with PLAIN over \
+                     TLS only until their passwords are set again (herald user add)\"",
+                    names.join(",")
+                )
             });
         }
+    }
+
+    /// Acts on what Kafka connection `key`'s SASL exchange needs: the credentials of
+    /// the user a SCRAM client names, the outcome of an exchange.
+    fn sasl_events(&mut self, key: usize) {
+        let poll = |conns: &mut Slab<Conn>| conns[key].kafka.as_mut()?.session.poll_event();
+        while let Some(event) = poll(&mut self.conns) {
+            match event {
+                SaslEvent::CredentialsWanted { id, user } => {
+                    let answer = self.scram_credentials(key, &user);
+                    let random = auth::random_bytes::<24>();
+                    let kafka = self.conns[key].kafka.as_mut().expect("a Kafka connection");
+                    if let Err(why) = kafka.session.handle_credentials(id, answer, &random) {
+                        return self.close_kafka(key, &why);
+                    }
+                }
+                SaslEvent::ScramDone { user, ok } => {
+                    self.authenticated(key, &user, ok, "scram-sha-256");
+                }
+            }
+        }
+    }
+
+    /// The SCRAM-SHA-256 credentials a client on connection `key` is challenged with
+    /// for `user`: made-up ones if the user has none, so that the exchange fails at the
+    /// proof like a wrong password; an error if its address must wait, or the user has
+    /// as many connections as it may.
+    fn scram_credentials(&self, key: usize, user: &str) -> Result<ScramCredentials, String> {
+        if let Some(text) = self.backoff(self.conns[key].client_ip) {
+            return Err(text);
+        }
+        if let Some(text) = self.over_user_limit(user) {
+            return Err(text);
+        }
+        Ok(self.users.scram_of(user).unwrap_or_else(auth::decoy_scram))
     }
 
     /// A reply from this server to request `msg_id` (if it had one) on connection
@@ -1213,9 +1275,14 @@ impl Server {
                 continue;
             }
             let name = conn.name.clone();
+            self.sasl_events(key);
+            let conn = &mut self.conns[key];
             let Some(kafka) = conn.kafka.as_mut() else {
                 continue;
             };
+            if conn.broken {
+                continue;
+            }
             let Some((msg_id, payload)) = kafka.session.poll_request() else {
                 continue;
             };

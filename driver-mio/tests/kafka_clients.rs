@@ -447,6 +447,50 @@ fn kafka_python_group(name: &str, client_args: &[&str]) {
 }
 
 // ---------------------------------------------------------------------------------
+// SASL/SCRAM-SHA-256 from the Python clients (kcat's: tests/tls.rs)
+
+#[test]
+fn kafka_python_and_confluent_kafka_authenticate_with_scram_sha_256() {
+    python();
+    let dir = data_dir("scram");
+    let added = Command::new(HERALD)
+        .args(["user", "add", "dana", "--password", "danas password"])
+        .args(["--allow", "admin *", "--data-dir"])
+        .arg(&*dir)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{added:?}");
+    let server = start(&dir, &[]);
+    let script = "sasl.py";
+    for client in ["kafka-python", "confluent-kafka"] {
+        let topic = format!("scram-{client}");
+        let args = [
+            client,
+            &server.kafka,
+            "SCRAM-SHA-256",
+            "dana",
+            "danas password",
+            &topic,
+            "200",
+        ];
+        let ran = spawn_script(script, &args).wait(Duration::from_secs(120));
+        let (summary, ok) = summary_of(script, &ran, &server.warning_counts());
+        assert!(
+            ok && summary["failures"].as_array().is_some_and(Vec::is_empty),
+            "{client}: {}\nscript stderr:\n{}\nserver warnings:\n{}",
+            summary["failures"],
+            tail(&ran.stderr, 30),
+            server.warning_counts()
+        );
+        assert_eq!(as_u64(&summary, "read"), 200, "{client}: {summary}");
+    }
+    let log = server.log.lock().unwrap().clone();
+    let authenticated = "user=\"dana\" mechanism=scram-sha-256";
+    assert!(log.contains(authenticated), "{log}");
+    assert!(log.contains(" event=auth_failed "), "{log}");
+}
+
+// ---------------------------------------------------------------------------------
 // 3. confluent-kafka: an idempotent producer through kill -9
 
 #[test]

@@ -89,6 +89,8 @@ pub(crate) struct Challenged {
     gs2_header: String,
     /// `client-first-bare "," server-first`: the start of what the proof signs.
     signed_so_far: String,
+    client_nonce: String,
+    /// The client's nonce and the broker's.
     nonce: String,
     credentials: ScramCredentials,
 }
@@ -154,6 +156,7 @@ pub(crate) fn challenge(
         user: first.user,
         gs2_header: first.gs2_header,
         signed_so_far: format!("{},{server_first}", first.bare),
+        client_nonce: first.client_nonce,
         nonce,
         credentials,
     };
@@ -174,10 +177,16 @@ pub(crate) fn finish(challenged: &Challenged, bytes: &[u8]) -> Result<String, &'
     if BASE64.decode(binding).ok().as_deref() != Some(challenged.gs2_header.as_bytes()) {
         return Err("the channel binding does not repeat the GS2 header");
     }
-    if nonce != challenged.nonce {
+    // librdkafka 2.0 (Debian 12's) sends its own nonce again in front of the combined
+    // one, which Kafka's brokers then took (any nonce that ended with theirs): so does
+    // Herald, that exact form only. The proof signs the nonce as sent, either way.
+    let repeated = nonce.strip_prefix(challenged.client_nonce.as_str());
+    if nonce != challenged.nonce && repeated != Some(challenged.nonce.as_str()) {
         return Err("the nonce is not the broker's");
     }
-    let proof = BASE64.decode(proof).map_err(|_| "the proof is not base64")?;
+    let proof = BASE64
+        .decode(proof)
+        .map_err(|_| "the proof is not base64")?;
     let credentials = &challenged.credentials;
     let signed = [
         challenged.signed_so_far.as_bytes(),
@@ -189,7 +198,10 @@ pub(crate) fn finish(challenged: &Challenged, bytes: &[u8]) -> Result<String, &'
         return Err("wrong user or password");
     };
     let mut client_key = [0u8; 32];
-    for (k, (p, s)) in client_key.iter_mut().zip(proof.iter().zip(client_signature)) {
+    for (k, (p, s)) in client_key
+        .iter_mut()
+        .zip(proof.iter().zip(client_signature))
+    {
         *k = p ^ s;
     }
     let stored_key: [u8; 32] = Sha256::digest(client_key).into();
@@ -248,16 +260,32 @@ mod tests {
         // proof and the signature of its example.
         let nonce = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
         challenged.nonce = nonce.into();
-        challenged.signed_so_far = format!(
-            "n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
-        );
-        let client_final = format!(
-            "c=biws,r={nonce},p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
-        );
+        challenged.signed_so_far =
+            format!("n=user,r=rOprNGfwEbeRWgbNEkqO,r={nonce},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
+        let client_final =
+            format!("c=biws,r={nonce},p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
         let server_final = finish(&challenged, client_final.as_bytes()).unwrap();
-        assert_eq!(server_final, "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert_eq!(
+            server_final,
+            "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="
+        );
+        // librdkafka 2.0's form (the client nonce again, in front) signs another
+        // message, so the RFC's proof does not hold for it; the nonce itself is taken.
+        let repeated = client_final.replace("r=", "r=rOprNGfwEbeRWgbNEkqO");
+        assert_eq!(
+            finish(&challenged, repeated.as_bytes()),
+            Err("wrong user or password")
+        );
+        let other = client_final.replace("r=", "r=x");
+        assert_eq!(
+            finish(&challenged, other.as_bytes()),
+            Err("the nonce is not the broker's")
+        );
         let wrong = client_final.replace("dHzb", "dHzc");
-        assert_eq!(finish(&challenged, wrong.as_bytes()), Err("wrong user or password"));
+        assert_eq!(
+            finish(&challenged, wrong.as_bytes()),
+            Err("wrong user or password")
+        );
     }
 
     #[test]
@@ -275,7 +303,11 @@ mod tests {
             b"n,,n=bob",
             b"\xff",
         ] {
-            assert!(client_first(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                client_first(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

@@ -423,6 +423,151 @@ mod tests {
         Bytes::from(frame)
     }
 
+    /// A request frame (no length prefix) for `key` at `version`.
+    fn request(key: ApiKey, version: i16, correlation_id: i32, body: &impl Encodable) -> Bytes {
+        let header = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id);
+        let mut out = Vec::new();
+        header
+            .encode(&mut out, key.request_header_version(version))
+            .unwrap();
+        body.encode(&mut out, version).unwrap();
+        Bytes::from(out)
+    }
+
+    /// The SaslAuthenticate v2 responses ready (correlation id 2 is the handshake's,
+    /// left out): (error code, auth bytes).
+    fn sasl_responses(session: &mut Session) -> Vec<(i16, String)> {
+        use kafka_protocol::messages::SaslAuthenticateResponse;
+        let mut out = Vec::new();
+        session.poll_transmit(&mut out);
+        let mut buf = Bytes::from(out);
+        let mut responses = Vec::new();
+        while !buf.is_empty() {
+            let len = u32::from_be_bytes(buf[..4].try_into().unwrap()) as usize;
+            let mut frame = buf.slice(4..4 + len);
+            buf = buf.slice(4 + len..);
+            let version = ApiKey::SaslAuthenticate.response_header_version(2);
+            if ResponseHeader::decode(&mut frame, version)
+                .unwrap()
+                .correlation_id
+                == 2
+            {
+                continue;
+            }
+            let r = SaslAuthenticateResponse::decode(&mut frame, 2).unwrap();
+            let bytes = String::from_utf8(r.auth_bytes.to_vec()).unwrap();
+            responses.push((r.error_code, bytes));
+        }
+        responses
+    }
+
+    /// The client's side of SCRAM-SHA-256 (RFC 5802): the final message for
+    /// `password`, given the first messages.
+    fn client_final(password: &str, client_first_bare: &str, server_first: &str) -> String {
+        use base64::Engine;
+        use hmac::Mac;
+        use sha2::Digest;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let attr = |k: &str| {
+            let found = server_first.split(',').find_map(|a| a.strip_prefix(k));
+            found.unwrap().to_owned()
+        };
+        let (nonce, salt) = (attr("r="), b64.decode(attr("s=")).unwrap());
+        let credentials = ScramCredentials::new(password, &salt, attr("i=").parse().unwrap());
+        let mut salted = [0u8; 32];
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), &salt, 4096, &mut salted);
+        let mac = |key: &[u8], data: &[u8]| {
+            let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+            m.update(data);
+            m.finalize().into_bytes()
+        };
+        let client_key = mac(&salted, b"Client Key");
+        assert_eq!(sha2::Sha256::digest(client_key)[..], credentials.stored_key);
+        let without_proof = format!("c=biws,r={nonce}");
+        let signed = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = mac(&credentials.stored_key, signed.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        format!("{without_proof},p={}", b64.encode(proof))
+    }
+
+    /// A SCRAM-SHA-256 exchange through the session: the driver is asked for the
+    /// user's credentials, a right proof authenticates, a wrong one does not, and
+    /// before authentication any other request closes the connection.
+    #[test]
+    fn a_scram_exchange_authenticates_with_the_right_password_only() {
+        use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
+        let stored = ScramCredentials::new("pencil", b"salt of alice", 4096);
+        let exchange = |password: &str| {
+            let config = SessionConfig {
+                authenticate: true,
+                ..SessionConfig::default()
+            };
+            let mut session = Session::new(config);
+            let early = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from("x"));
+            session
+                .handle_frame(0, request(ApiKey::SaslAuthenticate, 2, 1, &early))
+                .unwrap();
+            assert_eq!(sasl_responses(&mut session)[0].0, 34, "before a handshake");
+            let mechanism = text_of("SCRAM-SHA-256");
+            let handshake = SaslHandshakeRequest::default().with_mechanism(mechanism);
+            session
+                .handle_frame(0, request(ApiKey::SaslHandshake, 1, 2, &handshake))
+                .unwrap();
+            let first_bare = "n=alice,r=client-nonce";
+            let first = SaslAuthenticateRequest::default()
+                .with_auth_bytes(Bytes::from(format!("n,,{first_bare}")));
+            session
+                .handle_frame(0, request(ApiKey::SaslAuthenticate, 2, 3, &first))
+                .unwrap();
+            let Some(SaslEvent::CredentialsWanted { id, user }) = session.poll_event() else {
+                panic!("no credentials asked");
+            };
+            assert_eq!(user, "alice");
+            session
+                .handle_credentials(id, Ok(stored.clone()), &[9; 18])
+                .unwrap();
+            let server_first = sasl_responses(&mut session).remove(0).1;
+            assert!(server_first.starts_with("r=client-nonce"), "{server_first}");
+            let last = client_final(password, first_bare, &server_first);
+            let last = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(last));
+            session
+                .handle_frame(0, request(ApiKey::SaslAuthenticate, 2, 4, &last))
+                .unwrap();
+            let (code, bytes) = sasl_responses(&mut session).remove(0);
+            (session, code, bytes)
+        };
+        let (mut session, code, server_final) = exchange("pencil");
+        assert_eq!((code, &server_final[..2]), (0, "v="));
+        let done = SaslEvent::ScramDone {
+            user: "alice".into(),
+            ok: true,
+        };
+        assert_eq!(session.poll_event(), Some(done));
+        assert_eq!(session.user(), Some("alice"));
+        let (mut session, code, _) = exchange("not pencil");
+        assert_eq!(code, 58, "SASL_AUTHENTICATION_FAILED");
+        let done = SaslEvent::ScramDone {
+            user: "alice".into(),
+            ok: false,
+        };
+        assert_eq!(session.poll_event(), Some(done));
+        assert_eq!(session.user(), None);
+        let metadata = kafka_protocol::messages::MetadataRequest::default();
+        let closed = session.handle_frame(0, request(ApiKey::Metadata, 4, 5, &metadata));
+        assert!(closed.unwrap_err().contains("before SASL authentication"));
+    }
+
+    fn text_of(s: &str) -> kafka_protocol::protocol::StrBytes {
+        kafka_protocol::protocol::StrBytes::from_string(s.into())
+    }
+
     #[test]
     fn a_full_session_stops_reading_until_its_responses_go_out_in_order() {
         let mut session = Session::new(SessionConfig {

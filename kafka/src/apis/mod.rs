@@ -88,9 +88,9 @@ pub(crate) fn start_sasl(
 ) -> Step {
     let v = header.version;
     match header.key {
-        ApiKey::SaslHandshake => {
-            decoded(body, v, |r| sasl::handshake(v, r, config.plain_allowed, sasl))
-        }
+        ApiKey::SaslHandshake => decoded(body, v, |r| {
+            sasl::handshake(v, r, config.plain_allowed, sasl)
+        }),
         _ => decoded(body, v, |r| sasl::authenticate(v, r, sasl)),
     }
 }
