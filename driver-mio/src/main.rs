@@ -346,6 +346,10 @@ struct ServeArgs {
     /// Require client certificates signed by these CAs (PEM).
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
+    /// In a cluster with TLS: the CA (PEM) that signed every node's --tls-cert; peer
+    /// links are mutual TLS, checked against it.
+    #[arg(long, requires = "tls_cert")]
+    tls_peer_ca: Option<std::path::PathBuf>,
     /// Listen without TLS on addresses other than loopback (refused otherwise).
     #[arg(long)]
     allow_plaintext: bool,
@@ -512,6 +516,7 @@ impl ServeArgs {
                 cert_path,
                 key_path,
                 client_ca_path: self.tls_client_ca,
+                peer_ca_path: self.tls_peer_ca,
             }),
             _ => None,
         };

@@ -18,7 +18,7 @@
 //! backoff after the heal (seconds, doubling with the length of the cut) while its
 //! stale heartbeats and appends wait in it; a fresh connection starts clean.
 
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use herald_core::{wire, Message, Rng};
 
 use crate::peer_auth::ClusterSecret;
+use crate::tls::Stream;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use socket2::SockRef;
@@ -67,7 +68,7 @@ pub struct Hello {
 struct Link {
     name: String,
     addr: SocketAddr,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     connected: bool,
     out: Vec<u8>,
     written: usize,
@@ -88,6 +89,8 @@ pub struct Peers {
     rng: Rng,
     /// Signs each link's hello, when the cluster has a secret.
     secret: Option<Arc<ClusterSecret>>,
+    /// TLS on every link, when the cluster has a peer CA.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Peers {
@@ -99,6 +102,7 @@ impl Peers {
         max_buffer_bytes: usize,
         link_timeout: Duration,
         secret: Option<Arc<ClusterSecret>>,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Peers {
         let now = Instant::now();
         Peers {
@@ -122,6 +126,7 @@ impl Peers {
             dropped: 0,
             rng: Rng::new(u64::from(std::process::id())),
             secret,
+            tls,
         }
     }
 
@@ -167,14 +172,17 @@ impl Peers {
             if link.stream.is_some() || now < link.retry_at {
                 continue;
             }
-            match TcpStream::connect(link.addr) {
+            let connected = TcpStream::connect(link.addr)
+                .and_then(|tcp| Stream::client(tcp, self.tls.as_ref(), link.addr.ip()));
+            match connected {
                 Ok(mut stream) => {
+                    let tcp = stream.tcp();
                     // Small messages that wait for each other's answers: no Nagle delay.
-                    let _ = stream.set_nodelay(true);
-                    let _ = SockRef::from(&stream).set_tcp_user_timeout(Some(self.link_timeout));
+                    let _ = tcp.set_nodelay(true);
+                    let _ = SockRef::from(&*tcp).set_tcp_user_timeout(Some(self.link_timeout));
                     let token = Token(FIRST_TOKEN - i);
                     let interest = Interest::READABLE | Interest::WRITABLE;
-                    if registry.register(&mut stream, token, interest).is_ok() {
+                    if registry.register(tcp, token, interest).is_ok() {
                         link.stream = Some(stream);
                         link.connect_deadline =
                             now + self.link_timeout + Duration::from_millis(CONNECT_GRACE_MS);
@@ -198,7 +206,7 @@ impl Peers {
             return;
         };
         if !link.connected {
-            match (stream.take_error(), stream.peer_addr()) {
+            match (stream.tcp().take_error(), stream.tcp().peer_addr()) {
                 (Ok(None), Ok(_)) => {
                     // Nothing was queued while connecting (`send` drops until then).
                     link.connected = true;
@@ -256,8 +264,9 @@ impl Peers {
             let Some(stream) = link.stream.as_mut().filter(|_| link.connected) else {
                 continue;
             };
-            let mut broken = false;
-            while link.written < link.out.len() {
+            // TLS records waiting (a handshake's among them), then what is queued.
+            let mut broken = stream.flush().is_err();
+            while link.written < link.out.len() && !broken {
                 match stream.write(&link.out[link.written..]) {
                     Ok(0) => broken = true,
                     Ok(n) => link.written += n,
@@ -297,7 +306,7 @@ impl Peers {
     pub fn close_all(&mut self, registry: &Registry) -> io::Result<()> {
         for link in &mut self.links {
             if let Some(mut stream) = link.stream.take() {
-                registry.deregister(&mut stream)?;
+                registry.deregister(stream.tcp())?;
             }
         }
         Ok(())
@@ -305,7 +314,7 @@ impl Peers {
 
     fn disconnect(link: &mut Link, registry: &Registry, rng: &mut Rng) {
         if let Some(mut stream) = link.stream.take() {
-            let _ = registry.deregister(&mut stream);
+            let _ = registry.deregister(stream.tcp());
         }
         link.connected = false;
         link.out.clear();

@@ -37,7 +37,7 @@ use crate::log::Logger;
 use crate::metrics::{Listener, Metrics};
 use crate::peer_auth::{ClusterSecret, HelloCheck};
 use crate::peers::{wall_clock_ms, Hello, Peers};
-use crate::tls::{Stream, TlsConfig};
+use crate::tls::{PeerVerifier, Stream, TlsConfig};
 use crate::wal::{FsyncPolicy, Recovery, Wal};
 use herald_kafka::{SaslEvent, ScramCredentials};
 
@@ -122,12 +122,17 @@ impl ServerConfig {
     /// `allow_plaintext` says so.
     pub fn validate(&self) -> Result<(), String> {
         (self.node.validate()).map_err(|e| format!("invalid configuration: {e}"))?;
-        if self.tls.is_some() && self.cluster.is_some() {
-            return Err(
-                "TLS on a cluster is not built yet (peer links would need it too): \
-                        run a cluster's nodes on a private network with --allow-plaintext"
-                    .into(),
-            );
+        let peer_ca = self.tls.as_ref().and_then(|t| t.peer_ca_path.as_ref());
+        match (&self.cluster, &self.tls, peer_ca) {
+            (Some(_), Some(_), None) => {
+                return Err(
+                    "TLS on a cluster needs --tls-peer-ca: the CA that signed every \
+                            node's certificate, so that peer links are TLS too"
+                        .into(),
+                );
+            }
+            (None, _, Some(_)) => return Err("--tls-peer-ca is for a cluster (--peers)".into()),
+            _ => {}
         }
         if self.allow_plaintext {
             return Ok(());
@@ -284,6 +289,8 @@ struct Server {
     failures: Failures,
     /// Peers' hellos seen (replays are refused), with a cluster secret.
     hellos: HelloCheck,
+    /// With TLS on a cluster: a peer's hello needs a node's client certificate.
+    peer_verifier: Option<PeerVerifier>,
 }
 
 /// Runs the server until SIGINT or SIGTERM. `on_ready` is called with the bound
@@ -292,6 +299,14 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
     config.validate()?;
     let tls = match &config.tls {
         Some(t) => Some(t.server_config()?),
+        None => None,
+    };
+    let peer_tls = match &config.tls {
+        Some(t) => t.peer_client_config()?,
+        None => None,
+    };
+    let peer_verifier = match &config.tls {
+        Some(t) => t.peer_verifier()?,
         None => None,
     };
     let name = config
@@ -414,6 +429,7 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
             // that long is given up (an election is under way meanwhile).
             Duration::from_millis(2 * config.node.election_timeout_ms),
             c.secret.clone(),
+            peer_tls,
         )
     });
     let mut server = Server {
@@ -438,6 +454,7 @@ pub fn serve(config: ServerConfig, on_ready: impl FnOnce(Listening)) -> Result<(
         checker,
         failures: Failures::default(),
         hellos: HelloCheck::default(),
+        peer_verifier,
         config,
     };
     server.warn_users_without_scram();
@@ -830,9 +847,14 @@ impl Server {
                         .cluster
                         .as_ref()
                         .and_then(|c| c.secret.as_deref());
-                    let checked = secret
+                    let signed = secret
                         .map(|s| (self.hellos).verify(s, &hello, &self.name, wall_clock_ms()));
-                    if let Some(Err(why)) = checked {
+                    let certified = (self.peer_verifier.as_ref()).map(|v| v.check(&conn.stream));
+                    let refused = [certified, signed]
+                        .into_iter()
+                        .flatten()
+                        .find_map(Result::err);
+                    if let Some(why) = refused {
                         let (id, peer) = (conn.id, &hello.herald_peer);
                         self.logger.log(Level::Warn, || {
                             format!("event=peer_refused conn={id} peer={peer} reason={why:?}")

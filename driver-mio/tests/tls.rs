@@ -384,6 +384,26 @@ fn a_plaintext_listener_off_loopback_is_refused_unless_allowed() {
         err.contains("--metrics-addr 0.0.0.0:0 is not a loopback"),
         "{err}"
     );
+    let peers = "n1=127.0.0.1:1,n2=127.0.0.1:2";
+    let (cert, key) = ("cert.pem", "key.pem");
+    let tls = ["--tls-cert", cert, "--tls-key", key];
+    let cluster = [
+        "serve",
+        "--kafka-addr",
+        "none",
+        "--node-id",
+        "n1",
+        "--peers",
+        peers,
+    ];
+    let err = refused(&[&cluster[..], &tls].concat());
+    assert!(
+        err.contains("TLS on a cluster needs --tls-peer-ca"),
+        "{err}"
+    );
+    let single = ["serve", "--kafka-addr", "none", "--tls-peer-ca", "ca.pem"];
+    let err = refused(&[&single[..], &tls].concat());
+    assert!(err.contains("--tls-peer-ca is for a cluster"), "{err}");
     assert!(!data.exists(), "the data directory was made");
     let server = serve("allowed", "0.0.0.0:0", &["--allow-plaintext"]);
     assert!(server.addr.starts_with("0.0.0.0:"), "{}", server.addr);
@@ -624,5 +644,96 @@ fn scram_fails_alike_for_a_wrong_password_an_unknown_user_and_a_user_without_cre
             "PLAIN" => assert!(ran.stderr.contains("PLAIN"), "{case}: {}", ran.stderr),
             _ => assert!(log.iter().any(failed), "{case}: {log:?}"),
         }
+    }
+}
+
+/// Calls `body` on `addr` over TLS until it is answered with `ok_type` (an election
+/// may be under way), for up to 20 s; the answer.
+fn call_until(pki: &Pki, addr: &str, body: &Value, ok_type: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut stream = connect(addr, pki.client_config(None));
+        match call(&mut stream, 1, body.clone()) {
+            Ok(reply) if reply["type"] == ok_type => return reply,
+            other => assert!(
+                std::time::Instant::now() < deadline,
+                "{addr}: {body} never answered {ok_type}: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Three nodes with TLS everywhere: their links to each other are mutual TLS checked
+/// against --tls-peer-ca, so the cluster elects and replicates; a process that claims
+/// to be a peer over TLS without a node's certificate is refused, one with another
+/// CA's certificate fails its handshake, and the cluster keeps serving.
+#[test]
+fn a_cluster_with_tls_replicates_over_mutual_tls_and_refuses_peers_without_a_node_certificate() {
+    let pki = Pki::new("cluster");
+    let ports: Vec<u16> = (0..3).map(|_| common::free_port()).collect();
+    let peers: Vec<String> = (ports.iter().enumerate())
+        .map(|(i, port)| format!("n{}=127.0.0.1:{port}", i + 1))
+        .collect();
+    let peers = peers.join(",");
+    let (cert, key, ca) = (
+        pki.path("server.pem"),
+        pki.path("server.key"),
+        pki.path("ca.pem"),
+    );
+    let nodes: Vec<Server> = (1..=3)
+        .map(|i| {
+            let id = format!("n{i}");
+            let addr = format!("127.0.0.1:{}", ports[i - 1]);
+            let flags = ["--node-id", &id, "--peers", &peers, "--tls-cert", &cert];
+            let flags = [&flags[..], &["--tls-key", &key, "--tls-peer-ca", &ca]].concat();
+            serve_in(data_dir(&format!("cluster-{id}")), &addr, &flags)
+        })
+        .collect();
+    // A write through every node: a follower forwards to the leader over a peer link.
+    for node in &nodes {
+        call_until(
+            &pki,
+            &node.addr,
+            &json!({"type": "send", "key": "k", "msg": 1}),
+            "send_ok",
+        );
+    }
+    let poll = json!({"type": "poll", "offsets": {"k": 0}});
+    let polled = call_until(&pki, &nodes[2].addr, &poll, "poll_ok");
+    assert_eq!(
+        polled["msgs"]["k"].as_array().map(Vec::len),
+        Some(3),
+        "{polled}"
+    );
+    // A peer's hello over TLS without a client certificate: refused, closed.
+    let target = &nodes[1];
+    let mut impostor = connect(&target.addr, pki.client_config(None));
+    let hello = json!({"herald_peer": "n1"}).to_string() + "\n";
+    impostor.write_all(hello.as_bytes()).unwrap();
+    impostor.flush().unwrap();
+    let mut rest = Vec::new();
+    let closed = impostor.read_to_end(&mut rest);
+    assert!(closed.is_ok() || rest.is_empty(), "{closed:?}");
+    // Another CA's certificate does not get through the handshake.
+    let mut stranger = connect(&target.addr, pki.client_config(Some("stranger")));
+    let refused = call(&mut stranger, 1, json!({"type": "status"}));
+    assert!(refused.is_err(), "{refused:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let log = target.log.lock().unwrap().clone();
+    let has = |parts: &[&str]| log.iter().any(|l| parts.iter().all(|p| l.contains(p)));
+    assert!(
+        has(&[" event=peer_refused ", "no client certificate"]),
+        "{log:?}"
+    );
+    assert!(has(&[" event=tls_failed "]), "{log:?}");
+    assert!(has(&[" event=peer_accepted "]), "{log:?}");
+    for node in &nodes {
+        call_until(
+            &pki,
+            &node.addr,
+            &json!({"type": "send", "key": "k", "msg": 2}),
+            "send_ok",
+        );
     }
 }
