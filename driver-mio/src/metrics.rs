@@ -58,6 +58,12 @@ struct ListenerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    mechanism: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     listener: &'static str,
     r#type: &'static str,
@@ -132,6 +138,8 @@ pub struct Metrics {
     sent_bytes: Family<ListenerLabels, Counter>,
     accepted: Family<ListenerLabels, Counter>,
     refused: Counter,
+    authentications: Family<AuthLabels, Counter>,
+    access_denied: Family<ListenerLabels, Counter>,
     wal: WalMetrics,
     snapshot_seconds: Histogram,
     snapshot_bytes: Gauge,
@@ -150,6 +158,8 @@ impl Default for Metrics {
             sent_bytes: Family::default(),
             accepted: Family::default(),
             refused: Counter::default(),
+            authentications: Family::default(),
+            access_denied: Family::default(),
             wal: WalMetrics {
                 append_seconds: latency_buckets(),
                 fsync_seconds: latency_buckets(),
@@ -241,6 +251,22 @@ impl Metrics {
         self.refused.inc();
     }
 
+    /// An authentication with `mechanism` (`plain`, `scram-sha-256`) ended with
+    /// `outcome`: `ok`, `failed` (a wrong user or password) or `backoff` (refused
+    /// unchecked: its address must wait after failures).
+    pub fn authentication(&self, mechanism: &'static str, outcome: &'static str) {
+        let labels = AuthLabels { mechanism, outcome };
+        self.authentications.get_or_create(&labels).inc();
+    }
+
+    /// A request on `listener` was refused: its user's rules do not allow it.
+    pub fn access_denied(&self, listener: Listener) {
+        let labels = ListenerLabels {
+            listener: listener.as_str(),
+        };
+        self.access_denied.get_or_create(&labels).inc();
+    }
+
     /// `bytes` read from a connection of `listener`.
     pub fn received(&self, listener: Listener, bytes: usize) {
         let labels = ListenerLabels {
@@ -323,6 +349,16 @@ impl Metrics {
             "herald_connections_refused",
             "Connections refused at the connection limit",
             self.refused.clone(),
+        );
+        r.register(
+            "herald_authentications",
+            "Authentications, by mechanism and outcome (ok, failed, backoff)",
+            self.authentications.clone(),
+        );
+        r.register(
+            "herald_access_denied",
+            "Requests refused by their user's access rules",
+            self.access_denied.clone(),
         );
         r.register(
             "herald_wal_append_seconds",
@@ -538,6 +574,8 @@ mod tests {
         m.reply(1, 9, &Payload::ListQueues); // never asked: not counted
         m.replies_written();
         m.received(Listener::Json, 100);
+        m.authentication("scram-sha-256", "failed");
+        m.access_denied(Listener::Kafka);
         let conns = BTreeMap::from([(Listener::Json, 4)]);
         let text = m.render(&node(), &conns);
         for line in [
@@ -545,6 +583,8 @@ mod tests {
             r#"herald_requests_total{listener="json",type="enqueue",outcome="error_11"} 1"#,
             r#"herald_request_duration_seconds_count{listener="json",type="enqueue"} 2"#,
             r#"herald_received_bytes_total{listener="json"} 100"#,
+            r#"herald_authentications_total{mechanism="scram-sha-256",outcome="failed"} 1"#,
+            r#"herald_access_denied_total{listener="kafka"} 1"#,
             r#"herald_connections{listener="json"} 4"#,
             r#"herald_queue_messages{queue="jobs",state="in_flight"} 2"#,
             r#"herald_queue_dead_lettered_total{queue="jobs"} 1"#,

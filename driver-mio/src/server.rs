@@ -938,6 +938,9 @@ impl Server {
                     return false;
                 };
                 let (id, user) = (conn.id, user.clone());
+                if let Some(m) = &self.metrics {
+                    m.access_denied(conn.listener);
+                }
                 self.logger.log(Level::Warn, || {
                     format!(
                         "event=access_denied conn={id} user={user:?} needs={:?}",
@@ -952,9 +955,13 @@ impl Server {
         true
     }
 
-    /// Why address `ip` may not try to authenticate now, if it must wait after failures.
-    fn backoff(&self, ip: IpAddr) -> Option<String> {
+    /// Why address `ip` may not try to authenticate with `mechanism` now, if it must
+    /// wait after failures.
+    fn backoff(&self, ip: IpAddr, mechanism: &'static str) -> Option<String> {
         let wait = self.failures.wait(ip, Instant::now())?;
+        if let Some(m) = &self.metrics {
+            m.authentication(mechanism, "backoff");
+        }
         Some(format!(
             "too many failed authentications from {ip}: try again in {} ms",
             wait.as_millis()
@@ -971,7 +978,7 @@ impl Server {
 
     /// Records an authentication's outcome on connection `key`: a failure counts
     /// against the client's address; a success makes the connection act as `user`.
-    fn authenticated(&mut self, key: usize, user: &str, ok: bool, mechanism: &str) {
+    fn authenticated(&mut self, key: usize, user: &str, ok: bool, mechanism: &'static str) {
         let conn = &mut self.conns[key];
         let (ip, id) = (conn.client_ip, conn.id);
         if ok {
@@ -980,11 +987,14 @@ impl Server {
         } else {
             self.failures.failed(ip, Instant::now());
         }
-        let (level, event) = if ok {
-            (Level::Info, "authenticated")
+        let (level, event, outcome) = if ok {
+            (Level::Info, "authenticated", "ok")
         } else {
-            (Level::Warn, "auth_failed")
+            (Level::Warn, "auth_failed", "failed")
         };
+        if let Some(m) = &self.metrics {
+            m.authentication(mechanism, outcome);
+        }
         self.logger.log(level, || {
             format!("event={event} conn={id} addr={ip} user={user:?} mechanism={mechanism}")
         });
@@ -995,7 +1005,7 @@ impl Server {
     fn start_auth(&mut self, key: usize, msg_id: Option<u64>, auth: Auth) {
         let conn = &self.conns[key];
         let (ip, conn_id) = (conn.client_ip, conn.id);
-        if let Some(text) = self.backoff(ip) {
+        if let Some(text) = self.backoff(ip, "plain") {
             let error = ErrorBody::new(ErrorCode::AuthenticationFailed, text);
             return self.reply(key, msg_id, Payload::Error(error));
         }
@@ -1115,7 +1125,7 @@ impl Server {
     /// proof like a wrong password; an error if its address must wait, or the user has
     /// as many connections as it may.
     fn scram_credentials(&self, key: usize, user: &str) -> Result<ScramCredentials, String> {
-        if let Some(text) = self.backoff(self.conns[key].client_ip) {
+        if let Some(text) = self.backoff(self.conns[key].client_ip, "scram-sha-256") {
             return Err(text);
         }
         if let Some(text) = self.over_user_limit(user) {

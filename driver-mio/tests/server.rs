@@ -1317,7 +1317,14 @@ fn with_users_clients_authenticate_failures_back_off_and_a_removed_user_loses_ac
     let kafka = format!("127.0.0.1:{}", common::free_port());
     let server = start(
         &dir,
-        &["--max-connections-per-user", "2", "--kafka-addr", &kafka],
+        &[
+            "--max-connections-per-user",
+            "2",
+            "--kafka-addr",
+            &kafka,
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
     );
     let mut c = server.client();
     let refused = c.call(Payload::ListQueues).unwrap().unwrap_err();
@@ -1432,6 +1439,27 @@ fn with_users_clients_authenticate_failures_back_off_and_a_removed_user_loses_ac
     let denied = r#"user="bob" needs="read queue:b""#;
     let denied = |l: &&String| l.contains(" event=access_denied ") && l.contains(denied);
     assert!(log.iter().any(|l| denied(&l)), "{log:?}");
+    // The metrics count what the log shows.
+    let count = |l: &&String, needle: &str| l.contains(needle) as u32;
+    let failed = log
+        .iter()
+        .map(|l| count(&l, " event=auth_failed "))
+        .sum::<u32>();
+    let (_, body) = http(&server.metrics, "GET", "/metrics");
+    let series = parse_exposition(&body);
+    let value = |name: &str| series.get(name).copied().unwrap_or(0.0);
+    let plain = |outcome: &str| {
+        value(&format!(
+            r#"herald_authentications_total{{mechanism="plain",outcome="{outcome}"}}"#
+        ))
+    };
+    assert_eq!(plain("failed"), f64::from(failed), "{body}");
+    // Logged in: alice twice, bob once; refused unchecked while the address waited: once.
+    assert!(plain("ok") >= 3.0 && plain("backoff") >= 1.0, "{body}");
+    assert!(
+        value(r#"herald_access_denied_total{listener="json"}"#) >= 1.0,
+        "{body}"
+    );
     assert!(
         !log.iter().any(|l| l.contains("correct horse")),
         "a password was logged"
