@@ -849,7 +849,12 @@ impl Server {
                         .and_then(|c| c.secret.as_deref());
                     let signed = secret
                         .map(|s| (self.hellos).verify(s, &hello, &self.name, wall_clock_ms()));
-                    let certified = (self.peer_verifier.as_ref()).map(|v| v.check(&conn.stream));
+                    let claimed = (self.config.cluster.as_ref())
+                        .and_then(|c| c.nodes.iter().find(|(n, _)| *n == hello.herald_peer))
+                        .map(|(_, addr)| addr.ip());
+                    let certified = (self.peer_verifier.as_ref())
+                        .zip(claimed)
+                        .map(|(v, ip)| v.check(&conn.stream, ip));
                     let refused = [certified, signed]
                         .into_iter()
                         .flatten()

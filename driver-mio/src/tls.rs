@@ -147,16 +147,19 @@ impl TlsConfig {
 pub struct PeerVerifier(Arc<dyn ClientCertVerifier>);
 
 impl PeerVerifier {
-    /// Why `stream`'s client certificate is not a node's, if it is not.
-    pub(crate) fn check(&self, stream: &Stream) -> Result<(), String> {
+    /// Why `stream`'s client certificate is not that of the node at `node_ip`, if it is
+    /// not: it must be signed by the peer CA and valid for that address.
+    pub(crate) fn check(&self, stream: &Stream, node_ip: std::net::IpAddr) -> Result<(), String> {
         let certs = stream.peer_certificates().unwrap_or(&[]);
         let Some((end_entity, intermediates)) = certs.split_first() else {
             return Err("no client certificate (a peer shows one signed by --tls-peer-ca)".into());
         };
         (self.0)
             .verify_client_cert(end_entity, intermediates, UnixTime::now())
-            .map(|_| ())
-            .map_err(|e| format!("its certificate is not a node's (--tls-peer-ca): {e}"))
+            .map_err(|e| format!("its certificate is not a node's (--tls-peer-ca): {e}"))?;
+        let parsed = webpki::EndEntityCert::try_from(end_entity).map_err(|e| e.to_string())?;
+        (parsed.verify_is_valid_for_subject_name(&ServerName::IpAddress(node_ip.into())))
+            .map_err(|e| format!("its certificate is not for {node_ip}, the node's address: {e}"))
     }
 }
 

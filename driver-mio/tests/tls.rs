@@ -55,7 +55,8 @@ fn issue(dir: &Path, ca: &Ca, name: &str, names: &[&str]) {
 
 impl Pki {
     /// A CA (`ca.pem`), the server's certificate for 127.0.0.1 (`server`), a client's
-    /// (`client`), and a client's from another CA (`stranger`).
+    /// (`client`), one for 127.0.0.2 (`elsewhere`), and a client's from another CA
+    /// (`stranger`).
     fn new(name: &str) -> Pki {
         let dir = std::env::temp_dir().join(format!("herald-tls-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -64,6 +65,7 @@ impl Pki {
         std::fs::write(dir.join("ca.pem"), ours.cert.pem()).unwrap();
         issue(&dir, &ours, "server", &["127.0.0.1", "localhost"]);
         issue(&dir, &ours, "client", &["client"]);
+        issue(&dir, &ours, "elsewhere", &["127.0.0.2"]);
         issue(&dir, &ca("another CA"), "stranger", &["stranger"]);
         Pki { dir }
     }
@@ -706,15 +708,18 @@ fn a_cluster_with_tls_replicates_over_mutual_tls_and_refuses_peers_without_a_nod
         Some(3),
         "{polled}"
     );
-    // A peer's hello over TLS without a client certificate: refused, closed.
+    // A peer's hello over TLS without a client certificate, or with one of the peer CA
+    // for another address than that of the node it claims to be: refused, closed.
     let target = &nodes[1];
-    let mut impostor = connect(&target.addr, pki.client_config(None));
-    let hello = json!({"herald_peer": "n1"}).to_string() + "\n";
-    impostor.write_all(hello.as_bytes()).unwrap();
-    impostor.flush().unwrap();
-    let mut rest = Vec::new();
-    let closed = impostor.read_to_end(&mut rest);
-    assert!(closed.is_ok() || rest.is_empty(), "{closed:?}");
+    for identity in [None, Some("elsewhere")] {
+        let mut impostor = connect(&target.addr, pki.client_config(identity));
+        let hello = json!({"herald_peer": "n1"}).to_string() + "\n";
+        impostor.write_all(hello.as_bytes()).unwrap();
+        impostor.flush().unwrap();
+        let mut rest = Vec::new();
+        let closed = impostor.read_to_end(&mut rest);
+        assert!(closed.is_ok() || rest.is_empty(), "{closed:?}");
+    }
     // Another CA's certificate does not get through the handshake.
     let mut stranger = connect(&target.addr, pki.client_config(Some("stranger")));
     let refused = call(&mut stranger, 1, json!({"type": "status"}));
@@ -724,6 +729,10 @@ fn a_cluster_with_tls_replicates_over_mutual_tls_and_refuses_peers_without_a_nod
     let has = |parts: &[&str]| log.iter().any(|l| parts.iter().all(|p| l.contains(p)));
     assert!(
         has(&[" event=peer_refused ", "no client certificate"]),
+        "{log:?}"
+    );
+    assert!(
+        has(&[" event=peer_refused ", "is not for 127.0.0.1"]),
         "{log:?}"
     );
     assert!(has(&[" event=tls_failed "]), "{log:?}");
