@@ -61,8 +61,8 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 impl TlsConfig {
-    /// The rustls configuration, once the files are read and agree with each other.
-    /// The server's configuration. With a peer CA, a client may show a certificate it
+    /// The listeners' rustls configuration, once the files are read and agree with
+    /// each other. With a peer CA, a client may show a certificate it
     /// signed (a peer's) even where client certificates are not required.
     pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, String> {
         let (certs, key) = self.own_certificate()?;

@@ -693,14 +693,13 @@ fn a_cluster_with_tls_replicates_over_mutual_tls_and_refuses_peers_without_a_nod
         })
         .collect();
     // A write through every node: a follower forwards to the leader over a peer link.
-    for node in &nodes {
-        call_until(
-            &pki,
-            &node.addr,
-            &json!({"type": "send", "key": "k", "msg": 1}),
-            "send_ok",
-        );
-    }
+    let send_through_every_node = |msg: u32| {
+        for node in &nodes {
+            let send = json!({"type": "send", "key": "k", "msg": msg});
+            call_until(&pki, &node.addr, &send, "send_ok");
+        }
+    };
+    send_through_every_node(1);
     let poll = json!({"type": "poll", "offsets": {"k": 0}});
     let polled = call_until(&pki, &nodes[2].addr, &poll, "poll_ok");
     assert_eq!(
@@ -737,12 +736,5 @@ fn a_cluster_with_tls_replicates_over_mutual_tls_and_refuses_peers_without_a_nod
     );
     assert!(has(&[" event=tls_failed "]), "{log:?}");
     assert!(has(&[" event=peer_accepted "]), "{log:?}");
-    for node in &nodes {
-        call_until(
-            &pki,
-            &node.addr,
-            &json!({"type": "send", "key": "k", "msg": 2}),
-            "send_ok",
-        );
-    }
+    send_through_every_node(2);
 }

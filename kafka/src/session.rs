@@ -476,9 +476,10 @@ mod tests {
             found.unwrap().to_owned()
         };
         let (nonce, salt) = (attr("r="), b64.decode(attr("s=")).unwrap());
-        let credentials = ScramCredentials::new(password, &salt, attr("i=").parse().unwrap());
+        let iterations = attr("i=").parse().unwrap();
+        let credentials = ScramCredentials::new(password, &salt, iterations);
         let mut salted = [0u8; 32];
-        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), &salt, 4096, &mut salted);
+        pbkdf2::pbkdf2_hmac::<sha2::Sha256>(password.as_bytes(), &salt, iterations, &mut salted);
         let mac = |key: &[u8], data: &[u8]| {
             let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
             m.update(data);
