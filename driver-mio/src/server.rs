@@ -1163,13 +1163,14 @@ impl Server {
     /// Runs one step; `line` is the line its message was decoded from, if it was.
     fn step(&mut self, now: Time, event: Event, mut line: Option<Input<'_>>) {
         let mut kept = None;
+        let from = line.as_ref().map(|input| input.key);
         if let Event::Message(m) = &event {
             let payload = &m.body.payload;
             let writes = payload.access().is_some_and(|a| a != Access::Read);
             self.written |= payload.route() == Route::Raft || writes;
-            // A step that may persist its input records the line itself when it is
-            // UTF-8 (JSON text is), else a copy of the message.
-            line = line.filter(|input| writes && std::str::from_utf8(input.line).is_ok());
+            // A step that may persist its input records the line it came as, if it
+            // came as one, else a copy of the message.
+            line = line.filter(|_| writes);
             if writes && line.is_none() {
                 kept = Some(m.clone());
             }
@@ -1193,7 +1194,14 @@ impl Server {
                         continue;
                     }
                     // Replies go to live connections; a reply to one that closed is dropped.
-                    if let Some(&key) = self.by_name.get(&msg.dest) {
+                    // Most go to the connection the request came from: no search.
+                    let to = match from {
+                        Some(key) if self.conns.get(key).is_some_and(|c| c.name == msg.dest) => {
+                            Some(key)
+                        }
+                        _ => self.by_name.get(&msg.dest).copied(),
+                    };
+                    if let Some(key) = to {
                         self.deliver(now, key, msg);
                     }
                 }

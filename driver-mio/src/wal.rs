@@ -1,8 +1,9 @@
 //! The write-ahead log: the core's `Persist` records, appended to segment files.
 //!
 //! A segment is `wal-<index:010>.log`; a frame is `[len: u32 LE][crc32: u32 LE][payload]`
-//! with the payload a JSON-encoded [`WalRecord`] (a request as the line it came as, see
-//! [`WalRecord::encode_line`]). Records of one event-loop round are
+//! with the payload a [`WalRecord`] in the core's binary record format (a request as
+//! the line it came as, see [`WalRecord::encode_line`]; records of the earlier JSON
+//! format still read). Records of one event-loop round are
 //! written together and, under `--fsync always`, made durable with one `fdatasync`
 //! before any reply of that round is sent (group commit).
 //!

@@ -6,7 +6,9 @@
 //! `--messages` enqueues of 64-byte payloads, then a dequeue + ack of each.
 //!
 //! Prints, per phase, nanoseconds and allocation calls per request, and the heap
-//! bytes each queued message holds beyond its payload; then the same for a naive loop
+//! bytes each queued message holds beyond its payload; then what recovery (and a
+//! compaction's rebuild) costs per record: every write-ahead record of both phases
+//! decoded and replayed through a fresh node; then the same for a naive loop
 //! (serde_json `Value` in, a `VecDeque` of values, serde_json replies out) as the
 //! baseline.
 //!
@@ -78,6 +80,8 @@ struct Server {
     node: Node,
     conns: Vec<Conn>,
     effects: Effects,
+    /// Every write-ahead record so far, each after its length (u32 LE), as a segment
+    /// holds them; it grows by doubling, so appending costs no allocation per record.
     wal: Vec<u8>,
     /// Receipts of the last batch's deliveries, to acknowledge.
     receipts: Vec<String>,
@@ -128,9 +132,9 @@ impl Server {
             node.step(Time::ZERO, Event::Message(msg), effects);
             for effect in effects.drain(..) {
                 match effect {
-                    Effect::Persist(record) => record.encode(wal),
+                    Effect::Persist(record) => append_framed(wal, |out| record.encode(out)),
                     Effect::PersistInput { at } => {
-                        WalRecord::encode_line(at, name, "n0", line, wal)
+                        append_framed(wal, |out| WalRecord::encode_line(at, name, "n0", line, out))
                     }
                     Effect::Send(msg) => {
                         match &msg.body.payload {
@@ -148,7 +152,6 @@ impl Server {
         });
         std::hint::black_box(&conn.out);
         conn.out.clear();
-        wal.clear();
     }
 
     /// A batch of request lines from connection `i`, one per body.
@@ -179,13 +182,15 @@ fn herald(messages: usize) {
             (i, server.batch(i, std::iter::repeat_n(body, n)))
         })
         .collect();
-    let heap_before = live_bytes();
+    let heap_before = live_bytes() - server.wal.capacity();
     let enqueue = measure(messages as u64, || {
         for (i, bytes) in &enqueues {
             server.feed(*i, bytes);
         }
     });
-    let held = live_bytes().saturating_sub(heap_before) as f64 / messages as f64;
+    // The records kept for the replay are not the queue's.
+    let held =
+        (live_bytes() - server.wal.capacity()).saturating_sub(heap_before) as f64 / messages as f64;
     enqueue.print("herald enqueue");
     drop(enqueues);
     let dequeue = r#""dequeue","queue":"bench","max":1"#;
@@ -219,11 +224,41 @@ fn herald(messages: usize) {
     }
     phase.requests = requests;
     phase.print("herald dequeue, ack");
+    replay(&server.wal, server.node.config().clone());
     println!(
         "herald: {:.0} heap bytes per queued {PAYLOAD_BYTES}-byte message, {:.0} beyond the payload",
         held,
         held - PAYLOAD_BYTES as f64
     );
+}
+
+/// Appends one record, after its length, to `wal`.
+fn append_framed(wal: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) {
+    let start = wal.len();
+    wal.extend_from_slice(&[0; 4]);
+    encode(wal);
+    let len = u32::try_from(wal.len() - start - 4).expect("a record is under 4 GiB");
+    wal[start..start + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// Decodes every record in `wal` and replays them through a fresh node, as recovery
+/// and a compaction's rebuild do.
+fn replay(wal: &[u8], config: Config) {
+    let mut records = Vec::new();
+    let mut rest = wal;
+    while let Some((len, tail)) = rest.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        records.push(&tail[..len]);
+        rest = &tail[len..];
+    }
+    let count = records.len() as u64;
+    let phase = measure(count, || {
+        let decoded = records
+            .iter()
+            .map(|bytes| WalRecord::decode(bytes).expect("records read back"));
+        std::hint::black_box(Node::recover(config, decoded));
+    });
+    phase.print("herald replay (per record)");
 }
 
 /// The baseline: parse each line into a `Value`, keep messages in a `VecDeque`, write
